@@ -1,0 +1,92 @@
+"""One exception hierarchy for every service, each error carrying a stable machine `code`."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    NOT_MEDIA = "not_media"
+    TOO_LARGE = "too_large"
+    NO_AUDIO_STREAM = "no_audio_stream"
+    UNREADABLE_MEDIA = "unreadable_media"
+    CONVERSION_FAILED = "conversion_failed"
+    TIMEOUT = "timeout"
+    NOT_READY = "not_ready"
+    NOT_FOUND = "not_found"
+    LINK_EXPIRED = "link_expired"
+    LINK_INVALID = "link_invalid"
+    EMAIL_TAKEN = "email_taken"
+    WEAK_PASSWORD = "weak_password"
+    INVALID_REQUEST = "invalid_request"
+    INVALID_CREDENTIALS = "invalid_credentials"
+    INVALID_TOKEN = "invalid_token"
+    NOT_AUTHENTICATED = "not_authenticated"
+    BROKER_UNAVAILABLE = "broker_unavailable"
+    DATABASE_UNAVAILABLE = "database_unavailable"
+    AUTH_UNAVAILABLE = "auth_unavailable"
+    SERVICE_UNAVAILABLE = "service_unavailable"
+    INTERNAL_ERROR = "internal_error"
+    CANCELLED = "cancelled"
+
+
+class AppError(Exception):
+    """An error a client may see: a human `detail`, a stable `code` and an HTTP status."""
+
+    status_code: int = 400
+    code: ErrorCode = ErrorCode.INVALID_REQUEST
+
+    def __init__(self, detail: str, *, code: ErrorCode | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code is not None:
+            self.code = code
+
+    def to_dict(self) -> dict[str, str]:
+        return {"detail": self.detail, "code": str(self.code)}
+
+
+class NotFound(AppError):
+    status_code = 404
+    code = ErrorCode.NOT_FOUND
+
+
+class Conflict(AppError):
+    status_code = 409
+
+
+class Gone(AppError):
+    status_code = 410
+    code = ErrorCode.LINK_EXPIRED
+
+
+class Unauthorized(AppError):
+    status_code = 401
+    code = ErrorCode.NOT_AUTHENTICATED
+
+
+class TooLarge(AppError):
+    status_code = 413
+    code = ErrorCode.TOO_LARGE
+
+
+class UnsupportedMedia(AppError):
+    status_code = 415
+    code = ErrorCode.NOT_MEDIA
+
+
+class Unprocessable(AppError):
+    status_code = 422
+    code = ErrorCode.INVALID_REQUEST
+
+
+class Unavailable(AppError):
+    status_code = 503
+    code = ErrorCode.SERVICE_UNAVAILABLE
+
+
+class MediaError(AppError):
+    """A conversion failure caused by the input file, reported on the job rather than over HTTP."""
+
+    status_code = 422
+    code = ErrorCode.UNREADABLE_MEDIA

@@ -1,0 +1,143 @@
+"""The event contract: one envelope, one typed model per event type, parsed by one adapter.
+
+The dotted type names double as routing keys on the topic exchange.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, TypeAdapter
+
+from shared.errors import ErrorCode
+
+
+class EventType(StrEnum):
+    JOB_SUBMITTED = "job.submitted"
+    JOB_STARTED = "job.started"
+    JOB_PROGRESS = "job.progress"
+    JOB_COMPLETED = "job.completed"
+    JOB_FAILED = "job.failed"
+    JOB_CANCEL_REQUESTED = "job.cancel_requested"
+    JOB_CANCELLED = "job.cancelled"
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobRef(BaseModel):
+    """What every job event carries: which job, and whose."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    user_id: str
+
+
+class JobSubmittedPayload(JobRef):
+    user_email: str
+    filename: str
+    source_blob_id: str
+    size: int
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobProgressPayload(JobRef):
+    progress: int = Field(ge=0, le=100)
+
+
+class JobCompletedPayload(JobRef):
+    user_email: str
+    filename: str
+    output_filename: str
+    size: int
+    duration: float | None = None
+    bitrate: int | None = None
+
+
+class JobFailedPayload(JobRef):
+    user_email: str
+    filename: str
+    code: ErrorCode
+    detail: str
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str = Field(default_factory=_new_id)
+    version: int = 1
+    occurred_at: datetime = Field(default_factory=_now)
+    correlation_id: str = Field(default_factory=_new_id)
+
+
+class JobSubmitted(_Envelope):
+    type: Literal[EventType.JOB_SUBMITTED] = EventType.JOB_SUBMITTED
+    payload: JobSubmittedPayload
+
+
+class JobStarted(_Envelope):
+    type: Literal[EventType.JOB_STARTED] = EventType.JOB_STARTED
+    payload: JobRef
+
+
+class JobProgress(_Envelope):
+    type: Literal[EventType.JOB_PROGRESS] = EventType.JOB_PROGRESS
+    payload: JobProgressPayload
+
+
+class JobCompleted(_Envelope):
+    type: Literal[EventType.JOB_COMPLETED] = EventType.JOB_COMPLETED
+    payload: JobCompletedPayload
+
+
+class JobFailed(_Envelope):
+    type: Literal[EventType.JOB_FAILED] = EventType.JOB_FAILED
+    payload: JobFailedPayload
+
+
+class JobCancelRequested(_Envelope):
+    type: Literal[EventType.JOB_CANCEL_REQUESTED] = EventType.JOB_CANCEL_REQUESTED
+    payload: JobRef
+
+
+class JobCancelled(_Envelope):
+    type: Literal[EventType.JOB_CANCELLED] = EventType.JOB_CANCELLED
+    payload: JobRef
+
+
+Event = Annotated[
+    JobSubmitted
+    | JobStarted
+    | JobProgress
+    | JobCompleted
+    | JobFailed
+    | JobCancelRequested
+    | JobCancelled,
+    Discriminator("type"),
+]
+
+event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def parse_event(body: bytes | str) -> Event:
+    """Parse and validate one message body; raises pydantic.ValidationError on anything else."""
+    return event_adapter.validate_json(body)
+
+
+def encode_event(event: Event) -> bytes:
+    return event.model_dump_json().encode()
+
+
+def client_view(event: Event) -> dict[str, Any]:
+    """The `{type, job_id, ...}` shape that WebSocket clients receive."""
+    payload = event.payload.model_dump(mode="json", exclude={"user_id", "user_email"})
+    return {"type": str(event.type), "occurred_at": event.occurred_at.isoformat(), **payload}

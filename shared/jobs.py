@@ -1,0 +1,126 @@
+"""The job document stored in MongoDB, its status enum and the view clients receive."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.errors import ErrorCode
+
+JOBS_COLLECTION = "jobs"
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+ACTIVE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.PROCESSING})
+
+
+class AudioTrack(BaseModel):
+    index: int
+    codec: str | None = None
+    channels: int | None = None
+    sample_rate: int | None = None
+    language: str | None = None
+    title: str | None = None
+
+
+class SourceInfo(BaseModel):
+    size: int
+    duration: float | None = None
+    container: str | None = None
+    audio_codec: str | None = None
+    video_codec: str | None = None
+    channels: int | None = None
+    sample_rate: int | None = None
+    bitrate: int | None = None
+    audio_tracks: list[AudioTrack] = Field(default_factory=list)
+
+
+class OutputInfo(BaseModel):
+    size: int
+    duration: float | None = None
+    bitrate: int | None = None
+    codec: str = "mp3"
+    channels: int | None = None
+    sample_rate: int | None = None
+    filename: str
+    content_type: str = "audio/mpeg"
+
+
+class JobError(BaseModel):
+    code: ErrorCode
+    detail: str
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Job(BaseModel):
+    """One conversion, as kept in MongoDB (`_id` is `id`)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str = Field(alias="_id")
+    user_id: str
+    user_email: str
+    status: JobStatus = JobStatus.QUEUED
+    progress: int = 0
+    filename: str
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    correlation_id: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    source_blob_id: str | None = None
+    output_blob_id: str | None = None
+    source: SourceInfo
+    output: OutputInfo | None = None
+    error: JobError | None = None
+    attempts: int = 0
+
+    def to_document(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, mode="python")
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> Job:
+        for key in ("created_at", "updated_at"):
+            value = doc.get(key)
+            # MongoDB hands back naive UTC datetimes unless the client is tz_aware.
+            if isinstance(value, datetime) and value.tzinfo is None:
+                doc[key] = value.replace(tzinfo=UTC)
+        return cls.model_validate(doc)
+
+    def public_view(self) -> dict[str, Any]:
+        """The job as the contract shows it: no storage ids, a download URL when done."""
+        output: dict[str, Any] | None = None
+        if self.output is not None and self.status is JobStatus.COMPLETED:
+            output = {
+                **self.output.model_dump(mode="json"),
+                "download_url": f"/v1/jobs/{self.id}/download",
+            }
+        return {
+            "id": self.id,
+            "status": str(self.status),
+            "progress": self.progress,
+            "filename": self.filename,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "options": self.options,
+            "source": self.source.model_dump(mode="json"),
+            "output": output,
+            "error": self.error.model_dump(mode="json") if self.error else None,
+        }

@@ -1,0 +1,128 @@
+"""Publishing and consuming events on aio-pika, with the delivery rules of the contract.
+
+Publishing: persistent messages, publisher confirms, a timeout.
+Consuming: prefetch, manual ack only after the handler has stored its effect; a body that does
+not parse is rejected to the dead-letter queue; a handler failure requeues it (the queue's
+delivery limit dead-letters it eventually).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
+from pydantic import ValidationError
+
+from shared.errors import ErrorCode, Unavailable
+from shared.events import Event, encode_event, parse_event
+from shared.topology import Topology, declare_exchange, declare_topology
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Event], Awaitable[None]]
+
+
+async def connect(url: str, name: str, timeout: float = 10.0) -> AbstractRobustConnection:
+    """A robust connection that reconnects by itself and restores its channels and consumers."""
+    return await aio_pika.connect_robust(
+        url, timeout=timeout, client_properties={"connection_name": name}
+    )
+
+
+class EventPublisher:
+    """Publishes events to the topic exchange and waits for the broker's confirm."""
+
+    def __init__(self, exchange: AbstractExchange, timeout: float = 10.0) -> None:
+        self._exchange = exchange
+        self._timeout = timeout
+
+    @classmethod
+    async def open(
+        cls, connection: AbstractRobustConnection, topology: Topology, timeout: float = 10.0
+    ) -> EventPublisher:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await declare_topology(channel, topology)
+        return cls(exchange, timeout)
+
+    async def publish(self, event: Event) -> None:
+        """Publish one event; raises `Unavailable(broker_unavailable)` when it is not confirmed."""
+        message = aio_pika.Message(
+            encode_event(event),
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            content_type="application/json",
+            message_id=event.event_id,
+            correlation_id=event.correlation_id,
+            type=str(event.type),
+        )
+        try:
+            await self._exchange.publish(
+                message, routing_key=str(event.type), timeout=self._timeout
+            )
+        except (TimeoutError, aio_pika.exceptions.AMQPError, ConnectionError) as exc:
+            raise Unavailable(
+                "the message broker is unavailable", code=ErrorCode.BROKER_UNAVAILABLE
+            ) from exc
+
+
+async def open_consumer_channel(
+    connection: AbstractRobustConnection, topology: Topology, prefetch: int
+) -> AbstractRobustChannel:
+    channel = await connection.channel()
+    assert isinstance(channel, AbstractRobustChannel)
+    await channel.set_qos(prefetch_count=prefetch)
+    await declare_topology(channel, topology)
+    return channel
+
+
+async def handle_delivery(message: AbstractIncomingMessage, handler: Handler) -> None:
+    """Run `handler` on one delivery and settle it by the contract's rules."""
+    try:
+        event = parse_event(message.body)
+    except ValidationError as exc:
+        log.error("unparseable message %s dead-lettered: %s", message.message_id, exc)
+        await message.reject(requeue=False)
+        return
+    try:
+        await handler(event)
+    except asyncio.CancelledError:
+        # Shutting down mid-message: hand it back so another consumer takes it.
+        await asyncio.shield(message.nack(requeue=True))
+        raise
+    except Exception:
+        log.exception("handling %s %s failed; requeued", event.type, event.event_id)
+        await message.nack(requeue=True)
+        return
+    await message.ack()
+
+
+async def consume(
+    channel: AbstractRobustChannel, queue_name: str, handler: Handler
+) -> tuple[AbstractQueue, str]:
+    """Start consuming `queue_name`; returns the queue and consumer tag (to cancel it)."""
+    queue = await channel.get_queue(queue_name, ensure=True)
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        await handle_delivery(message, handler)
+
+    tag = await queue.consume(on_message, no_ack=False)
+    return queue, tag
+
+
+async def bind_private_queue(
+    channel: AbstractRobustChannel, topology: Topology, routing_keys: list[str]
+) -> AbstractQueue:
+    """An exclusive, auto-delete queue of one process, bound to the given event types."""
+    exchange = await declare_exchange(channel, topology)
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    for key in routing_keys:
+        await queue.bind(exchange, routing_key=key)
+    return queue

@@ -1,0 +1,122 @@
+"""Every configuration name of the contract, loaded once from the environment.
+
+Each service reads only the fields it needs; none defines settings of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GIB = 1024**3
+
+
+def _cpu_count() -> int:
+    return os.cpu_count() or 1
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    # Prefix of every exchange and queue name, so that several installs (or test runs) can share
+    # one broker without seeing each other's messages.
+    amqp_prefix: str = "video2mp3"
+    mongo_url: str | None = None
+    mongo_db: str = "video2mp3"
+    database_url: str | None = None
+    smtp_url: str | None = None
+    mail_from: str = "video2mp3 <no-reply@video2mp3.local>"
+    public_url: str = "http://127.0.0.1:8000"
+    auth_urls: str = "http://127.0.0.1:8001"
+    notification_urls: str = "http://127.0.0.1:8002"
+    blob_store: str = Field(default="file", pattern="^(file|gridfs)$")
+    blob_dir: Path | None = None
+    var_dir: Path = Path("./var")
+    max_upload_bytes: int = 2 * GIB
+    converter_concurrency: int = Field(default_factory=_cpu_count)
+    ffmpeg_path: str | None = None
+
+    bind_host: str = "127.0.0.1"
+    gateway_port: int = 8000
+    auth_port: int = 8001
+    notification_port: int = 8002
+    converter_port: int = 8003
+
+    jwt_private_key: str | None = None
+    jwt_private_key_file: Path | None = None
+    jwt_issuer: str = "video2mp3-auth"
+    jwt_audience: str = "video2mp3"
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 30 * 24 * 3600
+    link_secret: str | None = None
+    link_secret_file: Path | None = None
+    download_link_ttl: int = 7 * 24 * 3600
+
+    # Seconds every outbound network call may take before it is abandoned.
+    network_timeout: float = 10.0
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @property
+    def resolved_blob_dir(self) -> Path:
+        return (self.blob_dir or self.var_dir / "blobs").resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.var_dir / 'auth.db').resolve()}"
+
+    @property
+    def auth_url_list(self) -> list[str]:
+        return [u.strip().rstrip("/") for u in self.auth_urls.split(",") if u.strip()]
+
+    @property
+    def notification_url_list(self) -> list[str]:
+        return [u.strip().rstrip("/") for u in self.notification_urls.split(",") if u.strip()]
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.var_dir / "secrets"
+
+    @cached_property
+    def link_key(self) -> bytes:
+        """The key that signs emailed download links (shared by gateway and notification)."""
+        if self.link_secret:
+            return self.link_secret.encode()
+        if self.link_secret_file:
+            return self.link_secret_file.read_bytes().strip()
+        return load_or_create_secret(self.secrets_dir / "link.key", lambda: secrets.token_bytes(32))
+
+    def require_mongo_url(self) -> str:
+        if not self.mongo_url:
+            raise RuntimeError("MONGO_URL is not set (video2mp3 up starts an embedded server)")
+        return self.mongo_url
+
+
+def load_or_create_secret(path: Path, make: object) -> bytes:
+    """Read a secret file, creating it with mode 0600 the first time.
+
+    Called at start-up only (before the event loop serves anything), so plain file I/O is fine.
+    """
+    if path.exists():
+        return path.read_bytes().strip()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    assert callable(make)
+    value: bytes = make()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, value)
+    finally:
+        os.close(fd)
+    return value
+
+
+def get_settings() -> Settings:
+    return Settings()

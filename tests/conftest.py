@@ -1,0 +1,113 @@
+"""Fixtures that start (or find) the real dependencies once per session.
+
+RabbitMQ and MariaDB must already run (`.ci/run` starts them); the MongoDB-wire server
+(nx-27017) is started here unless MONGO_URL points at a real MongoDB.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.settings import Settings
+from tests.support.media import MediaFactory
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_MEDIA = REPO.parent / "shared" / "media"
+AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+MARIADB_ADMIN_URL = os.environ.get("TEST_MARIADB_URL", "mysql+asyncmy://root@127.0.0.1:3306")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def mongo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if os.environ.get("MONGO_URL"):
+        yield os.environ["MONGO_URL"]
+        return
+    data = tmp_path_factory.mktemp("mongo")
+    port = free_port()
+    exe = Path(sys.executable).with_name("nx-27017")
+    proc = subprocess.Popen(
+        [str(exe), "--data-dir", str(data), "-p", str(port), "--log-file", str(data / "log")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        yield f"mongodb://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    return AMQP_URL
+
+
+@pytest.fixture
+def settings_factory(mongo_url: str, amqp_url: str, tmp_path: Path) -> Callable[..., Settings]:
+    """Settings isolated per test: own MongoDB database, own AMQP names, own VAR_DIR."""
+    tag = uuid.uuid4().hex[:10]
+
+    def make(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "amqp_url": amqp_url,
+            "amqp_prefix": f"test-{tag}",
+            "mongo_url": mongo_url,
+            "mongo_db": f"t{tag}",
+            "var_dir": tmp_path / "var",
+            "link_secret": "test-link-secret",
+        }
+        values.update(overrides)
+        return Settings(**values)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture
+def settings(settings_factory: Callable[..., Settings]) -> Settings:
+    return settings_factory()
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory: pytest.TempPathFactory) -> MediaFactory:
+    """Generated clips (FFmpeg lavfi sources), made once per session and cached."""
+    return MediaFactory(tmp_path_factory.mktemp("media"))
+
+
+@pytest.fixture(scope="session")
+def shared_media() -> Path:
+    if not SHARED_MEDIA.is_dir():
+        pytest.fail(f"real test media missing: {SHARED_MEDIA}")
+    return SHARED_MEDIA
+
+
+def pytest_report_header() -> list[str]:
+    return [f"ffmpeg: {shutil.which('ffmpeg') or 'imageio-ffmpeg'}; amqp: {AMQP_URL}"]
