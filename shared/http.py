@@ -8,8 +8,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, NetworkTimeout, PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.blobstore.base import BlobNotFound
 from shared.errors import AppError, ErrorCode
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,20 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, ErrorCode.INVALID_REQUEST)
         return error_response(exc.status_code, str(exc.detail), str(code), exc.headers)
+
+    @app.exception_handler(PyMongoError)
+    async def database_error(_: Request, exc: PyMongoError) -> JSONResponse:
+        if isinstance(exc, ConnectionFailure | ExecutionTimeout | NetworkTimeout):
+            log.warning("database unavailable: %s", exc)
+            return error_response(
+                503, "the database is unavailable", str(ErrorCode.DATABASE_UNAVAILABLE)
+            )
+        log.exception("database error", exc_info=exc)
+        return error_response(500, "internal error", str(ErrorCode.INTERNAL_ERROR))
+
+    @app.exception_handler(BlobNotFound)
+    async def blob_missing(_: Request, exc: BlobNotFound) -> JSONResponse:
+        return error_response(404, "the file no longer exists", str(ErrorCode.NOT_FOUND))
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from services.cli.embedded import nx_27017_command
 from shared.settings import Settings
 from tests.support.media import MediaFactory
 
@@ -34,7 +34,7 @@ def free_port() -> int:
         return port
 
 
-def wait_for_port(port: int, timeout: float = 20.0) -> None:
+def wait_for_port(port: int, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -52,11 +52,10 @@ def mongo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     data = tmp_path_factory.mktemp("mongo")
     port = free_port()
-    exe = Path(sys.executable).with_name("nx-27017")
     proc = subprocess.Popen(
-        [str(exe), "--data-dir", str(data), "-p", str(port), "--log-file", str(data / "log")],
+        nx_27017_command(data, port),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=(data / "stderr.log").open("wb"),
     )
     try:
         wait_for_port(port)

@@ -2,28 +2,85 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import Protocol
+
+MIB = 1024 * 1024
+
+_BLOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 class BlobNotFound(LookupError):
     """No blob with this id exists (or it was only partly written and then discarded)."""
 
 
+class InvalidBlobId(ValueError):
+    """A blob id with characters other than [A-Za-z0-9_-], empty, or longer than 128."""
+
+
+def validate_blob_id(blob_id: str) -> str:
+    # Ids become file names and Mongo filenames: a strict alphabet rules out path traversal,
+    # hidden files and anything a shell or URL would need to quote.
+    if not isinstance(blob_id, str) or not _BLOB_ID.fullmatch(blob_id):
+        raise InvalidBlobId(f"invalid blob id {blob_id!r}")
+    return blob_id
+
+
+def byte_span(start: int, end: int | None, size: int) -> tuple[int, int]:
+    """The half-open span [lo, hi) of an inclusive range clipped to a blob of `size` bytes.
+
+    lo >= hi means nothing to read (a start at or past the end is not an error here: mapping it
+    to 416 is the HTTP layer's business).
+    """
+    if start < 0:
+        raise ValueError(f"range start {start} is negative")
+    if end is not None and end < start:
+        raise ValueError(f"range end {end} is before start {start}")
+    hi = size if end is None else min(end + 1, size)
+    return start, hi
+
+
 class BlobStore(Protocol):
-    """Bytes by id. Writes are all-or-nothing: a failed or cancelled write leaves nothing behind."""
+    """Bytes by id.
+
+    Blob ids match [A-Za-z0-9_-]{1,128}; any other id raises InvalidBlobId (a ValueError).
+
+    Writes are all-or-nothing: the blob becomes visible in one step (the commit) after the last
+    byte is stored durably. A write that fails or is cancelled before its commit leaves nothing
+    behind, not even partial data. The commit itself is not interruptible: a cancellation that
+    arrives during it is raised once the commit has finished, and the blob then exists. Writing
+    an id that already exists replaces the old bytes atomically (readers see old or new, never a
+    mix); ids are meant to be fresh, so this is the exception.
+    """
 
     async def write(self, blob_id: str, chunks: AsyncIterable[bytes]) -> int:
-        """Store a stream under a new id; returns the number of bytes written."""
+        """Store a stream under an id; returns the number of bytes written.
+
+        Any exception the source raises propagates unchanged after the partial data is removed.
+        """
         ...
 
     async def write_file(self, blob_id: str, path: Path) -> int:
-        """Store a local file (the converter's output); the file itself is left in place."""
+        """Store a local file (the converter's output); the file itself is left in place.
+
+        The file backend may hard-link the file instead of copying it, so the caller must not
+        modify the file in place afterwards (deleting or replacing it is fine).
+        """
         ...
 
     def read(self, blob_id: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        """Yield the bytes `start`..`end` (inclusive, like an HTTP Range; None = to the end)."""
+        """Yield the bytes `start`..`end` (inclusive, like an HTTP Range; None = to the end).
+
+        An async generator: BlobNotFound is raised on the first iteration, not by the call.
+        `end` past the last byte is clipped; a start past the end yields nothing; a negative
+        start or an end before start raises ValueError. BlobNotFound can also come mid-stream
+        when the blob is deleted while being read (GridFS; a file being read stays readable).
+        Both backends return an async generator: when stopping early, close it (`aclose()`, or
+        `contextlib.aclosing`) so its file descriptor or prefetch query is released at once
+        rather than when it is garbage-collected.
+        """
         ...
 
     async def size(self, blob_id: str) -> int:
@@ -35,7 +92,10 @@ class BlobStore(Protocol):
         ...
 
     def local_path(self, blob_id: str) -> Path | None:
-        """A path FFmpeg can read in place, or None when the bytes are not on a local disk."""
+        """A path FFmpeg can read in place, or None when the bytes are not on a local disk.
+
+        Does no I/O: the path is returned whether or not the blob exists.
+        """
         ...
 
     async def check(self) -> None:

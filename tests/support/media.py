@@ -8,6 +8,7 @@ from pathlib import Path
 
 import av
 
+from services.converter.probe import codec_name
 from shared.ffmpeg_path import ffmpeg_executable
 
 
@@ -27,7 +28,7 @@ def decode(path: Path) -> Decoded:
         for frame in container.decode(stream):
             samples += frame.samples
         return Decoded(
-            codec=stream.codec_context.name,
+            codec=codec_name(stream) or "unknown",
             channels=stream.codec_context.channels,
             sample_rate=stream.codec_context.sample_rate,
             duration=samples / stream.codec_context.sample_rate,

@@ -1,0 +1,63 @@
+"""Request dependencies as typed aliases, so routes read like their contract."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, cast
+
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.auth.errors import RefreshTokenReused
+from services.auth.repository import AuthRepository
+from services.auth.service import AuthService
+from services.auth.state import AuthState
+from shared.errors import Unauthorized
+from shared.tokens import Claims
+
+
+def get_state(request: Request) -> AuthState:
+    return cast(AuthState, request.state.auth)
+
+
+State = Annotated[AuthState, Depends(get_state)]
+
+
+async def get_session(state: State) -> AsyncIterator[AsyncSession]:
+    """The one place that commits: after the route succeeds, before the response is sent."""
+    async with state.sessions() as session:
+        try:
+            yield session
+        except RefreshTokenReused:
+            await session.commit()  # the family revocation is the point of this error
+            raise
+        except BaseException:
+            await session.rollback()
+            raise
+        else:
+            await session.commit()
+
+
+# scope="function" ends the dependency before the response goes out, so a client that gets a
+# 201 can log in at once: its user is committed, not about to be.
+DbSession = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+def get_service(session: DbSession, state: State) -> AuthService:
+    return AuthService(AuthRepository(session), state.signing_key, state.settings)
+
+
+Service = Annotated[AuthService, Depends(get_service)]
+
+# auto_error=False: a missing token must answer in our error shape, not FastAPI's.
+_bearer = OAuth2PasswordBearer(tokenUrl="/v1/auth/login", auto_error=False)
+
+
+def get_claims(state: State, token: Annotated[str | None, Depends(_bearer)]) -> Claims:
+    if token is None:
+        raise Unauthorized("not authenticated")
+    return state.verifier.verify(token)
+
+
+CurrentClaims = Annotated[Claims, Depends(get_claims)]

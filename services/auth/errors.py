@@ -1,0 +1,38 @@
+"""The auth service's errors: named subclasses of the shared hierarchy, codes from the contract."""
+
+from __future__ import annotations
+
+from shared.errors import Conflict, ErrorCode, Unauthorized, Unprocessable
+
+
+class EmailTaken(Conflict):
+    code = ErrorCode.EMAIL_TAKEN
+
+    def __init__(self) -> None:
+        super().__init__("this email is already registered")
+
+
+class WeakPassword(Unprocessable):
+    code = ErrorCode.WEAK_PASSWORD
+
+
+class InvalidCredentials(Unauthorized):
+    code = ErrorCode.INVALID_CREDENTIALS
+
+    def __init__(self) -> None:
+        super().__init__("wrong email or password")
+
+
+class InvalidRefreshToken(Unauthorized):
+    code = ErrorCode.INVALID_TOKEN
+
+    def __init__(self) -> None:
+        super().__init__("invalid or expired refresh token")
+
+
+class RefreshTokenReused(InvalidRefreshToken):
+    """A rotated refresh token came back: its family is revoked, and that must be committed.
+
+    The session dependency commits on this error (and only this one) even though the request
+    fails: rolling back would let the stolen token family live on.
+    """

@@ -1,0 +1,1 @@
+"""Alembic migrations of the user store (run by `services.auth.migrate.upgrade`)."""

@@ -1,0 +1,64 @@
+"""What the auth app holds while it runs: made by `create_app`, opened by its lifespan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from services.auth.keys import SigningKey
+from services.auth.migrate import upgrade
+from services.auth.passwords import prepare_dummy_hash
+from shared.settings import Settings
+from shared.tokens import TokenVerifier
+
+
+def ensure_sqlite_directory(database_url: str) -> None:
+    """SQLite creates its file but not the directory around it (VAR_DIR on a first start)."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+class AuthState:
+    def __init__(self, settings: Settings, signing_key: SigningKey) -> None:
+        self.settings = settings
+        self.signing_key = signing_key
+        # auth checks its own access tokens exactly the way every other service does.
+        self.verifier = TokenVerifier(
+            signing_key.jwks(), issuer=settings.jwt_issuer, audience=settings.jwt_audience
+        )
+        self._engine: AsyncEngine | None = None
+        self._sessions: async_sessionmaker[AsyncSession] | None = None
+
+    async def open(self) -> None:
+        url = self.settings.resolved_database_url
+        await upgrade(url)
+        await prepare_dummy_hash()
+        self._engine = create_async_engine(url, pool_pre_ping=True)
+        self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+        self._engine = None
+        self._sessions = None
+
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        if self._sessions is None:
+            raise RuntimeError("the auth database is not open (is the app's lifespan running?)")
+        return self._sessions
+
+    async def ping_database(self) -> None:
+        if self._engine is None:
+            raise RuntimeError("the auth database is not open")
+        async with self._engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))

@@ -1,0 +1,260 @@
+"""`video2mp3 convert FILE...`: upload, follow the conversion live, download the MP3s."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TransferSpeedColumn,
+)
+from websockets.asyncio.client import ClientConnection, connect
+
+from services.cli.credentials import LoginError, access_token
+
+READ_BLOCK = 1024 * 1024
+FINAL = {"job.completed", "job.failed", "job.cancelled"}
+
+
+@dataclass
+class FileJob:
+    source: Path
+    target: Path
+    job_id: str | None = None
+    status: str = "waiting"
+    error: str | None = None
+    events: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+
+
+class Reporter:
+    """Progress bars on a terminal, one line per state change otherwise."""
+
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+        self.console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=self.console,
+            disable=not tty,
+        )
+        self.tasks: dict[Path, TaskID] = {}
+
+    def add(self, item: FileJob, size: int) -> None:
+        self.tasks[item.source] = self.progress.add_task(f"{item.source.name}: upload", total=size)
+
+    def advance(self, item: FileJob, done: int) -> None:
+        self.progress.update(self.tasks[item.source], completed=done)
+
+    def state(self, item: FileJob, state: str, percent: int | None = None) -> None:
+        if item.status == state and percent is None:
+            return
+        item.status = state
+        if self.tty:
+            task = self.tasks[item.source]
+            if percent is not None:
+                self.progress.update(
+                    task, description=f"{item.source.name}: {state}", total=100, completed=percent
+                )
+            else:
+                self.progress.update(task, description=f"{item.source.name}: {state}")
+        elif percent is None:
+            print(f"{item.source.name}: {state}", flush=True)
+
+
+def multipart_body(path: Path, boundary: str, on_sent: Any) -> AsyncIterator[bytes]:
+    async def body() -> AsyncIterator[bytes]:
+        name = path.name.replace('"', "_").replace("\r", "_").replace("\n", "_")
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        sent = 0
+        with path.open("rb") as f:
+            while chunk := await asyncio.to_thread(f.read, READ_BLOCK):
+                sent += len(chunk)
+                on_sent(sent)
+                yield chunk
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    return body()
+
+
+async def upload(client: httpx.AsyncClient, item: FileJob, reporter: Reporter, token: str) -> None:
+    boundary = uuid.uuid4().hex
+    size = (await asyncio.to_thread(item.source.stat)).st_size
+    reporter.add(item, size)
+    reporter.state(item, "uploading")
+    response = await client.post(
+        "/v1/jobs",
+        content=multipart_body(item.source, boundary, lambda n: reporter.advance(item, n)),
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        },
+        timeout=httpx.Timeout(60, write=None),
+    )
+    if response.status_code != 202:
+        raise RuntimeError(_detail(response))
+    item.job_id = response.json()["id"]
+    reporter.state(item, "queued")
+
+
+async def follow(
+    ws: ClientConnection, by_job: dict[str, FileJob], early: dict[str, list[dict[str, Any]]]
+) -> None:
+    async for raw in ws:
+        event = json.loads(raw)
+        job_id = event.get("job_id")
+        if not job_id:
+            continue
+        item = by_job.get(job_id)
+        if item is None:
+            early.setdefault(job_id, []).append(event)  # arrived before the upload's answer
+        else:
+            item.events.put_nowait(event)
+
+
+async def convert_one(
+    client: httpx.AsyncClient,
+    item: FileJob,
+    reporter: Reporter,
+    token: str,
+    by_job: dict[str, FileJob],
+    early: dict[str, list[dict[str, Any]]],
+) -> None:
+    await upload(client, item, reporter, token)
+    assert item.job_id is not None
+    by_job[item.job_id] = item
+    for event in early.pop(item.job_id, []):
+        item.events.put_nowait(event)
+    while True:
+        try:
+            event = await asyncio.wait_for(item.events.get(), 10)
+        except TimeoutError:
+            # The socket may have missed an event: the job document is the truth.
+            job = (
+                await client.get(
+                    f"/v1/jobs/{item.job_id}", headers={"Authorization": f"Bearer {token}"}
+                )
+            ).json()
+            status = job.get("status")
+            if status in ("completed", "failed", "cancelled"):
+                event = {"type": f"job.{status}", "detail": (job.get("error") or {}).get("detail")}
+            else:
+                continue
+        kind = event["type"]
+        if kind == "job.started":
+            reporter.state(item, "converting", 0)
+        elif kind == "job.progress":
+            reporter.state(item, "converting", int(event["progress"]))
+        elif kind == "job.failed":
+            raise RuntimeError(event.get("detail") or "conversion failed")
+        elif kind == "job.cancelled":
+            raise RuntimeError("cancelled")
+        elif kind == "job.completed":
+            break
+    reporter.state(item, "downloading")
+    partial = item.target.with_name(item.target.name + ".part")
+    async with client.stream(
+        "GET", f"/v1/jobs/{item.job_id}/download", headers={"Authorization": f"Bearer {token}"}
+    ) as response:
+        if response.status_code != 200:
+            raise RuntimeError(_detail(response))
+        with partial.open("wb") as f:
+            async for chunk in response.aiter_bytes(READ_BLOCK):
+                await asyncio.to_thread(f.write, chunk)
+    await asyncio.to_thread(os.replace, partial, item.target)
+    reporter.state(item, f"done → {item.target}")
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail"))
+    except ValueError:
+        return f"HTTP {response.status_code}"
+
+
+def plan(files: list[Path], out_dir: Path | None, force: bool) -> list[FileJob]:
+    items = []
+    for source in files:
+        if not source.is_file():
+            raise SystemExit(f"video2mp3: no such file: {source}")
+        target = (out_dir or source.parent) / f"{source.stem}.mp3"
+        if target.exists() and not force:
+            raise SystemExit(f"video2mp3: {target} exists (use --force to overwrite)")
+        items.append(FileJob(source=source, target=target))
+    return items
+
+
+async def run(files: list[Path], out_dir: Path | None, server: str, force: bool) -> int:
+    items = plan(files, out_dir, force)
+    if out_dir is not None:
+        await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
+    reporter = Reporter(sys.stderr.isatty())
+    async with httpx.AsyncClient(base_url=server, timeout=30) as client:
+        try:
+            token = await access_token(client, server)
+        except (LoginError, httpx.HTTPError) as exc:
+            print(f"video2mp3: {exc}", file=sys.stderr)
+            return 1
+        ws_url = server.replace("http", "ws", 1).rstrip("/") + "/v1/ws"
+        by_job: dict[str, FileJob] = {}
+        early: dict[str, list[dict[str, Any]]] = {}
+        async with connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+            await ws.recv()  # the snapshot
+            listener = asyncio.create_task(follow(ws, by_job, early))
+            with reporter.progress:
+                work = [
+                    asyncio.create_task(convert_one(client, i, reporter, token, by_job, early))
+                    for i in items
+                ]
+                try:
+                    results = await asyncio.gather(*work, return_exceptions=True)
+                except asyncio.CancelledError:
+                    await _cancel_remote(client, token, items)
+                    raise
+            listener.cancel()
+    failures = 0
+    for item, result in zip(items, results, strict=True):
+        if isinstance(result, BaseException):
+            failures += 1
+            print(f"{item.source.name}: failed: {result}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+async def _cancel_remote(client: httpx.AsyncClient, token: str, items: list[FileJob]) -> None:
+    for item in items:
+        if item.job_id and not item.status.startswith("done"):
+            with contextlib.suppress(httpx.HTTPError):
+                await client.delete(
+                    f"/v1/jobs/{item.job_id}", headers={"Authorization": f"Bearer {token}"}
+                )
+
+
+def convert(files: list[str], out_dir: str | None, server: str, force: bool) -> int:
+    try:
+        return asyncio.run(
+            run([Path(f) for f in files], Path(out_dir) if out_dir else None, server, force)
+        )
+    except KeyboardInterrupt:
+        print("video2mp3: interrupted; running jobs were cancelled", file=sys.stderr)
+        return 130

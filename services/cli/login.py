@@ -1,0 +1,29 @@
+"""`video2mp3 login`: ask for email and password once, keep a refresh token."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import sys
+
+import httpx
+
+from services.cli.credentials import LoginError, password_login, save_refresh_token
+
+
+async def _login(server: str, email: str, password: str) -> int:
+    async with httpx.AsyncClient(base_url=server, timeout=30) as client:
+        try:
+            tokens = await password_login(client, email, password)
+        except (LoginError, httpx.HTTPError) as exc:
+            print(f"video2mp3: login failed: {exc}", file=sys.stderr)
+            return 1
+    await asyncio.to_thread(save_refresh_token, server, tokens["refresh_token"])
+    print(f"logged in to {server} as {email}")
+    return 0
+
+
+def login(server: str) -> int:
+    email = input("email: ").strip()
+    password = getpass.getpass("password: ")
+    return asyncio.run(_login(server, email, password))

@@ -1,0 +1,52 @@
+"""The `video2mp3` command: `up` runs everything locally, `serve NAME` runs one service."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+SERVICES = ("gateway", "auth", "converter", "notification")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="video2mp3", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("up", help="run every service locally, with embedded defaults")
+    serve = commands.add_parser("serve", help="run one service")
+    serve.add_argument("name", choices=SERVICES)
+    serve.add_argument("--port", type=int, default=None, help="override the service's port")
+    serve.add_argument("--host", default=None, help="override BIND_HOST")
+    server_default = os.environ.get("VIDEO2MP3_SERVER", "http://127.0.0.1:8000")
+    convert = commands.add_parser("convert", help="convert files through a running server")
+    convert.add_argument("files", nargs="+", metavar="FILE")
+    convert.add_argument("-o", "--output-dir", default=None, help="where to write the MP3s")
+    convert.add_argument("--server", default=server_default)
+    convert.add_argument("--force", action="store_true", help="overwrite existing MP3s")
+    login = commands.add_parser("login", help="log in once and keep a refresh token")
+    login.add_argument("--server", default=server_default)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        from services.cli.serve import serve
+
+        sys.exit(serve(args.name, port=args.port, host=args.host))
+    if args.command == "convert":
+        from services.cli.convert import convert
+
+        sys.exit(convert(args.files, args.output_dir, args.server.rstrip("/"), args.force))
+    if args.command == "login":
+        from services.cli.login import login
+
+        sys.exit(login(args.server.rstrip("/")))
+    if args.command == "up":
+        from services.cli.up import up
+
+        sys.exit(up())
+
+
+if __name__ == "__main__":
+    main()

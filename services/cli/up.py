@@ -1,0 +1,172 @@
+"""`video2mp3 up`: every service as a supervised process, embedded defaults where unset."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import httpx
+
+from services.cli.embedded import free_port, port_is_free, start_embedded_mongo
+from services.cli.serve import service_port
+from shared.settings import Settings, get_settings
+
+START_ORDER = ("auth", "notification", "converter", "gateway")
+RESTART_BACKOFF_MAX = 30.0
+STOP_TIMEOUT = 40.0
+
+
+@dataclass
+class Child:
+    name: str
+    port: int
+    env: dict[str, str]
+    proc: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    started_at: float = field(default=0.0)
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.cli.main", "serve", self.name,
+            "--port", str(self.port),
+            env=self.env,
+        )  # fmt: skip
+        self.started_at = time.monotonic()
+
+    async def stop(self) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.proc.wait(), STOP_TIMEOUT)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+def say(message: str) -> None:
+    print(f"video2mp3: {message}", flush=True)
+
+
+async def broker_reachable(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(parts.hostname or "127.0.0.1", parts.port or 5672), 5
+        )
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    await writer.wait_closed()
+    return True
+
+
+async def wait_ready(child: Child, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=2) as client:
+        while time.monotonic() < deadline:
+            if child.proc is not None and child.proc.returncode is not None:
+                raise RuntimeError(
+                    f"{child.name} exited with {child.proc.returncode} while starting"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                response = await client.get(f"http://127.0.0.1:{child.port}/readyz")
+                if response.status_code == 200:
+                    return
+            await asyncio.sleep(0.3)
+    raise TimeoutError(f"{child.name} not ready after {timeout:.0f}s")
+
+
+async def supervise(child: Child, stopping: asyncio.Event) -> None:
+    """Restart a child that dies, with a growing pause so a crash loop does not spin."""
+    backoff = 1.0
+    while not stopping.is_set():
+        assert child.proc is not None
+        code = await child.proc.wait()
+        if stopping.is_set():
+            return
+        if time.monotonic() - child.started_at > 60:
+            backoff = 1.0
+        say(f"{child.name} exited with {code}; restarting in {backoff:.0f}s")
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, RESTART_BACKOFF_MAX)
+        child.restarts += 1
+        await child.start()
+
+
+def prepare_secrets(settings: Settings) -> None:
+    """Create shared secrets once, before several processes race to create them."""
+    _ = settings.link_key
+    from services.auth.keys import load_signing_key
+
+    load_signing_key(settings)
+
+
+async def run(settings: Settings) -> int:
+    if not await broker_reachable(settings.amqp_url):
+        say(
+            f"RabbitMQ is not reachable at {urlsplit(settings.amqp_url).hostname}.\n"
+            "  Start one: `rabbitmq-server -detached` (Debian: apt-get install rabbitmq-server)\n"
+            "  or `docker run -d -p 5672:5672 rabbitmq:4-management`, or set AMQP_URL."
+        )
+        return 2
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env["VAR_DIR"] = str(settings.var_dir.resolve())
+    mongo_proc = None
+    sink = None
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    children: list[Child] = []
+    try:
+        if not settings.mongo_url:
+            mongo_proc, url = await start_embedded_mongo(settings.var_dir / "mongo")
+            env["MONGO_URL"] = url
+            say(f"embedded MongoDB-wire server (nx-27017) at {url}")
+        if not settings.smtp_url:
+            from services.notification.sink import MailSink
+
+            port = 8025 if port_is_free(8025) else free_port()
+            sink = MailSink(settings.var_dir / "mail", "127.0.0.1", port)
+            await sink.start()
+            env["SMTP_URL"] = f"smtp://127.0.0.1:{port}"
+            say(f"embedded mail sink: mails kept in {settings.var_dir / 'mail'}")
+        if not settings.database_url:
+            say(f"user store: SQLite at {settings.resolved_database_url.split('///')[-1]}")
+        await asyncio.to_thread(prepare_secrets, settings)
+        for name in START_ORDER:
+            child = Child(name, service_port(name, settings), env)
+            await child.start()
+            children.append(child)
+            await wait_ready(child)
+        watchers = [asyncio.create_task(supervise(c, stopping)) for c in children]
+        base = f"http://{settings.bind_host}:{settings.gateway_port}"
+        say(f"ready. API: {base}/v1  docs: {base}/docs  web page: {base}/  (Ctrl-C stops)")
+        await stopping.wait()
+        for w in watchers:
+            w.cancel()
+        return 0
+    except (RuntimeError, TimeoutError) as exc:
+        say(f"could not start: {exc}")
+        return 1
+    finally:
+        stopping.set()
+        say("stopping")
+        await asyncio.gather(*(c.stop() for c in reversed(children)))
+        if sink is not None:
+            await sink.stop()
+        if mongo_proc is not None and mongo_proc.returncode is None:
+            mongo_proc.terminate()
+            await mongo_proc.wait()
+
+
+def up() -> int:
+    return asyncio.run(run(get_settings()))

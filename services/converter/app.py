@@ -1,0 +1,80 @@
+"""The converter process: consumes jobs, runs FFmpeg; HTTP only for health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from services.converter.service import Converter
+from services.converter.worker import ConverterWorker
+from shared.blobstore import open_blob_store
+from shared.ffmpeg_path import ffmpeg_executable
+from shared.http import install_error_handlers, install_health_routes
+from shared.jobstore import JobStore
+from shared.messaging import EventPublisher, connect
+from shared.mongo import mongo_client
+from shared.settings import Settings
+from shared.topology import Topology
+
+log = logging.getLogger(__name__)
+
+# Running conversions get this long to finish on shutdown; the rest are handed back to the queue.
+SHUTDOWN_GRACE = 30.0
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        timeout = settings.network_timeout
+        mongo = mongo_client(settings.require_mongo_url(), timeout)
+        amqp = await connect(settings.amqp_url, "converter", timeout)
+        try:
+            db = mongo[settings.mongo_db]
+            jobs = JobStore(db)
+            topology = Topology(settings.amqp_prefix)
+            converter = Converter(
+                jobs=jobs,
+                blobs=open_blob_store(settings, db),
+                publisher=await EventPublisher.open(amqp, topology, timeout),
+                work_dir=(settings.var_dir / "tmp" / "converter").resolve(),
+                ffmpeg=ffmpeg_executable(settings.ffmpeg_path),
+            )
+            worker = ConverterWorker(amqp, topology, converter, settings.converter_concurrency)
+            await worker.start()
+            app.state.converter = converter
+            app.state.jobs = jobs
+            app.state.amqp = amqp
+            yield
+            await worker.stop(SHUTDOWN_GRACE)
+        finally:
+            await amqp.close()
+            await mongo.close()
+
+    app = FastAPI(title="video2mp3 converter", lifespan=lifespan, openapi_url=None)
+    install_error_handlers(app)
+
+    async def mongo_ready() -> None:
+        await app.state.jobs.ping()
+
+    async def broker_ready() -> None:
+        if app.state.amqp.is_closed:
+            raise ConnectionError("AMQP connection closed")
+
+    async def ffmpeg_ready() -> None:
+        proc = await asyncio.create_subprocess_exec(
+            app.state.converter.ffmpeg,
+            "-version",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        if await asyncio.wait_for(proc.wait(), 10) != 0:
+            raise RuntimeError("ffmpeg does not run")
+
+    install_health_routes(
+        app, {"mongodb": mongo_ready, "rabbitmq": broker_ready, "ffmpeg": ffmpeg_ready}
+    )
+    return app

@@ -1,0 +1,348 @@
+"""Build and run the FFmpeg command that turns one audio track of a probed file into an MP3.
+
+`build_mp3_command` and `describe_failure` are pure; `run_ffmpeg` owns the subprocess: progress
+from stdout, a bounded stderr tail, and a kill of the whole process group on timeout or
+cancellation so no FFmpeg outlives the job that started it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import av.error
+
+from services.converter.probe import INPUT_OPTIONS, MediaInfo, codec_name
+from services.converter.progress import ProgressParser
+from shared.errors import ErrorCode, MediaError
+from shared.jobs import OutputInfo
+
+ProgressCallback = Callable[[float], Awaitable[None]]
+
+STDERR_TAIL_BYTES = 8 * 1024
+MIN_TIMEOUT = 60.0
+MAX_TIMEOUT = 4 * 3600.0
+UNKNOWN_DURATION_TIMEOUT = 3600.0
+LAME_QUALITIES = range(10)
+MAX_MP3_CHANNELS = 2
+
+
+class FFmpegFailed(MediaError):
+    """FFmpeg exited badly; `stderr` keeps the (bounded, path-redacted) tail for the logs."""
+
+    def __init__(
+        self, detail: str, *, code: ErrorCode, stderr: str = "", returncode: int | None = None
+    ) -> None:
+        super().__init__(detail, code=code)
+        self.stderr = stderr
+        self.returncode = returncode
+
+
+def build_mp3_command(
+    ffmpeg: str,
+    source: Path,
+    output: Path,
+    info: MediaInfo,
+    *,
+    track: int = 0,
+    quality: int = 2,
+    title: str | None = None,
+) -> list[str]:
+    """The argv (never a shell line) converting audio track `track` of `source` to MP3.
+
+    `output` should be a temporary path that is renamed once FFmpeg succeeds: the VBR (Xing)
+    header is written at the end, so a half-written file is never a valid result.
+    """
+    if quality not in LAME_QUALITIES:
+        raise ValueError(f"LAME VBR quality must be 0..9, got {quality}")
+    if not info.audio_tracks:
+        raise MediaError("the file has no audio track", code=ErrorCode.NO_AUDIO_STREAM)
+    if not 0 <= track < len(info.audio_tracks):
+        raise MediaError(
+            f"the file has no audio track {track} (it has {len(info.audio_tracks)})",
+            code=ErrorCode.NO_AUDIO_STREAM,
+        )
+    channels = info.audio_tracks[track].channels
+    # LAME encodes mono or stereo only; anything wider (5.1, 7.1) or unknown is mixed down by
+    # libswresample's standard matrix, which folds centre and surrounds into left/right.
+    downmix = ["-ac", "2"] if channels is None or channels > MAX_MP3_CHANNELS else []
+    metadata = ["-metadata", f"title={title}"] if title else []
+    return [
+        ffmpeg,
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel", "error",
+        "-y",
+        # Input side: the demuxer the probe saw, no protocol but plain files, and a `file:`
+        # URL so a name like "a.mp4 -i http://x/" or "http:x" is only ever a file name.
+        "-protocol_whitelist", "file",
+        "-f", info.format_name,
+        "-i", f"file:{source.resolve()}",
+        "-map", f"0:a:{track}",
+        "-vn", "-sn", "-dn",
+        # The source's tags and chapters may carry anything (GPS, device ids); start clean.
+        "-map_metadata", "-1",
+        "-map_chapters", "-1",
+        *metadata,
+        "-c:a", "libmp3lame",
+        "-q:a", str(quality),
+        *downmix,
+        "-progress", "pipe:1",
+        "-nostats",
+        "-f", "mp3",
+        f"file:{output.resolve()}",
+    ]  # fmt: skip
+
+
+def timeout_for(duration: float | None) -> float:
+    """How long one conversion may run: generous for slow disks, bounded for stuck decoders.
+
+    MP3 encoding runs tens of times faster than real time, so twice the duration only trips
+    on something pathological.
+    """
+    if duration is None or duration <= 0:
+        return UNKNOWN_DURATION_TIMEOUT
+    return min(MAX_TIMEOUT, MIN_TIMEOUT + 2 * duration)
+
+
+async def run_ffmpeg(
+    cmd: list[str],
+    *,
+    duration: float | None,
+    on_progress: ProgressCallback | None,
+    timeout: float,
+) -> None:
+    """Run FFmpeg to completion, reporting seconds done (non-decreasing) to `on_progress`.
+
+    Raises FFmpegFailed (a MediaError) on a failed run or a truncated input, MediaError(timeout)
+    after `timeout` seconds; on cancellation the process group is killed and reaped first.
+    """
+    process = await asyncio.create_subprocess_exec(
+        *cmd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        # Its own process group, so a kill reaches anything FFmpeg may spawn as well.
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    tail = _Tail(STDERR_TAIL_BYTES)
+    stderr_task = asyncio.create_task(_drain(process.stderr, tail))
+    try:
+        async with asyncio.timeout(timeout):
+            await _follow_progress(process.stdout, duration, on_progress)
+            returncode = await process.wait()
+            await stderr_task
+    except TimeoutError:
+        await _kill_and_reap(process)
+        raise MediaError("conversion took too long", code=ErrorCode.TIMEOUT) from None
+    finally:
+        # Cancellation, a failing progress callback, or anything else: never leave FFmpeg
+        # running (or unreaped) behind us.
+        await _kill_and_reap(process)
+        if not stderr_task.done():
+            stderr_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stderr_task
+
+    stderr = _redact(tail.text(), cmd)
+    if returncode != 0 or _input_was_truncated(stderr):
+        code, detail = describe_failure(stderr, returncode, truncated_tail=tail.truncated)
+        raise FFmpegFailed(detail, code=code, stderr=stderr, returncode=returncode)
+
+
+async def _follow_progress(
+    stdout: asyncio.StreamReader, duration: float | None, on_progress: ProgressCallback | None
+) -> None:
+    parser = ProgressParser()
+    reported = -1.0
+    async for raw in stdout:
+        seconds = parser.feed(raw.decode("utf-8", "replace"))
+        if seconds is None or on_progress is None:
+            continue
+        if duration is not None and duration > 0:
+            seconds = min(seconds, duration)
+        if seconds > reported:
+            reported = seconds
+            await on_progress(seconds)
+
+
+async def _drain(stream: asyncio.StreamReader, tail: _Tail) -> None:
+    while chunk := await stream.read(4096):
+        tail.add(chunk)
+
+
+async def _kill_and_reap(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    # Shielded so a second cancellation cannot skip the wait; the event loop's child watcher
+    # reaps the process even then.
+    await asyncio.shield(process.wait())
+
+
+class _Tail:
+    """The last `limit` bytes written: FFmpeg can print errors for every broken frame."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.data = bytearray()
+        self.truncated = False
+
+    def add(self, chunk: bytes) -> None:
+        self.data += chunk
+        if len(self.data) > self.limit:
+            del self.data[: len(self.data) - self.limit]
+            self.truncated = True
+
+    def text(self) -> str:
+        return self.data.decode("utf-8", "replace")
+
+
+def _redact(stderr: str, cmd: list[str]) -> str:
+    """Hide server paths: the detail reaches users, and the log needs no more than a role."""
+    for argument, label in _file_arguments(cmd):
+        path = argument.removeprefix("file:")
+        stderr = stderr.replace(argument, label).replace(path, label)
+    return stderr
+
+
+def _file_arguments(cmd: list[str]) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    for position, argument in enumerate(cmd):
+        if argument.startswith("file:") and len(argument) > len("file:"):
+            is_input = position > 0 and cmd[position - 1] == "-i"
+            found.append((argument, "<input>" if is_input else "<output>"))
+    # Longest first, so a path that prefixes another is not replaced inside it.
+    return sorted(found, key=lambda item: len(item[0]), reverse=True)
+
+
+_TRUNCATED = ("partial file", "moov atom not found", "truncat")
+_UNREADABLE = ("invalid data found when processing input", "could not find codec parameters")
+_CONTEXT_PREFIX = re.compile(r"^(\[[^\]]*\]\s*)+")
+_GENERIC_LINES = ("conversion failed", "error opening input files", "error opening input file")
+
+
+def _input_was_truncated(stderr: str) -> bool:
+    # FFmpeg exits 0 on a cut-off MP4 whose index is intact: it converts what is there and
+    # says "partial file". A shorter MP3 than the upload is a failure, not a success.
+    return "partial file" in stderr.lower()
+
+
+def describe_failure(
+    stderr: str, returncode: int | None, *, truncated_tail: bool = False
+) -> tuple[ErrorCode, str]:
+    """A stable code and a short human reason for a failed FFmpeg run."""
+    lowered = stderr.lower()
+    if any(marker in lowered for marker in _TRUNCATED):
+        return ErrorCode.UNREADABLE_MEDIA, "the file is incomplete or truncated"
+    if "matches no streams" in lowered:
+        return ErrorCode.NO_AUDIO_STREAM, "the selected audio track does not exist"
+    if "no space left on device" in lowered:
+        return ErrorCode.CONVERSION_FAILED, "the converter ran out of disk space"
+    if "decoder" in lowered and "not found" in lowered:
+        return ErrorCode.CONVERSION_FAILED, "the audio codec is not supported"
+    if any(marker in lowered for marker in _UNREADABLE):
+        return ErrorCode.UNREADABLE_MEDIA, "the file could not be read as audio or video"
+    if returncode is not None and returncode < 0:
+        return ErrorCode.CONVERSION_FAILED, f"ffmpeg was stopped by signal {-returncode}"
+    reason = _first_reason(stderr, skip_first=truncated_tail)
+    detail = f"ffmpeg failed: {reason}" if reason else f"ffmpeg failed (exit code {returncode})"
+    return ErrorCode.CONVERSION_FAILED, detail
+
+
+def _first_reason(stderr: str, *, skip_first: bool) -> str:
+    lines = stderr.splitlines()
+    if skip_first:
+        lines = lines[1:]  # cut mid-line when the tail overflowed
+    for line in lines:
+        cleaned = _CONTEXT_PREFIX.sub("", line).strip()
+        if cleaned and not cleaned.lower().startswith(_GENERIC_LINES):
+            return cleaned[:200]
+    return ""
+
+
+@dataclass(frozen=True)
+class OutputMedia:
+    codec: str
+    duration: float | None
+    bitrate: int | None
+    channels: int | None
+    sample_rate: int | None
+
+    def to_output_info(self, size: int, filename: str) -> OutputInfo:
+        return OutputInfo(
+            size=size,
+            duration=self.duration,
+            bitrate=self.bitrate,
+            codec=self.codec,
+            channels=self.channels,
+            sample_rate=self.sample_rate,
+            filename=filename,
+        )
+
+
+async def inspect_output(path: Path) -> OutputMedia:
+    """Describe a finished MP3; the Xing header makes the container's duration exact enough."""
+    return await asyncio.to_thread(_inspect_output_sync, path)
+
+
+def _inspect_output_sync(path: Path) -> OutputMedia:
+    try:
+        with av.open(f"file:{path.resolve()}", container_options=INPUT_OPTIONS) as container:
+            if not container.streams.audio:
+                raise MediaError(
+                    "the converter produced no audio", code=ErrorCode.CONVERSION_FAILED
+                )
+            stream = container.streams.audio[0]
+            duration: float | None = None
+            if container.duration is not None and container.duration > 0:
+                duration = container.duration / av.time_base
+            elif stream.duration and stream.time_base:
+                duration = float(stream.duration * stream.time_base)
+            bitrate = container.bit_rate or stream.bit_rate or None
+            return OutputMedia(
+                codec=codec_name(stream) or "mp3",
+                duration=duration,
+                bitrate=bitrate,
+                channels=stream.codec_context.channels or None,
+                sample_rate=stream.codec_context.sample_rate or None,
+            )
+    except av.error.FFmpegError as exc:
+        raise MediaError(
+            "the converter produced an unreadable file", code=ErrorCode.CONVERSION_FAILED
+        ) from exc
+
+
+async def convert_to_mp3(
+    source: Path,
+    output: Path,
+    info: MediaInfo,
+    *,
+    ffmpeg: str,
+    track: int = 0,
+    quality: int = 2,
+    title: str | None = None,
+    on_progress: ProgressCallback | None = None,
+    timeout: float | None = None,
+) -> OutputMedia:
+    """Build, run and check one conversion: the whole media side of a job in one call."""
+    cmd = build_mp3_command(ffmpeg, source, output, info, track=track, quality=quality, title=title)
+    await run_ffmpeg(
+        cmd,
+        duration=info.duration,
+        on_progress=on_progress,
+        timeout=timeout if timeout is not None else timeout_for(info.duration),
+    )
+    result = await inspect_output(output)
+    if result.duration is None or result.duration <= 0:
+        raise MediaError("the converter produced no audio", code=ErrorCode.CONVERSION_FAILED)
+    return result

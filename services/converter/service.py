@@ -1,0 +1,237 @@
+"""What the converter does with one job: claim it, probe, run FFmpeg, store, report.
+
+No AMQP here beyond the publisher it is given; the worker module wires deliveries to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+
+from services.converter.ffmpeg import build_mp3_command, inspect_output, run_ffmpeg, timeout_for
+from services.converter.probe import MediaInfo, probe
+from services.converter.progress import ProgressThrottle, percent
+from shared.blobstore import BlobStore
+from shared.errors import ErrorCode, MediaError
+from shared.events import (
+    Event,
+    JobCancelled,
+    JobCancelRequested,
+    JobCompleted,
+    JobCompletedPayload,
+    JobFailed,
+    JobFailedPayload,
+    JobProgress,
+    JobProgressPayload,
+    JobRef,
+    JobStarted,
+    JobSubmitted,
+)
+from shared.ffmpeg_path import ffmpeg_executable
+from shared.jobs import Job, JobError, OutputInfo
+from shared.jobstore import JobStore
+from shared.messaging import EventPublisher
+
+log = logging.getLogger(__name__)
+
+# The job document's progress is written less often than events are sent: readers of
+# GET /v1/jobs/{id} need to agree with the stream, not to follow it frame by frame.
+DB_PROGRESS_INTERVAL = 1.0
+
+
+def output_filename(source_name: str, extension: str = "mp3") -> str:
+    stem = PurePath(source_name).stem or "audio"
+    return f"{stem}.{extension}"
+
+
+@dataclass
+class Converter:
+    jobs: JobStore
+    blobs: BlobStore
+    publisher: EventPublisher
+    work_dir: Path
+    ffmpeg: str = field(default_factory=ffmpeg_executable)
+    _running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    _cancelled: set[str] = field(default_factory=set)
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    async def wait_idle(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for the running conversions to end."""
+        tasks = [t for t in self._running.values() if not t.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    async def handle(self, event: Event) -> None:
+        """Entry point for deliveries from the job queue."""
+        if isinstance(event, JobSubmitted):
+            await self.convert(event)
+        else:
+            log.warning("converter ignores %s on the job queue", event.type)
+
+    async def handle_control(self, event: Event) -> None:
+        """Entry point for this converter's private control queue."""
+        if isinstance(event, JobCancelRequested):
+            self.request_cancel(event.payload.job_id)
+
+    def request_cancel(self, job_id: str) -> None:
+        task = self._running.get(job_id)
+        if task is not None and not task.done():
+            self._cancelled.add(job_id)
+            task.cancel()
+
+    async def convert(self, event: JobSubmitted) -> None:
+        job_id = event.payload.job_id
+        job = await self.jobs.claim(job_id)
+        if job is None:
+            # Missing, finished or cancelled: a redelivery or a late message, nothing to redo.
+            log.info("job %s is not pending; skipped", job_id)
+            return
+        task = asyncio.create_task(self._convert(job, event.correlation_id))
+        self._running[job_id] = task
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if job_id not in self._cancelled:
+                # Our own consumer is being cancelled (shutdown): stop the work, hand it back.
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                raise
+            await self.publisher.publish(
+                JobCancelled(
+                    correlation_id=event.correlation_id,
+                    payload=JobRef(job_id=job_id, user_id=job.user_id),
+                )
+            )
+        finally:
+            self._running.pop(job_id, None)
+            self._cancelled.discard(job_id)
+
+    async def _convert(self, job: Job, correlation_id: str) -> None:
+        ref = JobRef(job_id=job.id, user_id=job.user_id)
+        await self.publisher.publish(JobStarted(correlation_id=correlation_id, payload=ref))
+        workdir = Path(
+            await asyncio.to_thread(tempfile.mkdtemp, prefix=f"{job.id}-", dir=self._tmp_root())
+        )
+        try:
+            try:
+                output = await self._produce(job, workdir, correlation_id)
+            except MediaError as exc:
+                await self._fail(job, correlation_id, exc.code, exc.detail)
+                return
+            stored = await self.jobs.complete(job.id, output, self.output_blob_id(job.id))
+            if stored is None:
+                # Cancelled or deleted while we worked: the output must not outlive the job.
+                await self.blobs.delete(self.output_blob_id(job.id))
+                return
+            await self.publisher.publish(
+                JobProgress(
+                    correlation_id=correlation_id,
+                    payload=JobProgressPayload(**ref.model_dump(), progress=100),
+                )
+            )
+            await self.publisher.publish(
+                JobCompleted(
+                    correlation_id=correlation_id,
+                    payload=JobCompletedPayload(
+                        job_id=job.id,
+                        user_id=job.user_id,
+                        user_email=job.user_email,
+                        filename=job.filename,
+                        output_filename=output.filename,
+                        size=output.size,
+                        duration=output.duration,
+                        bitrate=output.bitrate,
+                    ),
+                )
+            )
+        finally:
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+    def _tmp_root(self) -> Path:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        return self.work_dir
+
+    @staticmethod
+    def output_blob_id(job_id: str) -> str:
+        return f"{job_id}-out"
+
+    async def _source_path(self, job: Job, workdir: Path) -> Path:
+        """The stored source itself when it is on local disk (no copy), else a temp copy."""
+        assert job.source_blob_id is not None
+        local = self.blobs.local_path(job.source_blob_id)
+        if local is not None:
+            return local
+        copy = workdir / "source"
+        with copy.open("wb") as sink:
+            async for chunk in self.blobs.read(job.source_blob_id):
+                await asyncio.to_thread(sink.write, chunk)
+        return copy
+
+    async def _produce(self, job: Job, workdir: Path, correlation_id: str) -> OutputInfo:
+        if not job.source_blob_id:
+            raise MediaError("the job has no source file", code=ErrorCode.UNREADABLE_MEDIA)
+        source = await self._source_path(job, workdir)
+        info = await probe(source)
+        await self.jobs.set_source(job.id, info.to_source_info(job.source.size))
+        if not info.audio_tracks:
+            raise MediaError("the file has no audio track", code=ErrorCode.NO_AUDIO_STREAM)
+        target = workdir / "output.mp3"
+        command = build_mp3_command(self.ffmpeg, source, target, info)
+        await run_ffmpeg(
+            command,
+            duration=info.duration,
+            on_progress=self._progress_reporter(job, info, correlation_id),
+            timeout=timeout_for(info.duration),
+        )
+        result = await inspect_output(target)
+        size = await self.blobs.write_file(self.output_blob_id(job.id), target)
+        return result.to_output_info(size, output_filename(job.filename))
+
+    def _progress_reporter(self, job: Job, info: MediaInfo, correlation_id: str):  # type: ignore[no-untyped-def]
+        throttle = ProgressThrottle()
+        last_db_write = 0.0
+
+        async def report(seconds_done: float) -> None:
+            nonlocal last_db_write
+            value = percent(seconds_done, info.duration)
+            now = time.monotonic()
+            if not throttle.should_emit(value, now):
+                return
+            await self.publisher.publish(
+                JobProgress(
+                    correlation_id=correlation_id,
+                    payload=JobProgressPayload(job_id=job.id, user_id=job.user_id, progress=value),
+                )
+            )
+            if now - last_db_write >= DB_PROGRESS_INTERVAL:
+                last_db_write = now
+                await self.jobs.set_progress(job.id, value)
+
+        return report
+
+    async def _fail(self, job: Job, correlation_id: str, code: ErrorCode, detail: str) -> None:
+        failed = await self.jobs.fail(job.id, JobError(code=code, detail=detail))
+        if failed is None:
+            return
+        log.info("job %s failed: %s (%s)", job.id, detail, code)
+        await self.publisher.publish(
+            JobFailed(
+                correlation_id=correlation_id,
+                payload=JobFailedPayload(
+                    job_id=job.id,
+                    user_id=job.user_id,
+                    user_email=job.user_email,
+                    filename=job.filename,
+                    code=code,
+                    detail=detail,
+                ),
+            )
+        )

@@ -1,0 +1,109 @@
+"""The gateway: public REST + WebSocket API in front of auth, MongoDB, the blob store and
+RabbitMQ."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from services.gateway import routes, routes_auth, routes_live
+from services.gateway.balancer import Balancer
+from services.gateway.live import LIVE_EVENT_TYPES, LiveHub
+from services.gateway.state import GatewayState
+from shared.blobstore import open_blob_store
+from shared.errors import ErrorCode
+from shared.http import install_error_handlers, install_health_routes
+from shared.jobstore import JobStore
+from shared.messaging import (
+    EventPublisher,
+    bind_private_queue,
+    connect,
+    consume,
+    open_consumer_channel,
+)
+from shared.mongo import mongo_client
+from shared.settings import Settings
+from shared.tokens import JwksCache
+from shared.topology import Topology
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        timeout = settings.network_timeout
+        mongo = mongo_client(settings.require_mongo_url(), timeout)
+        http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        )
+        amqp = await connect(settings.amqp_url, "gateway", timeout)
+        try:
+            db = mongo[settings.mongo_db]
+            jobs = JobStore(db)
+            await jobs.ensure_indexes()
+            topology = Topology(settings.amqp_prefix)
+            publisher = await EventPublisher.open(amqp, topology, timeout)
+            live = LiveHub()
+            channel = await open_consumer_channel(amqp, topology, prefetch=500)
+            live_queue = await bind_private_queue(channel, topology, LIVE_EVENT_TYPES)
+            await consume(channel, live_queue.name, live.deliver)
+            app.state.gateway = GatewayState(
+                settings=settings,
+                mongo=mongo,
+                jobs=jobs,
+                blobs=open_blob_store(settings, db),
+                amqp=amqp,
+                publisher=publisher,
+                http=http,
+                auth=Balancer(http, settings.auth_url_list, "auth", ErrorCode.AUTH_UNAVAILABLE),
+                notifications=Balancer(
+                    http,
+                    settings.notification_url_list,
+                    "notification",
+                    ErrorCode.SERVICE_UNAVAILABLE,
+                ),
+                tokens=JwksCache(
+                    http,
+                    settings.auth_url_list,
+                    issuer=settings.jwt_issuer,
+                    audience=settings.jwt_audience,
+                ),
+                live=live,
+            )
+            yield
+        finally:
+            await amqp.close()
+            await http.aclose()
+            await mongo.close()
+
+    app = FastAPI(
+        title="video2mp3",
+        version="1.0",
+        summary="Upload a video, get an MP3.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+
+    async def mongo_ready() -> None:
+        await app.state.gateway.jobs.ping()
+
+    async def broker_ready() -> None:
+        if app.state.gateway.amqp.is_closed:
+            raise ConnectionError("AMQP connection closed")
+
+    async def blobs_ready() -> None:
+        await app.state.gateway.blobs.check()
+
+    install_health_routes(
+        app, {"mongodb": mongo_ready, "rabbitmq": broker_ready, "blobs": blobs_ready}
+    )
+    app.include_router(routes_auth.router)
+    app.include_router(routes.router)
+    app.include_router(routes_live.router)
+    return app

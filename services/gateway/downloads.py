@@ -1,0 +1,78 @@
+"""Serving stored files: single `Range` requests and a safe `Content-Disposition`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from urllib.parse import quote
+
+from fastapi.responses import Response, StreamingResponse
+
+from shared.blobstore import BlobStore
+from shared.errors import AppError, ErrorCode
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_UNSAFE_ASCII = re.compile(r"[^A-Za-z0-9 ._()\-]")
+
+
+class RangeNotSatisfiable(AppError):
+    status_code = 416
+    code = ErrorCode.INVALID_REQUEST
+
+
+def content_disposition(filename: str) -> str:
+    """`attachment` with an ASCII fallback and the exact UTF-8 name (RFC 6266 / RFC 5987)."""
+    fallback = _UNSAFE_ASCII.sub("_", filename).strip() or "download.mp3"
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The inclusive byte range asked for, None for the whole file; 416 if unsatisfiable."""
+    if not header:
+        return None
+    match = _RANGE.match(header.strip())
+    if match is None or match.group(0) == "bytes=-":
+        return None  # multi-range or malformed: RFC 9110 lets us answer with the whole file
+    first, last = match.groups()
+    if first == "":
+        length = int(last)
+        if length == 0:
+            raise RangeNotSatisfiable("the requested range is empty")
+        return max(0, size - length), size - 1
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size or start > end:
+        raise RangeNotSatisfiable("the requested range is outside the file")
+    return start, end
+
+
+async def blob_response(
+    blobs: BlobStore,
+    blob_id: str,
+    *,
+    filename: str,
+    content_type: str,
+    range_header: str | None,
+) -> Response:
+    size = await blobs.size(blob_id)
+    headers = {
+        "Accept-Ranges": "bytes",
+        "Content-Disposition": content_disposition(filename),
+        "Cache-Control": "private, no-store",
+    }
+    byte_range = parse_range(range_header, size)
+    if byte_range is None:
+        headers["Content-Length"] = str(size)
+        body = blobs.read(blob_id) if size else _empty()
+        return StreamingResponse(body, 200, headers=headers, media_type=content_type)
+    start, end = byte_range
+    headers["Content-Length"] = str(end - start + 1)
+    headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    return StreamingResponse(
+        blobs.read(blob_id, start, end), 206, headers=headers, media_type=content_type
+    )
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield

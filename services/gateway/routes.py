@@ -1,0 +1,116 @@
+"""The job, download and notification endpoints of the public API."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from services.gateway import service
+from services.gateway.deps import CurrentUser, State
+from services.gateway.downloads import blob_response
+from services.gateway.schemas import JobPage
+from services.gateway.uploads import MultipartUpload
+from shared.errors import Conflict, ErrorCode, NotFound
+from shared.jobs import Job, JobStatus
+from shared.links import verify_download_token
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+_UPLOAD_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/jobs", status_code=202, openapi_extra=_UPLOAD_DOC)
+async def create_job(request: Request, user: CurrentUser, state: State) -> JSONResponse:
+    correlation_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    upload = MultipartUpload(request, state.settings.max_upload_bytes)
+    job = await service.submit_job(state, user, upload, correlation_id)
+    return JSONResponse(
+        job.public_view(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"}
+    )
+
+
+@router.get("/jobs")
+async def list_jobs(
+    user: CurrentUser,
+    state: State,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> JobPage:
+    jobs, next_cursor = await state.jobs.list_for_user(user.user_id, limit, cursor)
+    return JobPage(items=[j.public_view() for j in jobs], next_cursor=next_cursor)
+
+
+@router.get("/jobs/{job_id}")
+async def get_job(job_id: str, user: CurrentUser, state: State) -> dict[str, Any]:
+    return (await state.jobs.get_owned(job_id, user.user_id)).public_view()
+
+
+@router.delete("/jobs/{job_id}", status_code=204)
+async def delete_job(job_id: str, user: CurrentUser, state: State) -> Response:
+    await service.cancel_or_delete(state, user, job_id)
+    return Response(status_code=204)
+
+
+async def _download(state: State, job: Job, range_header: str | None) -> Response:
+    if job.status is not JobStatus.COMPLETED or job.output is None or not job.output_blob_id:
+        raise Conflict("the conversion has not finished", code=ErrorCode.NOT_READY)
+    return await blob_response(
+        state.blobs,
+        job.output_blob_id,
+        filename=job.output.filename,
+        content_type=job.output.content_type,
+        range_header=range_header,
+    )
+
+
+@router.get("/jobs/{job_id}/download")
+async def download_job(
+    job_id: str,
+    user: CurrentUser,
+    state: State,
+    range_header: Annotated[str | None, Header(alias="range")] = None,
+) -> Response:
+    job = await state.jobs.get_owned(job_id, user.user_id)
+    return await _download(state, job, range_header)
+
+
+@router.get("/downloads/{token}", tags=["downloads"])
+async def download_by_link(
+    token: str,
+    state: State,
+    range_header: Annotated[str | None, Header(alias="range")] = None,
+) -> Response:
+    job_id = verify_download_token(state.settings.link_key, token)
+    job = await state.jobs.get(job_id)
+    if job is None:
+        raise NotFound("this file no longer exists")
+    return await _download(state, job, range_header)
+
+
+@router.get("/notifications", tags=["notifications"])
+async def notifications(request: Request, user: CurrentUser, state: State) -> Response:
+    upstream = await state.notifications.request(
+        "GET",
+        "/v1/notifications",
+        headers={"authorization": request.headers.get("authorization", "")},
+        params=dict(request.query_params),
+    )
+    return Response(
+        upstream.content, upstream.status_code, media_type=upstream.headers.get("content-type")
+    )

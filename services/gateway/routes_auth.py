@@ -1,0 +1,50 @@
+"""`/v1/auth/*`: forwarded to an auth instance, answered as auth answered."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request, Response
+
+from services.gateway.deps import State
+from services.gateway.schemas import RefreshRequest, RegisterRequest
+
+router = APIRouter(prefix="/v1/auth", tags=["auth"])
+
+_PASSED_HEADERS = ("content-type", "content-length", "cache-control", "www-authenticate")
+
+
+def _relay(upstream_status: int, headers: dict[str, str], body: bytes) -> Response:
+    kept = {k: v for k, v in headers.items() if k.lower() in _PASSED_HEADERS[2:]}
+    return Response(body, upstream_status, headers=kept, media_type=headers.get("content-type"))
+
+
+async def _forward(state: State, method: str, path: str, **kwargs: Any) -> Response:
+    upstream = await state.auth.request(method, path, **kwargs)
+    return _relay(upstream.status_code, dict(upstream.headers), upstream.content)
+
+
+@router.post("/register", status_code=201)
+async def register(body: RegisterRequest, state: State) -> Response:
+    return await _forward(state, "POST", "/v1/auth/register", json=body.model_dump())
+
+
+@router.post("/login")
+async def login(
+    username: Annotated[str, Form(max_length=320)],
+    password: Annotated[str, Form(max_length=1024)],
+    state: State,
+) -> Response:
+    form = {"username": username, "password": password, "grant_type": "password"}
+    return await _forward(state, "POST", "/v1/auth/login", data=form)
+
+
+@router.post("/refresh")
+async def refresh(body: RefreshRequest, state: State) -> Response:
+    return await _forward(state, "POST", "/v1/auth/refresh", json=body.model_dump())
+
+
+@router.get("/me")
+async def me(request: Request, state: State) -> Response:
+    auth = request.headers.get("authorization", "")
+    return await _forward(state, "GET", "/v1/auth/me", headers={"authorization": auth})

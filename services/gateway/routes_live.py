@@ -1,0 +1,77 @@
+"""`WS /v1/ws`: a snapshot of the caller's active jobs, then their live events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect, status
+
+from services.gateway.live import Subscriber
+from services.gateway.state import GatewayState
+from shared.errors import AppError
+from shared.tokens import Claims, bearer_token
+
+router = APIRouter()
+
+
+async def _authenticate(websocket: WebSocket, state: GatewayState) -> Claims | None:
+    token = bearer_token(websocket.headers.get("authorization")) or websocket.query_params.get(
+        "access_token"
+    )
+    if not token:
+        return None
+    try:
+        return await state.tokens.verify(token)
+    except AppError:
+        return None
+
+
+@router.websocket("/v1/ws")
+async def live_events(websocket: WebSocket) -> None:
+    state: GatewayState = websocket.app.state.gateway
+    await websocket.accept()
+    user = await _authenticate(websocket, state)
+    if user is None:
+        # Accept first so that every client, browsers included, sees the policy-violation code.
+        await websocket.close(
+            code=status.WS_1008_POLICY_VIOLATION, reason="invalid or missing token"
+        )
+        return
+    subscriber = state.live.subscribe(user.user_id)
+    try:
+        active = await state.jobs.list_active(user.user_id)
+        await websocket.send_json({"type": "snapshot", "jobs": [j.public_view() for j in active]})
+        sender = asyncio.create_task(_send_events(websocket, subscriber))
+        try:
+            await _receive_until_closed(websocket)
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+                await sender
+    except WebSocketDisconnect:
+        pass
+    finally:
+        state.live.unsubscribe(user.user_id, subscriber)
+
+
+async def _send_events(websocket: WebSocket, subscriber: Subscriber) -> None:
+    while True:
+        await websocket.send_json(await subscriber.next())
+
+
+async def _receive_until_closed(websocket: WebSocket) -> None:
+    """Answer application-level pings; return when the client goes away."""
+    while True:
+        message = await websocket.receive_text()
+        if message == "ping" or _is_ping(message):
+            await websocket.send_json({"type": "pong"})
+
+
+def _is_ping(message: str) -> bool:
+    try:
+        parsed = json.loads(message)
+    except ValueError:
+        return False
+    return isinstance(parsed, dict) and parsed.get("type") == "ping"

@@ -1,0 +1,108 @@
+"""What the gateway does with jobs, free of HTTP: submit, cancel, delete."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import PurePath
+
+from services.gateway.state import GatewayState
+from services.gateway.uploads import MultipartUpload
+from shared.errors import AppError
+from shared.events import JobCancelRequested, JobRef, JobSubmitted, JobSubmittedPayload
+from shared.jobs import Job, JobStatus, SourceInfo
+from shared.tokens import Claims
+
+log = logging.getLogger(__name__)
+
+MAX_FILENAME = 200
+
+
+def clean_filename(name: str | None) -> str:
+    """The base name a client sent, without directories or control characters."""
+    base = PurePath((name or "").replace("\\", "/")).name
+    base = "".join(ch for ch in base if ch.isprintable()).strip()
+    return base[:MAX_FILENAME] or "upload"
+
+
+async def submit_job(
+    state: GatewayState,
+    user: Claims,
+    upload: MultipartUpload,
+    correlation_id: str,
+) -> Job:
+    """Store the upload, record the job, then announce it; on any failure leave nothing behind."""
+    job_id = uuid.uuid4().hex
+    blob_id = f"{job_id}-src"
+    size = await state.blobs.write(blob_id, upload.file_chunks())
+    # Only now are the file name and every form field known: fields may follow the file.
+    filename = clean_filename(upload.filename)
+    options: dict[str, object] = dict(upload.fields)
+    job = Job(
+        id=job_id,
+        user_id=user.user_id,
+        user_email=user.email,
+        filename=filename,
+        options=options,
+        source_blob_id=blob_id,
+        source=SourceInfo(size=size),
+        correlation_id=correlation_id,
+    )
+    try:
+        await state.jobs.insert(job)
+        await state.publisher.publish(
+            JobSubmitted(
+                correlation_id=correlation_id,
+                payload=JobSubmittedPayload(
+                    job_id=job_id,
+                    user_id=user.user_id,
+                    user_email=user.email,
+                    filename=filename,
+                    source_blob_id=blob_id,
+                    size=size,
+                    options=options,
+                ),
+            )
+        )
+    except BaseException:
+        await _discard(state, job_id, blob_id)
+        raise
+    return job
+
+
+async def _discard(state: GatewayState, job_id: str, blob_id: str) -> None:
+    try:
+        await state.jobs.delete(job_id)
+    finally:
+        await state.blobs.delete(blob_id)
+
+
+async def cancel_or_delete(state: GatewayState, user: Claims, job_id: str) -> None:
+    """A running or queued job is cancelled (and kept, reading `cancelled`); a finished one is
+    deleted. Either way its files go."""
+    job = await state.jobs.get_owned(job_id, user.user_id)
+    if job.status in (JobStatus.QUEUED, JobStatus.PROCESSING):
+        cancelled = await state.jobs.cancel(job_id)
+        if cancelled is not None:
+            try:
+                await state.publisher.publish(
+                    JobCancelRequested(
+                        correlation_id=job.correlation_id or job_id,
+                        payload=JobRef(job_id=job_id, user_id=user.user_id),
+                    )
+                )
+            except AppError:
+                # The job is already `cancelled` in MongoDB, so a converter that picks it up
+                # skips it; the event only makes a running conversion stop sooner.
+                log.warning("cancel of %s recorded but not announced", job_id)
+            await _delete_files(state, job)
+            return
+        job = await state.jobs.get_owned(job_id, user.user_id)
+    await _delete_files(state, job)
+    await state.jobs.delete(job_id)
+
+
+async def _delete_files(state: GatewayState, job: Job) -> None:
+    for blob_id in (job.source_blob_id, job.output_blob_id):
+        if blob_id:
+            await state.blobs.delete(blob_id)

@@ -1,0 +1,33 @@
+"""What the gateway's lifespan opens and every request uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from aio_pika.abc import AbstractRobustConnection
+from pymongo import AsyncMongoClient
+
+from services.gateway.balancer import Balancer
+from services.gateway.live import LiveHub
+from shared.blobstore import BlobStore
+from shared.jobstore import JobStore
+from shared.messaging import EventPublisher
+from shared.settings import Settings
+from shared.tokens import JwksCache
+
+
+@dataclass
+class GatewayState:
+    settings: Settings
+    mongo: AsyncMongoClient[dict[str, Any]]
+    jobs: JobStore
+    blobs: BlobStore
+    amqp: AbstractRobustConnection
+    publisher: EventPublisher
+    http: httpx.AsyncClient
+    auth: Balancer
+    notifications: Balancer
+    tokens: JwksCache
+    live: LiveHub

@@ -1,0 +1,155 @@
+"""Streaming multipart uploads: the file part flows into the blob store chunk by chunk.
+
+Starlette's `request.form()` spools the whole file before the route runs and has no total size
+limit; here the body is parsed as it arrives, so memory stays flat, the size limit cuts the
+request off the moment it is crossed, and the first bytes are sniffed before anything is stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+
+from services.gateway.sniff import SNIFF_BYTES, sniff_container
+from shared.errors import TooLarge, Unprocessable, UnsupportedMedia
+
+# Plain form fields (options, tags) are small; a huge one is an attack, not an option.
+MAX_FIELD_BYTES = 16 * 1024
+MAX_FIELDS = 64
+
+
+@dataclass
+class _Part:
+    name: str = ""
+    filename: str | None = None
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    data: bytearray = field(default_factory=bytearray)
+
+
+class MultipartUpload:
+    """Reads a `multipart/form-data` request with one file field named `file`.
+
+    Iterate `file_chunks()` to receive the file's bytes; afterwards `fields` holds every other
+    form field and `filename` the client's file name.
+    """
+
+    def __init__(self, request: Request, max_bytes: int) -> None:
+        content_type, params = parse_options_header(request.headers.get("content-type", ""))
+        if content_type != b"multipart/form-data" or b"boundary" not in params:
+            raise Unprocessable("send the video as multipart/form-data with a `file` field")
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            raise _too_large(max_bytes)
+        self._request = request
+        self._max_bytes = max_bytes
+        self._boundary = params[b"boundary"]
+        self.fields: dict[str, str] = {}
+        self.filename: str | None = None
+        self.container: str | None = None
+        self.received = 0
+
+    async def file_chunks(self) -> AsyncIterator[bytes]:
+        pending: list[bytes] = []
+        current = _Part()
+        header_name = bytearray()
+        header_value = bytearray()
+        in_file = False
+        file_seen = False
+
+        def on_part_begin() -> None:
+            nonlocal current
+            current = _Part()
+
+        def on_header_field(data: bytes, start: int, end: int) -> None:
+            header_name.extend(data[start:end])
+
+        def on_header_value(data: bytes, start: int, end: int) -> None:
+            header_value.extend(data[start:end])
+
+        def on_header_end() -> None:
+            current.headers[bytes(header_name).lower()] = bytes(header_value)
+            header_name.clear()
+            header_value.clear()
+
+        def on_headers_finished() -> None:
+            nonlocal in_file, file_seen
+            _, params = parse_options_header(current.headers.get(b"content-disposition", b""))
+            current.name = params.get(b"name", b"").decode("utf-8", "replace")
+            raw_filename = params.get(b"filename")
+            if current.name == "file":
+                if file_seen:
+                    raise Unprocessable("send exactly one `file` field")
+                file_seen = in_file = True
+                current.filename = (raw_filename or b"").decode("utf-8", "replace")
+
+        def on_part_data(data: bytes, start: int, end: int) -> None:
+            if in_file:
+                pending.append(data[start:end])
+                return
+            current.data.extend(data[start:end])
+            if len(current.data) > MAX_FIELD_BYTES:
+                raise Unprocessable(f"form field `{current.name}` is too long")
+
+        def on_part_end() -> None:
+            nonlocal in_file
+            if in_file:
+                self.filename = current.filename
+                in_file = False
+                return
+            if len(self.fields) >= MAX_FIELDS:
+                raise Unprocessable("too many form fields")
+            self.fields[current.name] = current.data.decode("utf-8", "replace")
+
+        parser = MultipartParser(
+            self._boundary,
+            {
+                "on_part_begin": on_part_begin,
+                "on_part_data": on_part_data,
+                "on_part_end": on_part_end,
+                "on_header_field": on_header_field,
+                "on_header_value": on_header_value,
+                "on_header_end": on_header_end,
+                "on_headers_finished": on_headers_finished,
+            },
+        )
+        head = bytearray()
+        sniffed = False
+        async for chunk in self._request.stream():
+            self.received += len(chunk)
+            if self.received > self._max_bytes:
+                raise _too_large(self._max_bytes)
+            parser.write(chunk)
+            if not pending:
+                continue
+            data = b"".join(pending)
+            pending.clear()
+            if not sniffed:
+                # Hold the start back until enough of it is here to recognise the container.
+                head.extend(data)
+                if len(head) < SNIFF_BYTES and in_file:
+                    continue
+                self._sniff(bytes(head))
+                sniffed = True
+                data = bytes(head)
+                head.clear()
+            yield data
+        parser.finalize()
+        if not file_seen:
+            raise Unprocessable("the form has no `file` field")
+        if not sniffed:
+            self._sniff(bytes(head))
+            if head:
+                yield bytes(head)
+
+    def _sniff(self, head: bytes) -> None:
+        container = sniff_container(head)
+        if container is None:
+            raise UnsupportedMedia("the file is not an audio or video container")
+        self.container = container
+
+
+def _too_large(limit: int) -> TooLarge:
+    return TooLarge(f"the upload is larger than the limit of {limit} bytes")

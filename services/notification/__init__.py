@@ -1,0 +1,1 @@
+"""Notification service: tells users by email (and in-app) that their conversion finished."""

@@ -1,0 +1,17 @@
+"""HTTP routes of the notification service: thin, the service does the work."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from services.notification.deps import CurrentUser, State
+from services.notification.schemas import NotificationList, NotificationView
+
+router = APIRouter(prefix="/v1")
+
+
+@router.get("/notifications", response_model=NotificationList)
+async def list_notifications(user: CurrentUser, state: State) -> NotificationList:
+    """The caller's notifications, newest first (at most 100)."""
+    notes = await state.service.list_for_user(user.user_id)
+    return NotificationList(items=[NotificationView.of(note) for note in notes])

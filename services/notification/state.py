@@ -1,0 +1,28 @@
+"""What the notification service's lifespan opens and its requests and consumer use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from aio_pika.abc import AbstractRobustConnection
+from pymongo import AsyncMongoClient
+
+from services.notification.service import NotificationService
+from services.notification.store import NotificationStore
+from services.notification.worker import NotificationConsumer
+from shared.settings import Settings
+from shared.tokens import JwksCache
+
+
+@dataclass
+class NotificationState:
+    settings: Settings
+    mongo: AsyncMongoClient[dict[str, Any]]
+    store: NotificationStore
+    service: NotificationService
+    http: httpx.AsyncClient
+    tokens: JwksCache
+    amqp: AbstractRobustConnection
+    consumer: NotificationConsumer

@@ -1,0 +1,211 @@
+"""Blobs as files in a directory (a local disk, or a volume shared by several hosts)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import AsyncIterable, AsyncIterator
+from pathlib import Path
+
+from shared.blobstore._aio import ThreadFile, off_loop, pread_blocks, run_to_completion, write_all
+from shared.blobstore.base import MIB, BlobNotFound, byte_span, validate_blob_id
+
+# Group-readable so that services running as different users of one group can share a volume.
+FILE_MODE = 0o640
+TEMP_SUFFIX = ".tmp"
+
+
+class FileBlobStore:
+    """`root/<id[:2]>/<id>`; writes go to a hidden temp file beside it, renamed in at the end.
+
+    The two-character fan-out keeps directories small. A temp file starts with "." and ends in
+    ".tmp", so it can never be mistaken for a blob; a crash can leave one behind, harmlessly.
+    """
+
+    def __init__(self, root: Path, *, block_size: int = MIB) -> None:
+        self.root = root
+        self.block_size = block_size
+
+    def path_of(self, blob_id: str) -> Path:
+        validate_blob_id(blob_id)
+        return self.root / blob_id[:2] / blob_id
+
+    async def write(self, blob_id: str, chunks: AsyncIterable[bytes]) -> int:
+        final = self.path_of(blob_id)
+        temp = await _TempFile.create(final)
+        try:
+            size = await _copy_stream(temp.file, chunks, self.block_size)
+            await temp.file.call(os.fsync)
+            await run_to_completion(temp.commit(final))
+        except BaseException:
+            await run_to_completion(temp.discard())
+            raise
+        return size
+
+    async def write_file(self, blob_id: str, path: Path) -> int:
+        final = self.path_of(blob_id)
+        staged, size = await off_loop(
+            lambda: _stage_copy(path, final), undo=lambda done: _unlink_quietly(done[0])
+        )
+        try:
+            await run_to_completion(asyncio.to_thread(_commit, staged, final))
+        except BaseException:
+            await run_to_completion(asyncio.to_thread(_unlink_quietly, staged))
+            raise
+        return size
+
+    async def read(
+        self, blob_id: str, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        path = self.path_of(blob_id)
+        byte_span(start, end, 0)  # argument errors before any I/O
+        try:
+            f = await ThreadFile.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise BlobNotFound(blob_id) from None
+        try:
+            # Blobs are replaced by rename, never rewritten, so this descriptor keeps seeing one
+            # complete version even if the id is deleted or rewritten meanwhile.
+            lo, hi = byte_span(start, end, (await f.call(os.fstat)).st_size)
+            async for block in pread_blocks(f, lo, hi, self.block_size):
+                yield block
+        finally:
+            await run_to_completion(f.close())
+
+    async def size(self, blob_id: str) -> int:
+        path = self.path_of(blob_id)
+        try:
+            st = await asyncio.to_thread(os.stat, path)
+        except FileNotFoundError:
+            raise BlobNotFound(blob_id) from None
+        return st.st_size
+
+    async def delete(self, blob_id: str) -> None:
+        # The fan-out directory stays: removing it would race with a write creating its temp
+        # file there.
+        await asyncio.to_thread(_unlink_quietly, self.path_of(blob_id))
+
+    def local_path(self, blob_id: str) -> Path | None:
+        return self.path_of(blob_id)
+
+    async def check(self) -> None:
+        await asyncio.to_thread(_probe_writable, self.root)
+
+
+class _TempFile:
+    """The file a write streams into, then renamed over the blob's path (or removed)."""
+
+    def __init__(self, file: ThreadFile, path: Path) -> None:
+        self.file = file
+        self.path = path
+        self.committed = False
+
+    @classmethod
+    async def create(cls, final: Path) -> _TempFile:
+        fd, name = await off_loop(lambda: _make_temp(final), undo=_close_and_unlink)
+        return cls(ThreadFile(fd), Path(name))
+
+    async def commit(self, final: Path) -> None:
+        await self.file.close()
+        await asyncio.to_thread(_commit, self.path, final)
+        self.committed = True
+
+    async def discard(self) -> None:
+        await self.file.close()
+        if not self.committed:
+            await asyncio.to_thread(_unlink_quietly, self.path)
+
+
+async def _copy_stream(out: ThreadFile, chunks: AsyncIterable[bytes], block: int) -> int:
+    # Small pieces (an HTTP body arrives in ~64 KiB) are gathered into one write per block, so
+    # the cost of a thread hop is paid per MiB, not per piece.
+    size = 0
+    pending: list[bytes] = []
+    pending_len = 0
+    async for chunk in chunks:
+        if not chunk:
+            continue
+        pending.append(chunk)
+        pending_len += len(chunk)
+        if pending_len >= block:
+            await out.call(write_all, b"".join(pending))
+            size += pending_len
+            pending, pending_len = [], 0
+    if pending:
+        await out.call(write_all, b"".join(pending))
+        size += pending_len
+    return size
+
+
+def _temp_prefix(final: Path) -> str:
+    return f".{final.name}."
+
+
+def _make_temp(final: Path) -> tuple[int, str]:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=_temp_prefix(final), suffix=TEMP_SUFFIX, dir=final.parent)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    except BaseException:
+        _close_and_unlink((fd, name))
+        raise
+    return fd, name
+
+
+def _close_and_unlink(temp: tuple[int, str]) -> None:
+    os.close(temp[0])
+    _unlink_quietly(Path(temp[1]))
+
+
+def _stage_copy(source: Path, final: Path) -> tuple[Path, int]:
+    """A durable copy of `source` under a temp name beside `final`.
+
+    A hard link costs nothing and leaves the source in place; a copy (kernel-side, via
+    copy_file_range/sendfile) is the fallback across file systems or where links are refused.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staged = final.parent / f"{_temp_prefix(final)}{secrets.token_hex(6)}{TEMP_SUFFIX}"
+    try:
+        try:
+            os.link(source, staged)
+        except FileNotFoundError:
+            raise
+        except OSError:  # EXDEV, EPERM, EMLINK, ENOTSUP...
+            shutil.copyfile(source, staged)
+            os.chmod(staged, FILE_MODE)
+        fd = os.open(staged, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+    except BaseException:
+        _unlink_quietly(staged)
+        raise
+    return staged, size
+
+
+def _commit(temp: Path, final: Path) -> None:
+    os.replace(temp, final)
+    # The rename is durable only once the directory entry is on disk too.
+    fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _probe_writable(root: Path) -> None:
+    # Creating a file is the only honest test: os.access ignores read-only mounts and full disks.
+    root.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=".probe.", suffix=TEMP_SUFFIX, dir=root)
+    _close_and_unlink((fd, name))

@@ -1,0 +1,282 @@
+"""Blobs in MongoDB GridFS, in the standard `fs.files`/`fs.chunks` layout.
+
+Each write is one GridFS file revision with a fresh ObjectId `_id`; the blob id is its
+`filename`, so `mongofiles get <blob id>` and any driver's `open_download_stream_by_name`
+read blobs as they are. The newest revision (by `uploadDate`, then `_id`) is the blob.
+
+Why chunks are written and read here rather than through AsyncGridFSBucket:
+- reads must fetch bounded ranges of `n` per query. Some servers (the nx-27017 test server)
+  answer a whole cursor in one reply whatever the batch size and fail past ~48 MB, and a
+  byte Range maps directly onto a range of `n`;
+- a write has to remove its chunks on any failure, cancellation included, and its files
+  document (the commit) has to come last, so that readers never see a partial blob.
+
+Every call goes through the client's timeouts (`shared.mongo.mongo_client`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from bson import Int64, ObjectId
+from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import OperationFailure
+
+from shared.blobstore._aio import iter_file, run_to_completion
+from shared.blobstore.base import MIB, BlobNotFound, byte_span, validate_blob_id
+
+log = logging.getLogger(__name__)
+
+# Measured on nx-27017 (64 MiB, see the report): 1 MiB chunks in 4 MiB inserts wrote fastest;
+# reads hardly cared. 1 MiB also keeps a chunk far below the 16 MiB document limit.
+CHUNK_SIZE = MIB
+WRITE_BATCH_BYTES = 4 * MIB
+READ_BATCH_BYTES = 8 * MIB
+
+NEWEST_FIRST = [("uploadDate", DESCENDING), ("_id", DESCENDING)]
+
+Doc = dict[str, Any]
+
+
+class GridFSBlobStore:
+    def __init__(
+        self,
+        db: AsyncDatabase[Any],
+        *,
+        bucket: str = "fs",
+        chunk_size: int = CHUNK_SIZE,
+        write_batch_bytes: int = WRITE_BATCH_BYTES,
+        read_batch_bytes: int = READ_BATCH_BYTES,
+    ) -> None:
+        self.db = db
+        self.files: AsyncCollection[Doc] = db.get_collection(f"{bucket}.files")
+        self.chunks: AsyncCollection[Doc] = db.get_collection(f"{bucket}.chunks")
+        self.chunk_size = chunk_size
+        self.chunks_per_insert = max(1, write_batch_bytes // chunk_size)
+        self.read_batch_bytes = read_batch_bytes
+        self._indexes_ready = False
+        self._index_lock = asyncio.Lock()
+
+    async def write(self, blob_id: str, chunks: AsyncIterable[bytes]) -> int:
+        validate_blob_id(blob_id)
+        await self._ensure_indexes()
+        upload = _Upload(self, ObjectId())
+        try:
+            length = await upload.stream(chunks)
+            await run_to_completion(self._commit(blob_id, upload.files_id, length))
+        except BaseException:
+            await run_to_completion(upload.abort())
+            raise
+        await self._drop_older_revisions(blob_id, upload.files_id)
+        return length
+
+    async def write_file(self, blob_id: str, path: Path) -> int:
+        return await self.write(blob_id, iter_file(path, self.chunk_size))
+
+    async def read(
+        self, blob_id: str, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        validate_blob_id(blob_id)
+        byte_span(start, end, 0)  # argument errors before any I/O
+        doc = await self._newest(blob_id)
+        length, chunk_size = int(doc["length"]), int(doc["chunkSize"])
+        lo, hi = byte_span(start, end, length)
+        if lo >= hi:
+            return
+        # Chunk size comes from the files document: revisions written by other tools (255 KiB
+        # is the drivers' default) read correctly too.
+        per_query = max(1, self.read_batch_bytes // chunk_size)
+        first, last = lo // chunk_size, (hi - 1) // chunk_size
+        ranges = [(a, min(a + per_query, last + 1)) for a in range(first, last + 1, per_query)]
+
+        # One query ahead: the next range is on its way while the caller consumes this one.
+        ahead = asyncio.ensure_future(self._fetch(doc["_id"], *ranges[0]))
+        try:
+            for i, (a, b) in enumerate(ranges):
+                docs = await ahead
+                if i + 1 < len(ranges):
+                    ahead = asyncio.ensure_future(self._fetch(doc["_id"], *ranges[i + 1]))
+                for n, chunk in enumerate(docs, start=a):
+                    data = _checked_data(chunk, n, length, chunk_size, blob_id)
+                    offset = n * chunk_size
+                    cut_lo, cut_hi = max(lo - offset, 0), min(hi - offset, len(data))
+                    yield data if (cut_lo, cut_hi) == (0, len(data)) else data[cut_lo:cut_hi]
+                if len(docs) != b - a:
+                    raise _vanished(blob_id)
+        finally:
+            _abandon(ahead)
+
+    async def size(self, blob_id: str) -> int:
+        validate_blob_id(blob_id)
+        return int((await self._newest(blob_id))["length"])
+
+    async def delete(self, blob_id: str) -> None:
+        validate_blob_id(blob_id)
+        for files_id in await self._revisions(blob_id):
+            await self._delete_revision(files_id)
+
+    def local_path(self, blob_id: str) -> Path | None:
+        validate_blob_id(blob_id)
+        return None
+
+    async def check(self) -> None:
+        await self.db.command("ping")
+
+    async def _ensure_indexes(self) -> None:
+        # The GridFS spec's two indexes. create_index is a no-op when the index exists, so this
+        # runs once per store object, not per write. (nx-27017 rejects compound indexes that
+        # include `_id`; neither of these does.)
+        if self._indexes_ready:
+            return
+        async with self._index_lock:
+            if self._indexes_ready:
+                return
+            await self.files.create_index([("filename", ASCENDING), ("uploadDate", ASCENDING)])
+            await self.chunks.create_index([("files_id", ASCENDING), ("n", ASCENDING)], unique=True)
+            self._indexes_ready = True
+
+    async def _commit(self, blob_id: str, files_id: ObjectId, length: int) -> None:
+        await self.files.insert_one(
+            {
+                "_id": files_id,
+                "length": Int64(length),
+                "chunkSize": self.chunk_size,
+                "uploadDate": datetime.datetime.now(datetime.UTC),
+                "filename": blob_id,
+            }
+        )
+
+    async def _drop_older_revisions(self, blob_id: str, keep: ObjectId) -> None:
+        # The write is committed: a failure here must not make it look failed. Older revisions
+        # are invisible to readers and go with the next delete().
+        try:
+            for files_id in await self._revisions(blob_id):
+                if files_id != keep:
+                    await run_to_completion(self._delete_revision(files_id))
+        except Exception as exc:
+            log.warning("could not remove older revisions of blob %s: %r", blob_id, exc)
+
+    async def _newest(self, blob_id: str) -> Doc:
+        doc = await self.files.find_one({"filename": blob_id}, sort=NEWEST_FIRST)
+        if doc is None:
+            raise BlobNotFound(blob_id)
+        return doc
+
+    async def _revisions(self, blob_id: str) -> list[ObjectId]:
+        cursor = self.files.find({"filename": blob_id}, projection={"_id": 1})
+        return [doc["_id"] async for doc in cursor]
+
+    async def _fetch(self, files_id: ObjectId, a: int, b: int) -> list[Doc]:
+        cursor = self.chunks.find(
+            {"files_id": files_id, "n": {"$gte": a, "$lt": b}},
+            projection={"_id": 0, "n": 1, "data": 1},
+            sort=[("n", ASCENDING)],
+        )
+        return await cursor.to_list()
+
+    async def _delete_revision(self, files_id: ObjectId) -> None:
+        """The files document first, so readers stop seeing the blob, then its chunks."""
+        try:
+            await self.files.delete_one({"_id": files_id})
+        except OperationFailure:
+            # nx-27017 answers "File with id ... not found" where MongoDB reports 0 deleted;
+            # only an error that leaves the document in place is a real failure.
+            if await self.files.find_one({"_id": files_id}, projection={"_id": 1}) is not None:
+                raise
+        await self.chunks.delete_many({"files_id": files_id})
+
+
+class _Upload:
+    """The chunks of one write in progress: fixed-size, inserted a batch at a time.
+
+    One insert runs while the next batch is gathered from the source, so a slow source (an
+    HTTP upload) and the database work in parallel.
+    """
+
+    def __init__(self, store: GridFSBlobStore, files_id: ObjectId) -> None:
+        self.store = store
+        self.files_id = files_id
+        self.next_n = 0
+        self.batch: list[Doc] = []
+        self.in_flight: asyncio.Future[Any] | None = None
+
+    async def stream(self, chunks: AsyncIterable[bytes]) -> int:
+        size = self.store.chunk_size
+        length = 0
+        parts: list[bytes] = []
+        parts_len = 0
+        async for piece in chunks:
+            if not piece:
+                continue
+            length += len(piece)
+            parts.append(piece)
+            parts_len += len(piece)
+            if parts_len >= size:
+                data = b"".join(parts)
+                whole = len(data) - len(data) % size
+                for offset in range(0, whole, size):
+                    await self._add(data[offset : offset + size])
+                rest = data[whole:]
+                parts, parts_len = ([rest], len(rest)) if rest else ([], 0)
+        if parts:
+            await self._add(b"".join(parts))
+        await self._flush()
+        await self._settle()
+        return length
+
+    async def _add(self, data: bytes) -> None:
+        self.batch.append({"files_id": self.files_id, "n": self.next_n, "data": data})
+        self.next_n += 1
+        if len(self.batch) >= self.store.chunks_per_insert:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        await self._settle()
+        if self.batch:
+            batch, self.batch = self.batch, []
+            self.in_flight = asyncio.ensure_future(self.store.chunks.insert_many(batch))
+
+    async def _settle(self) -> None:
+        if self.in_flight is not None:
+            # Shielded: cancelling the write must not cut an insert off mid-request, or it
+            # could still land after abort() has deleted the chunks (an orphan).
+            await asyncio.shield(self.in_flight)
+            self.in_flight = None
+
+    async def abort(self) -> None:
+        if self.in_flight is not None:
+            await asyncio.wait([self.in_flight])
+            if not self.in_flight.cancelled():
+                self.in_flight.exception()  # retrieved: the write's own error is what we raise
+        # Also when no chunk was written: a commit that failed with a timeout may still have
+        # inserted the files document. On MongoDB there is usually no files document yet and
+        # this deletes the chunks; nx-27017 creates a placeholder files row (filename "") with
+        # the first chunk, which this removes together with the chunks.
+        await self.store._delete_revision(self.files_id)
+
+
+def _abandon(fut: asyncio.Future[Any]) -> None:
+    """Cancel a prefetch nobody will await, without an "exception never retrieved" warning."""
+    fut.cancel()
+    fut.add_done_callback(lambda f: None if f.cancelled() else f.exception())
+
+
+def _checked_data(chunk: Mapping[str, Any], n: int, length: int, size: int, blob_id: str) -> bytes:
+    # A chunk that is missing or of the wrong size means the revision was deleted or replaced
+    # under the reader (or damaged): never return bytes that are not the blob's.
+    expected = min(size, length - n * size)
+    data = chunk.get("data")
+    if chunk.get("n") != n or not isinstance(data, bytes) or len(data) != expected:
+        raise _vanished(blob_id)
+    return data
+
+
+def _vanished(blob_id: str) -> BlobNotFound:
+    return BlobNotFound(f"{blob_id} was deleted or replaced while being read")

@@ -1,0 +1,151 @@
+"""Every MongoDB query on job documents, used by the gateway and the converter alike.
+
+State changes are compare-and-set updates (`find_one_and_update` filtered on the expected
+status), so two workers, a redelivery or a cancel racing a completion cannot both win.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Any
+
+from pymongo import DESCENDING, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+
+from shared.errors import NotFound, Unprocessable
+from shared.jobs import (
+    ACTIVE_STATUSES,
+    JOBS_COLLECTION,
+    Job,
+    JobError,
+    JobStatus,
+    OutputInfo,
+    SourceInfo,
+    utcnow,
+)
+
+_ACTIVE = [str(s) for s in ACTIVE_STATUSES]
+
+
+def encode_cursor(job: Job) -> str:
+    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, job_id = json.loads(raw)
+        return datetime.fromisoformat(created), str(job_id)
+    except (ValueError, TypeError) as exc:
+        raise Unprocessable("cursor is not valid") from exc
+
+
+class JobStore:
+    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+        self._jobs = db[JOBS_COLLECTION]
+
+    async def ensure_indexes(self) -> None:
+        await self._jobs.create_index([("user_id", 1), ("created_at", DESCENDING)])
+        await self._jobs.create_index([("status", 1)])
+
+    async def insert(self, job: Job) -> None:
+        await self._jobs.insert_one(job.to_document())
+
+    async def get(self, job_id: str) -> Job | None:
+        doc = await self._jobs.find_one({"_id": job_id})
+        return Job.from_document(doc) if doc else None
+
+    async def get_owned(self, job_id: str, user_id: str) -> Job:
+        """The job if it exists and belongs to `user_id`; another user's job is simply missing."""
+        doc = await self._jobs.find_one({"_id": job_id, "user_id": user_id})
+        if doc is None:
+            raise NotFound("no such job")
+        return Job.from_document(doc)
+
+    async def list_for_user(
+        self, user_id: str, limit: int, cursor: str | None = None
+    ) -> tuple[list[Job], str | None]:
+        query: dict[str, Any] = {"user_id": user_id}
+        if cursor:
+            created, job_id = decode_cursor(cursor)
+            query["$or"] = [
+                {"created_at": {"$lt": created}},
+                {"created_at": created, "_id": {"$lt": job_id}},
+            ]
+        found = self._jobs.find(query, sort=[("created_at", DESCENDING), ("_id", DESCENDING)])
+        docs = await found.limit(limit + 1).to_list(limit + 1)
+        jobs = [Job.from_document(d) for d in docs[:limit]]
+        next_cursor = encode_cursor(jobs[-1]) if len(docs) > limit and jobs else None
+        return jobs, next_cursor
+
+    async def list_active(self, user_id: str, limit: int = 100) -> list[Job]:
+        found = self._jobs.find(
+            {"user_id": user_id, "status": {"$in": _ACTIVE}}, sort=[("created_at", DESCENDING)]
+        )
+        return [Job.from_document(d) for d in await found.limit(limit).to_list(limit)]
+
+    async def _transition(
+        self,
+        job_id: str,
+        from_statuses: list[str],
+        changes: dict[str, Any],
+        inc: dict[str, int] | None = None,
+    ) -> Job | None:
+        update: dict[str, Any] = {"$set": {**changes, "updated_at": utcnow()}}
+        if inc:
+            update["$inc"] = inc
+        doc = await self._jobs.find_one_and_update(
+            {"_id": job_id, "status": {"$in": from_statuses}},
+            update,
+            return_document=ReturnDocument.AFTER,
+        )
+        return Job.from_document(doc) if doc else None
+
+    async def claim(self, job_id: str) -> Job | None:
+        """Take a queued job, or one a dead worker left in `processing`; None if it is final."""
+        return await self._transition(
+            job_id, _ACTIVE, {"status": str(JobStatus.PROCESSING)}, inc={"attempts": 1}
+        )
+
+    async def set_source(self, job_id: str, source: SourceInfo) -> None:
+        await self._jobs.update_one(
+            {"_id": job_id}, {"$set": {"source": source.model_dump(), "updated_at": utcnow()}}
+        )
+
+    async def set_progress(self, job_id: str, progress: int) -> None:
+        await self._jobs.update_one(
+            {"_id": job_id, "status": str(JobStatus.PROCESSING), "progress": {"$lt": progress}},
+            {"$set": {"progress": progress, "updated_at": utcnow()}},
+        )
+
+    async def complete(self, job_id: str, output: OutputInfo, output_blob_id: str) -> Job | None:
+        return await self._transition(
+            job_id,
+            [str(JobStatus.PROCESSING)],
+            {
+                "status": str(JobStatus.COMPLETED),
+                "progress": 100,
+                "output": output.model_dump(),
+                "output_blob_id": output_blob_id,
+                "error": None,
+            },
+        )
+
+    async def fail(self, job_id: str, error: JobError) -> Job | None:
+        return await self._transition(
+            job_id,
+            _ACTIVE,
+            {"status": str(JobStatus.FAILED), "error": error.model_dump(mode="json")},
+        )
+
+    async def cancel(self, job_id: str) -> Job | None:
+        return await self._transition(job_id, _ACTIVE, {"status": str(JobStatus.CANCELLED)})
+
+    async def delete(self, job_id: str) -> None:
+        await self._jobs.delete_one({"_id": job_id})
+
+    async def ping(self) -> None:
+        await self._jobs.database.command("ping")
