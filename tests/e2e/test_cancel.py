@@ -1,0 +1,62 @@
+"""Cancelling a running conversion: FFmpeg stops, nothing is left, the job reads cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+from websockets.asyncio.client import connect
+
+from tests.e2e.test_live import events_until_final, receive, ws_url
+from tests.e2e.test_pipeline import auth, stored_blobs, upload, wait_final
+from tests.support.media import MediaFactory
+from tests.support.stack import Stack
+
+
+def long_tone(media: MediaFactory) -> Path:
+    """30 minutes of FLAC: small to upload, several seconds to encode."""
+    return media.make(
+        "tone_1800s.flac",
+        ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100:duration=1800", "-c:a", "flac"],
+    )
+
+
+def converter_temp_entries(stack: Stack) -> list[Path]:
+    root = Path(stack.env["VAR_DIR"]) / "tmp" / "converter"
+    return list(root.iterdir()) if root.exists() else []
+
+
+async def test_cancel_mid_conversion_leaves_nothing(
+    stack: Stack, client: httpx.AsyncClient, user: dict[str, str], media: MediaFactory
+) -> None:
+    source = long_tone(media)
+    before = await stored_blobs(stack)
+    async with connect(ws_url(stack.gateway_url, user["access_token"])) as ws:
+        await receive(ws)
+        response = await upload(client, user, source)
+        job_id = response.json()["id"]
+        while True:  # wait until FFmpeg is really running
+            event = await receive(ws)
+            if event.get("job_id") == job_id and event["type"] == "job.progress":
+                break
+            assert event["type"] not in ("job.completed", "job.failed"), event
+        assert converter_temp_entries(stack), "the conversion should be using a temp dir"
+        deleted = await client.delete(f"/v1/jobs/{job_id}", headers=auth(user))
+        assert deleted.status_code == 204
+        events = await events_until_final(ws, job_id)
+    assert events[-1]["type"] == "job.cancelled"
+    job = await wait_final(client, user, job_id)
+    assert job["status"] == "cancelled"
+    assert job["output"] is None
+    download = await client.get(f"/v1/jobs/{job_id}/download", headers=auth(user))
+    assert download.status_code == 409
+    for _ in range(50):  # the converter removes its temp dir as the task unwinds
+        if not converter_temp_entries(stack):
+            break
+        await asyncio.sleep(0.1)
+    assert converter_temp_entries(stack) == []
+    assert await stored_blobs(stack) == before
+    # A second DELETE removes the cancelled job for good.
+    assert (await client.delete(f"/v1/jobs/{job_id}", headers=auth(user))).status_code == 204
+    assert (await client.get(f"/v1/jobs/{job_id}", headers=auth(user))).status_code == 404

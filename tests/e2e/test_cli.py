@@ -1,0 +1,66 @@
+"""`video2mp3 convert` against a running stack, as a user would run it (no TTY here)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.support.media import MediaFactory, decode
+from tests.support.stack import Stack
+
+
+async def run_cli(
+    stack: Stack, user: dict[str, str], *args: str, home: Path
+) -> tuple[int, str, str]:
+    env = {
+        **os.environ,
+        "VIDEO2MP3_EMAIL": user["email"],
+        "VIDEO2MP3_PASSWORD": "correct horse battery staple",
+        "XDG_CONFIG_HOME": str(home),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli.main", "convert", *args,
+        "--server", stack.gateway_url,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_cli_converts_two_files_at_once(
+    stack: Stack,
+    client: httpx.AsyncClient,
+    user: dict[str, str],
+    media: MediaFactory,
+    tmp_path: Path,
+) -> None:
+    first = media.h264_aac(4, name="first clip.mp4")
+    second = media.h264_aac(6, name="second.mp4")
+    out = tmp_path / "out"
+    code, stdout, stderr = await run_cli(
+        stack, user, str(first), str(second), "-o", str(out), home=tmp_path
+    )
+    assert code == 0, stderr
+    assert abs(decode(out / "first clip.mp3").duration - 4) < 0.15
+    assert abs(decode(out / "second.mp3").duration - 6) < 0.15
+    assert "first clip.mp4: queued" in stdout
+    # It never overwrites without --force.
+    code, _, stderr = await run_cli(stack, user, str(first), "-o", str(out), home=tmp_path)
+    assert code != 0
+    assert "exists" in stderr
+
+
+async def test_cli_reports_a_failure_and_exits_1(
+    stack: Stack, user: dict[str, str], shared_media: Path, tmp_path: Path
+) -> None:
+    code, _, stderr = await run_cli(
+        stack, user, str(shared_media / "cityCC0.mpg"), "-o", str(tmp_path), home=tmp_path
+    )
+    assert code == 1
+    assert "cityCC0.mpg: failed: the file has no audio track" in stderr
+    assert not (tmp_path / "cityCC0.mp3").exists()
