@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.errors import ErrorCode
 
@@ -95,13 +95,14 @@ class Job(BaseModel):
     def to_document(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, mode="python")
 
+    @field_validator("created_at", "updated_at")
+    @classmethod
+    def _assume_utc(cls, value: datetime) -> datetime:
+        # Stored times are UTC; some servers and clients hand them back without a zone.
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> Job:
-        for key in ("created_at", "updated_at"):
-            value = doc.get(key)
-            # MongoDB hands back naive UTC datetimes unless the client is tz_aware.
-            if isinstance(value, datetime) and value.tzinfo is None:
-                doc[key] = value.replace(tzinfo=UTC)
         return cls.model_validate(doc)
 
     def public_view(self) -> dict[str, Any]:

@@ -118,11 +118,13 @@ async def run_ffmpeg(
     duration: float | None,
     on_progress: ProgressCallback | None,
     timeout: float,
-) -> None:
+) -> str:
     """Run FFmpeg to completion, reporting seconds done (non-decreasing) to `on_progress`.
 
-    Raises FFmpegFailed (a MediaError) on a failed run or a truncated input, MediaError(timeout)
-    after `timeout` seconds; on cancellation the process group is killed and reaped first.
+    Returns the (bounded, path-redacted) tail of stderr, which is where filters such as
+    loudnorm print what they measured. Raises FFmpegFailed (a MediaError) on a failed run or a
+    truncated input, MediaError(timeout) after `timeout` seconds; on cancellation the process
+    group is killed and reaped first.
     """
     process = await asyncio.create_subprocess_exec(
         *cmd,
@@ -157,6 +159,7 @@ async def run_ffmpeg(
     if returncode != 0 or _input_was_truncated(stderr):
         code, detail = describe_failure(stderr, returncode, truncated_tail=tail.truncated)
         raise FFmpegFailed(detail, code=code, stderr=stderr, returncode=returncode)
+    return stderr
 
 
 async def _follow_progress(
@@ -278,7 +281,9 @@ class OutputMedia:
     channels: int | None
     sample_rate: int | None
 
-    def to_output_info(self, size: int, filename: str) -> OutputInfo:
+    def to_output_info(
+        self, size: int, filename: str, content_type: str = "audio/mpeg"
+    ) -> OutputInfo:
         return OutputInfo(
             size=size,
             duration=self.duration,
@@ -287,11 +292,15 @@ class OutputMedia:
             channels=self.channels,
             sample_rate=self.sample_rate,
             filename=filename,
+            content_type=content_type,
         )
 
 
 async def inspect_output(path: Path) -> OutputMedia:
-    """Describe a finished MP3; the Xing header makes the container's duration exact enough."""
+    """Describe a finished output (any format we write).
+
+    For MP3 the Xing header makes the container's duration exact enough.
+    """
     return await asyncio.to_thread(_inspect_output_sync, path)
 
 

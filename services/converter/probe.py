@@ -7,6 +7,7 @@ Nothing here runs FFmpeg or touches the network: the file is opened through liba
 from __future__ import annotations
 
 import asyncio
+from array import array
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -46,6 +47,31 @@ INPUT_OPTIONS = {"protocol_whitelist": "file"}
 # ISO 639-2 for "undetermined": what muxers write when nobody set a language.
 UNDETERMINED_LANGUAGE = "und"
 
+# When a file has several audio tracks, their opening seconds are decoded to tell an empty or
+# silent track (a muted camera channel, a placeholder) from one with sound. Bounded both in
+# media time and in bytes read, so a huge video costs no more than a short one.
+ACTIVITY_WINDOW_SECONDS = 20.0
+ACTIVITY_MAX_BYTES = 64 * 1024 * 1024
+# About -60 dBFS: quieter than any real recording's noise floor, louder than dither.
+AUDIBLE_PEAK = 0.001
+
+
+@dataclass(frozen=True)
+class TrackActivity:
+    """What the opening window of one audio track held."""
+
+    packets: int
+    peak: float
+    """Largest absolute sample value decoded (1.0 = full scale)."""
+
+    @property
+    def empty(self) -> bool:
+        return self.packets == 0
+
+    @property
+    def audible(self) -> bool:
+        return self.peak >= AUDIBLE_PEAK
+
 
 @dataclass(frozen=True)
 class MediaInfo:
@@ -58,6 +84,47 @@ class MediaInfo:
     video_codec: str | None
     audio_tracks: list[AudioTrack] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
+    """Container-level tags, keys lower-cased."""
+    track_tags: list[dict[str, str]] = field(default_factory=list)
+    """Each audio track's own tags, keys lower-cased (Ogg and FLAC keep their tags here)."""
+    activity: list[TrackActivity] = field(default_factory=list)
+    """Per audio track, when the file has more than one; empty otherwise."""
+    has_video: bool = False
+    """A real video stream (not a cover picture) that a cover frame can be taken from."""
+
+    @property
+    def default_track(self) -> int:
+        """The audio track converted when the request names none.
+
+        The first track that has sound in its opening seconds; failing that the first that has
+        any packets; failing that the first. An empty or muted first track (seen in camera
+        files and remuxes) must not turn into an empty or silent result when another track
+        has the actual sound.
+        """
+        if not self.activity:
+            return 0
+        for position, activity in enumerate(self.activity):
+            if activity.audible:
+                return position
+        for position, activity in enumerate(self.activity):
+            if not activity.empty:
+                return position
+        return 0
+
+    def select_track(self, requested: int | None) -> int:
+        """The track to convert: `requested`, else the default; MediaError if there is none."""
+        if not self.audio_tracks:
+            raise MediaError("the file has no audio track", code=ErrorCode.NO_AUDIO_STREAM)
+        if requested is None:
+            return self.default_track
+        if not 0 <= requested < len(self.audio_tracks):
+            count = len(self.audio_tracks)
+            raise MediaError(
+                f"audio_track {requested} does not exist: the file has {count} audio "
+                f"track{'s' if count != 1 else ''} (0 to {count - 1})",
+                code=ErrorCode.NO_AUDIO_STREAM,
+            )
+        return requested
 
     def to_source_info(self, size: int) -> SourceInfo:
         first = self.audio_tracks[0] if self.audio_tracks else None
@@ -122,8 +189,66 @@ def _describe(container: av.container.InputContainer) -> MediaInfo:
         bitrate=container.bit_rate or None,
         video_codec=codec_name(video_streams[0]) if video_streams else None,
         audio_tracks=tracks,
-        tags={str(key).lower(): str(value) for key, value in container.metadata.items()},
+        tags=_lowered(container.metadata),
+        track_tags=[_lowered(stream.metadata) for stream in audio_streams],
+        activity=_activity(container, audio_streams) if len(audio_streams) > 1 else [],
+        has_video=bool(video_streams),
     )
+
+
+def _lowered(metadata: dict[str, str]) -> dict[str, str]:
+    return {str(key).lower(): str(value) for key, value in metadata.items()}
+
+
+def _activity(
+    container: av.container.InputContainer, streams: list[av.stream.Stream]
+) -> list[TrackActivity]:
+    """Packets and peak level in each audio track's first ACTIVITY_WINDOW_SECONDS."""
+    positions = {stream.index: position for position, stream in enumerate(streams)}
+    packets = [0] * len(streams)
+    peaks = [0.0] * len(streams)
+    done: set[int] = set()
+    resamplers = {index: av.AudioResampler(format="flt") for index in positions}
+    read = 0
+    try:
+        for packet in container.demux(*streams):
+            position = positions.get(packet.stream.index)
+            if position is None or position in done or packet.size == 0:
+                continue
+            read += packet.size
+            if _past_window(packet):
+                done.add(position)
+            else:
+                packets[position] += 1
+                peaks[position] = max(peaks[position], _packet_peak(packet, resamplers))
+            if len(done) == len(streams) or read > ACTIVITY_MAX_BYTES:
+                break
+    except av.error.FFmpegError:
+        # A damaged stretch: judge the tracks by what was read before it.
+        pass
+    return [TrackActivity(packets=n, peak=p) for n, p in zip(packets, peaks, strict=True)]
+
+
+def _past_window(packet: av.Packet) -> bool:
+    stream = packet.stream
+    if packet.pts is None or stream.time_base is None:
+        return False
+    start = stream.start_time or 0
+    return float((packet.pts - start) * stream.time_base) > ACTIVITY_WINDOW_SECONDS
+
+
+def _packet_peak(packet: av.Packet, resamplers: dict[int, av.AudioResampler]) -> float:
+    peak = 0.0
+    try:
+        frames = packet.decode()
+    except av.error.FFmpegError:
+        return peak
+    for frame in frames:
+        for packed in resamplers[packet.stream.index].resample(frame):  # type: ignore[arg-type]
+            samples = array("f", bytes(packed.planes[0]))
+            if samples:
+                peak = max(peak, max(samples), -min(samples))
+    return peak
 
 
 def demuxer_short_name(names: str, long_name: str) -> str:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from services.gateway import routes, routes_auth, routes_live
 from services.gateway.balancer import Balancer
@@ -31,6 +33,8 @@ from shared.tokens import JwksCache
 from shared.topology import Topology
 
 log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).parent / "web"
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -106,4 +110,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_auth.router)
     app.include_router(routes.router)
     app.include_router(routes_live.router)
+    # The single-page frontend; mounted last so that the API routes take precedence.
+    app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app

@@ -1,0 +1,105 @@
+"""`video2mp3 up` as a newcomer runs it: embedded MongoDB-wire server, SQLite and mail sink."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import free_port
+from tests.support.amqp import delete_topology
+from tests.support.media import decode
+
+
+async def read_until(
+    stream: asyncio.StreamReader, needle: str, seen: list[str], timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(needle in line for line in seen):
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"`{needle}` not printed; got: {''.join(seen)[-3000:]}"
+        line = await asyncio.wait_for(stream.readline(), remaining)
+        assert line, f"`up` ended early: {''.join(seen)[-3000:]}"
+        seen.append(line.decode(errors="replace"))
+
+
+async def test_up_runs_everything_and_stops_on_ctrl_c(
+    amqp_url: str, shared_media: Path, tmp_path: Path
+) -> None:
+    ports = {name: free_port() for name in ("gateway", "auth", "notification", "converter")}
+    prefix = f"test-up-{uuid.uuid4().hex[:8]}"
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("MONGO_URL", "SMTP_URL", "DATABASE_URL")
+    }
+    env.update(
+        {
+            "VAR_DIR": str(tmp_path / "var"),
+            "AMQP_URL": amqp_url,
+            "AMQP_PREFIX": prefix,
+            "GATEWAY_PORT": str(ports["gateway"]),
+            "AUTH_PORT": str(ports["auth"]),
+            "NOTIFICATION_PORT": str(ports["notification"]),
+            "CONVERTER_PORT": str(ports["converter"]),
+            "AUTH_URLS": f"http://127.0.0.1:{ports['auth']}",
+            "NOTIFICATION_URLS": f"http://127.0.0.1:{ports['notification']}",
+            "PUBLIC_URL": f"http://127.0.0.1:{ports['gateway']}",
+        }
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli.main", "up",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    seen: list[str] = []
+    try:
+        await read_until(proc.stdout, "video2mp3: ready.", seen, 120)
+        api = f"http://127.0.0.1:{ports['gateway']}"
+        async with httpx.AsyncClient(base_url=api, timeout=30) as client:
+            creds = {"email": "newcomer@example.com", "password": "correct horse battery"}
+            assert (await client.post("/v1/auth/register", json=creds)).status_code == 201
+            login = await client.post(
+                "/v1/auth/login", data={"username": creds["email"], "password": creds["password"]}
+            )
+            headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+            with (shared_media / "bigbuckbunny.mp4").open("rb") as f:
+                created = await client.post("/v1/jobs", headers=headers, files={"file": f})
+            assert created.status_code == 202, created.text
+            job_id = created.json()["id"]
+            await read_until(proc.stdout, "mail to newcomer@example.com", seen, 60)
+            job = (await client.get(f"/v1/jobs/{job_id}", headers=headers)).json()
+            assert job["status"] == "completed"
+            mp3 = await client.get(f"/v1/jobs/{job_id}/download", headers=headers)
+            (tmp_path / "out.mp3").write_bytes(mp3.content)
+            assert decode(tmp_path / "out.mp3").channels == 2
+        assert list((tmp_path / "var" / "mail").glob("*.eml"))
+        assert (tmp_path / "var" / "secrets" / "link.key").stat().st_mode & 0o777 == 0o600
+        # Ctrl-C reaches the whole foreground process group, as in a terminal.
+        os.killpg(proc.pid, signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+    finally:
+        if proc.returncode is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+        await delete_topology(amqp_url, prefix)
+
+
+async def test_up_without_rabbitmq_says_so(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "VAR_DIR": str(tmp_path),
+        "AMQP_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli.main", "up",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    assert "RabbitMQ is not reachable" in out.decode()
