@@ -91,6 +91,9 @@ class Job(BaseModel):
     output: OutputInfo | None = None
     error: JobError | None = None
     attempts: int = 0
+    # The final event (completed/failed) recorded with the state change that caused it, until it
+    # is published: a crash between the two cannot lose it (a transactional outbox).
+    outbox: dict[str, Any] | None = None
 
     def to_document(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, mode="python")

@@ -15,6 +15,7 @@ from pymongo import DESCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.errors import NotFound, Unprocessable
+from shared.events import Event
 from shared.jobs import (
     ACTIVE_STATUSES,
     JOBS_COLLECTION,
@@ -121,7 +122,9 @@ class JobStore:
             {"$set": {"progress": progress, "updated_at": utcnow()}},
         )
 
-    async def complete(self, job_id: str, output: OutputInfo, output_blob_id: str) -> Job | None:
+    async def complete(
+        self, job_id: str, output: OutputInfo, output_blob_id: str, outbox: Event
+    ) -> Job | None:
         return await self._transition(
             job_id,
             [str(JobStatus.PROCESSING)],
@@ -131,15 +134,31 @@ class JobStore:
                 "output": output.model_dump(),
                 "output_blob_id": output_blob_id,
                 "error": None,
+                "outbox": outbox.model_dump(mode="json"),
             },
         )
 
-    async def fail(self, job_id: str, error: JobError) -> Job | None:
+    async def fail(self, job_id: str, error: JobError, outbox: Event) -> Job | None:
         return await self._transition(
             job_id,
             _ACTIVE,
-            {"status": str(JobStatus.FAILED), "error": error.model_dump(mode="json")},
+            {
+                "status": str(JobStatus.FAILED),
+                "error": error.model_dump(mode="json"),
+                "outbox": outbox.model_dump(mode="json"),
+            },
         )
+
+    async def clear_outbox(self, job_id: str, event_id: str) -> None:
+        await self._jobs.update_one(
+            {"_id": job_id, "outbox.event_id": event_id}, {"$set": {"outbox": None}}
+        )
+
+    async def with_pending_outbox(self, older_than: datetime, limit: int = 100) -> list[Job]:
+        """Finished jobs whose final event may not have been published (recovery sweep)."""
+        found = self._jobs.find({"outbox": {"$ne": None}}).limit(limit)
+        jobs = [Job.from_document(d) async for d in found]
+        return [j for j in jobs if j.outbox and j.updated_at < older_than]
 
     async def cancel(self, job_id: str) -> Job | None:
         return await self._transition(job_id, _ACTIVE, {"status": str(JobStatus.CANCELLED)})

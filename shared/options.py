@@ -328,7 +328,12 @@ def _literal_reason(field: str) -> str:
 
 def _plain(message: str) -> str:
     """Pydantic's "Input should be ..." reads as "must be ..." next to a field name."""
-    for prefix, replacement in (("Input should be", "must be"), ("Value error, ", "")):
+    replacements = (
+        ("Input should be", "must be"),
+        ("String should have", "must have"),
+        ("Value error, ", ""),
+    )
+    for prefix, replacement in replacements:
         if message.startswith(prefix):
             return replacement + message[len(prefix) :]
     return message

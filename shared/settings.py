@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     link_secret_file: Path | None = None
     download_link_ttl: int = 7 * 24 * 3600
 
+    # How long a mail that the SMTP server does not accept is retried (with backoff) before it is
+    # recorded as failed.
+    smtp_retry_window: float = 900.0
+    # FFmpeg is killed after FFMPEG_TIMEOUT_BASE + FFMPEG_TIMEOUT_FACTOR * source duration.
+    ffmpeg_timeout_base: float = 60.0
+    ffmpeg_timeout_factor: float = 2.0
+
     # Seconds every outbound network call may take before it is abandoned.
     network_timeout: float = 10.0
     log_level: str = "INFO"

@@ -12,6 +12,8 @@ from shared.events import EventType
 # Deliveries past this count are dead-lettered instead of requeued, so one bad file cannot jam
 # the queue.
 DELIVERY_LIMIT = 5
+# The parked dead letters are a diagnostic aid, not a store: the oldest go first past this many.
+DEAD_LETTER_MAX_LENGTH = 10_000
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,13 @@ class Topology:
 
     @property
     def dead_letter_queue(self) -> str:
+        """Every dead-lettered message, parked for operators to inspect; nothing consumes it."""
         return f"{self.prefix}.dead"
+
+    @property
+    def dead_jobs_queue(self) -> str:
+        """A copy of each dead-lettered message for converters, which fail the job it names."""
+        return f"{self.prefix}.dead.jobs"
 
     @property
     def jobs_queue(self) -> str:
@@ -60,10 +68,13 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> Abst
     dlx = await channel.declare_exchange(
         topology.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
     )
-    dead = await channel.declare_queue(
-        topology.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
-    )
-    await dead.bind(dlx)
+    for name in (topology.dead_letter_queue, topology.dead_jobs_queue):
+        dead = await channel.declare_queue(
+            name,
+            durable=True,
+            arguments={"x-queue-type": "quorum", "x-max-length": DEAD_LETTER_MAX_LENGTH},
+        )
+        await dead.bind(dlx)
     for name, keys in topology.work_queues.items():
         queue = await channel.declare_queue(
             name,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Dialect, ForeignKey, MetaData, String
+from sqlalchemy import DateTime, Dialect, ForeignKey, Integer, MetaData, String
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -84,3 +84,19 @@ class RefreshToken(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class LoginAttempts(Base):
+    """Login attempts counted in one fixed window, per account or per client address.
+
+    `subject` is the SHA-256 of the normalised email (so no typed-in email is kept in clear) or
+    the client's IP (an IPv6 client's /64). Rows are shared by every auth instance.
+    """
+
+    __tablename__ = "login_attempts"
+    __table_args__ = MYSQL_TABLE_OPTIONS
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
+    attempts: Mapped[int] = mapped_column(Integer())
+    window_ends_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CursorResult, select, update
+from typing import Any
+
+from sqlalchemy import CursorResult, case, delete, select, update
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.auth.errors import EmailTaken
-from services.auth.models import RefreshToken, User
+from services.auth.models import LoginAttempts, RefreshToken, User
 
 
 class AuthRepository:
@@ -63,5 +66,92 @@ class AuthRepository:
             update(RefreshToken)
             .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
             .values(revoked_at=now)
+            .execution_options(synchronize_session=False)
+        )
+
+
+class LoginAttemptsRepository:
+    """The shared login-attempt counters. Each call is meant for its own short transaction."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def count_attempt(
+        self, scope: str, subject: str, now: datetime, new_window_ends_at: datetime
+    ) -> tuple[int, datetime]:
+        """Count one attempt atomically; the attempts so far in the window and when it ends.
+
+        One upsert, so that concurrent attempts (from any auth instance) each get their own
+        count: a burst of parallel guesses cannot all slip in under the limit.
+        """
+        await self._session.execute(self._upsert(scope, subject, now, new_window_ends_at))
+        row = (
+            await self._session.execute(
+                select(LoginAttempts.attempts, LoginAttempts.window_ends_at)
+                .where(LoginAttempts.scope == scope, LoginAttempts.subject == subject)
+                .with_for_update()
+            )
+        ).one()
+        return row.attempts, row.window_ends_at
+
+    def _upsert(
+        self, scope: str, subject: str, now: datetime, new_window_ends_at: datetime
+    ) -> Any:
+        in_window = LoginAttempts.window_ends_at > now
+        attempts = case((in_window, LoginAttempts.attempts + 1), else_=1)
+        window_ends_at = case(
+            (in_window, LoginAttempts.window_ends_at), else_=new_window_ends_at
+        )
+        values = {
+            "scope": scope,
+            "subject": subject,
+            "attempts": 1,
+            "window_ends_at": new_window_ends_at,
+        }
+        dialect = self._session.get_bind().dialect.name
+        if dialect in ("mysql", "mariadb"):
+            # MySQL applies these assignments left to right, each seeing the ones before it:
+            # `attempts` must go first, while `window_ends_at` still holds the old value.
+            return (
+                mysql.insert(LoginAttempts)
+                .values(values)
+                .on_duplicate_key_update([("attempts", attempts), ("window_ends_at", window_ends_at)])
+            )
+        if dialect in ("sqlite", "postgresql"):
+            insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+            return (
+                insert(LoginAttempts)
+                .values(values)
+                .on_conflict_do_update(
+                    index_elements=[LoginAttempts.scope, LoginAttempts.subject],
+                    set_={"attempts": attempts, "window_ends_at": window_ends_at},
+                )
+            )
+        raise NotImplementedError(f"login throttling does not support {dialect}")
+
+    async def uncount_attempt(self, scope: str, subject: str, now: datetime) -> None:
+        await self._session.execute(
+            update(LoginAttempts)
+            .where(
+                LoginAttempts.scope == scope,
+                LoginAttempts.subject == subject,
+                LoginAttempts.window_ends_at > now,
+                LoginAttempts.attempts > 0,
+            )
+            .values(attempts=LoginAttempts.attempts - 1)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def forget(self, scope: str, subject: str) -> None:
+        await self._session.execute(
+            delete(LoginAttempts)
+            .where(LoginAttempts.scope == scope, LoginAttempts.subject == subject)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def purge_expired(self, now: datetime) -> None:
+        await self._session.execute(
+            delete(LoginAttempts)
+            .where(LoginAttempts.window_ends_at <= now)
             .execution_options(synchronize_session=False)
         )

@@ -42,6 +42,8 @@ def create_app(settings: Settings) -> FastAPI:
                 publisher=await EventPublisher.open(amqp, topology, timeout),
                 work_dir=(settings.var_dir / "tmp" / "converter").resolve(),
                 ffmpeg=ffmpeg_executable(settings.ffmpeg_path),
+                timeout_base=settings.ffmpeg_timeout_base,
+                timeout_factor=settings.ffmpeg_timeout_factor,
             )
             worker = ConverterWorker(amqp, topology, converter, settings.converter_concurrency)
             await worker.start()

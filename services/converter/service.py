@@ -11,9 +11,10 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path, PurePath
 
-from services.converter.ffmpeg import build_mp3_command, inspect_output, run_ffmpeg, timeout_for
+from services.converter.ffmpeg import build_mp3_command, inspect_output, run_ffmpeg
 from services.converter.probe import MediaInfo, probe
 from services.converter.progress import ProgressThrottle, percent
 from shared.blobstore import BlobStore
@@ -31,9 +32,10 @@ from shared.events import (
     JobRef,
     JobStarted,
     JobSubmitted,
+    event_adapter,
 )
 from shared.ffmpeg_path import ffmpeg_executable
-from shared.jobs import Job, JobError, OutputInfo
+from shared.jobs import Job, JobError, OutputInfo, utcnow
 from shared.jobstore import JobStore
 from shared.messaging import EventPublisher
 
@@ -56,6 +58,8 @@ class Converter:
     publisher: EventPublisher
     work_dir: Path
     ffmpeg: str = field(default_factory=ffmpeg_executable)
+    timeout_base: float = 60.0
+    timeout_factor: float = 2.0
     _running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _cancelled: set[str] = field(default_factory=set)
 
@@ -91,7 +95,11 @@ class Converter:
         job_id = event.payload.job_id
         job = await self.jobs.claim(job_id)
         if job is None:
-            # Missing, finished or cancelled: a redelivery or a late message, nothing to redo.
+            # Missing, finished or cancelled: a redelivery or a late message, nothing to redo,
+            # except an outcome whose event was never published.
+            existing = await self.jobs.get(job_id)
+            if existing is not None:
+                await self.flush_outbox(existing)
             log.info("job %s is not pending; skipped", job_id)
             return
         task = asyncio.create_task(self._convert(job, event.correlation_id))
@@ -126,7 +134,22 @@ class Converter:
             except MediaError as exc:
                 await self._fail(job, correlation_id, exc.code, exc.detail)
                 return
-            stored = await self.jobs.complete(job.id, output, self.output_blob_id(job.id))
+            completed = JobCompleted(
+                correlation_id=correlation_id,
+                payload=JobCompletedPayload(
+                    job_id=job.id,
+                    user_id=job.user_id,
+                    user_email=job.user_email,
+                    filename=job.filename,
+                    output_filename=output.filename,
+                    size=output.size,
+                    duration=output.duration,
+                    bitrate=output.bitrate,
+                ),
+            )
+            stored = await self.jobs.complete(
+                job.id, output, self.output_blob_id(job.id), outbox=completed
+            )
             if stored is None:
                 # Cancelled or deleted while we worked: the output must not outlive the job.
                 await self.blobs.delete(self.output_blob_id(job.id))
@@ -137,27 +160,19 @@ class Converter:
                     payload=JobProgressPayload(**ref.model_dump(), progress=100),
                 )
             )
-            await self.publisher.publish(
-                JobCompleted(
-                    correlation_id=correlation_id,
-                    payload=JobCompletedPayload(
-                        job_id=job.id,
-                        user_id=job.user_id,
-                        user_email=job.user_email,
-                        filename=job.filename,
-                        output_filename=output.filename,
-                        size=output.size,
-                        duration=output.duration,
-                        bitrate=output.bitrate,
-                    ),
-                )
-            )
+            await self.publish_outbox(job.id, completed)
         finally:
             await asyncio.to_thread(shutil.rmtree, workdir, True)
 
     def _tmp_root(self) -> Path:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         return self.work_dir
+
+    def timeout_for(self, duration: float | None) -> float:
+        """FFmpeg's time limit, scaled with the source (unknown duration: one hour)."""
+        if duration is None:
+            return max(self.timeout_base, 3600.0)
+        return self.timeout_base + self.timeout_factor * duration
 
     @staticmethod
     def output_blob_id(job_id: str) -> str:
@@ -189,7 +204,7 @@ class Converter:
             command,
             duration=info.duration,
             on_progress=self._progress_reporter(job, info, correlation_id),
-            timeout=timeout_for(info.duration),
+            timeout=self.timeout_for(info.duration),
         )
         result = await inspect_output(target)
         size = await self.blobs.write_file(self.output_blob_id(job.id), target)
@@ -218,20 +233,62 @@ class Converter:
         return report
 
     async def _fail(self, job: Job, correlation_id: str, code: ErrorCode, detail: str) -> None:
-        failed = await self.jobs.fail(job.id, JobError(code=code, detail=detail))
-        if failed is None:
+        await self.fail(job, correlation_id, code, detail)
+
+    async def fail(self, job: Job, correlation_id: str, code: ErrorCode, detail: str) -> None:
+        """Record the failure and its event together, then publish the event."""
+        failed = JobFailed(
+            correlation_id=correlation_id,
+            payload=JobFailedPayload(
+                job_id=job.id,
+                user_id=job.user_id,
+                user_email=job.user_email,
+                filename=job.filename,
+                code=code,
+                detail=detail,
+            ),
+        )
+        if await self.jobs.fail(job.id, JobError(code=code, detail=detail), outbox=failed) is None:
             return
         log.info("job %s failed: %s (%s)", job.id, detail, code)
-        await self.publisher.publish(
-            JobFailed(
-                correlation_id=correlation_id,
-                payload=JobFailedPayload(
-                    job_id=job.id,
-                    user_id=job.user_id,
-                    user_email=job.user_email,
-                    filename=job.filename,
-                    code=code,
-                    detail=detail,
-                ),
-            )
+        await self.publish_outbox(job.id, failed)
+
+    async def publish_outbox(self, job_id: str, event: Event) -> None:
+        await self.publisher.publish(event)
+        await self.jobs.clear_outbox(job_id, event.event_id)
+
+    async def flush_outbox(self, job: Job) -> None:
+        """Publish a final event that was recorded but, by a crash or outage, never sent."""
+        if job.outbox:
+            await self.publish_outbox(job.id, event_adapter.validate_python(job.outbox))
+
+    async def handle_dead_letter(self, event: Event) -> None:
+        """A job message that exceeded the delivery limit: its job ends failed, owner told."""
+        if not isinstance(event, JobSubmitted):
+            log.error("dead-lettered %s %s", event.type, event.event_id)
+            return
+        job = await self.jobs.get(event.payload.job_id)
+        if job is None:
+            return
+        if job.status.is_final:
+            await self.flush_outbox(job)
+            return
+        await self.fail(
+            job,
+            event.correlation_id,
+            ErrorCode.INTERNAL_ERROR,
+            "the conversion kept failing on our side; please try again later",
         )
+
+    async def sweep_outbox(self, older_than: float = 30.0) -> int:
+        """Re-publish final events left unsent for `older_than` seconds."""
+        cutoff = utcnow() - timedelta(seconds=older_than)
+        jobs = await self.jobs.with_pending_outbox(cutoff)
+        for job in jobs:
+            await self.flush_outbox(job)
+        return len(jobs)
+
+    def cancel_all(self) -> None:
+        """Stop every running conversion (shutdown): their messages go back to the queue."""
+        for task in self._running.values():
+            task.cancel()

@@ -1,7 +1,10 @@
-"""Wires RabbitMQ deliveries to the converter: the shared job queue and a private control queue."""
+"""Wires RabbitMQ deliveries to the converter: the job queue, the dead-letter copy and a
+private control queue; and runs the outbox sweep."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 from aio_pika.abc import AbstractQueue, AbstractRobustConnection
@@ -12,6 +15,8 @@ from shared.messaging import bind_private_queue, consume, open_consumer_channel
 from shared.topology import Topology
 
 log = logging.getLogger(__name__)
+
+OUTBOX_SWEEP_INTERVAL = 15.0
 
 
 class ConverterWorker:
@@ -26,24 +31,51 @@ class ConverterWorker:
         self._topology = topology
         self._converter = converter
         self._concurrency = max(1, concurrency)
-        self._jobs: tuple[AbstractQueue, str] | None = None
+        self._consumers: list[tuple[AbstractQueue, str]] = []
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         # Prefetch = concurrency: the broker hands this process exactly as many jobs as it runs.
         channel = await open_consumer_channel(self._connection, self._topology, self._concurrency)
-        self._jobs = await consume(channel, self._topology.jobs_queue, self._converter.handle)
-        control_channel = await open_consumer_channel(self._connection, self._topology, 50)
-        control = await bind_private_queue(
-            control_channel, self._topology, [str(EventType.JOB_CANCEL_REQUESTED)]
+        self._consumers.append(
+            await consume(channel, self._topology.jobs_queue, self._converter.handle)
         )
-        await consume(control_channel, control.name, self._converter.handle_control)
+        side = await open_consumer_channel(self._connection, self._topology, 50)
+        self._consumers.append(
+            await consume(side, self._topology.dead_jobs_queue, self._converter.handle_dead_letter)
+        )
+        control = await bind_private_queue(
+            side, self._topology, [str(EventType.JOB_CANCEL_REQUESTED)]
+        )
+        await consume(side, control.name, self._converter.handle_control)
+        self._sweeper = asyncio.create_task(self._sweep_forever())
         log.info(
             "converter consuming %s, %d at a time", self._topology.jobs_queue, self._concurrency
         )
 
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(OUTBOX_SWEEP_INTERVAL)
+            try:
+                sent = await self._converter.sweep_outbox()
+                if sent:
+                    log.warning("re-published %d unsent final event(s)", sent)
+            except Exception:  # an outage must not end the sweep; it runs again next round
+                log.exception("outbox sweep failed")
+
     async def stop(self, grace: float) -> None:
         """Stop taking jobs, give running ones `grace` seconds, hand the rest back."""
-        if self._jobs is not None:
-            queue, tag = self._jobs
-            await queue.cancel(tag)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for queue, tag in self._consumers:
+            with contextlib.suppress(Exception):
+                await queue.cancel(tag)
         await self._converter.wait_idle(grace)
+        if self._converter.running:
+            log.warning(
+                "%d conversion(s) still running; handing them back", self._converter.running
+            )
+            self._converter.cancel_all()
+            await self._converter.wait_idle(5)

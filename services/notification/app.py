@@ -63,7 +63,11 @@ def create_app(
             amqp = await connect(settings.amqp_url, "notification", settings.network_timeout)
             stack.push_async_callback(amqp.close)
             consumer = await NotificationConsumer.start(
-                amqp, Topology(settings.amqp_prefix), service, delay=requeue_delay
+                amqp,
+                Topology(settings.amqp_prefix),
+                service,
+                delay=requeue_delay,
+                retry_window=settings.smtp_retry_window,
             )
             stack.push_async_callback(consumer.stop)
             app.state.notification = NotificationState(

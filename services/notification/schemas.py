@@ -18,6 +18,8 @@ class MailStatus(StrEnum):
     SENT = "sent"
     # The mail server refused the message for good; retrying cannot help.
     REJECTED = "rejected"
+    # Every retry within the retry window failed; recorded, no longer retried.
+    FAILED = "failed"
 
 
 def notification_id(job_id: str, event_type: EventType) -> str:

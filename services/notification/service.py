@@ -82,6 +82,13 @@ class NotificationService:
         note = await self._store.add(self._notification_for(event))
         await self._mail_once(note, event)
 
+    async def give_up(self, event: Event, reason: str) -> None:
+        """Stop retrying the mail of `event`: the in-app notification stays, the mail is failed."""
+        if isinstance(event, JobCompleted | JobFailed):
+            note_id = notification_id(event.payload.job_id, event.type)
+            log.error("mail for %s abandoned after retries: %s", note_id, reason)
+            await self._store.give_up_mail(note_id, self._clock(), reason)
+
     async def list_for_user(self, user_id: str) -> list[Notification]:
         return await self._store.list_for_user(user_id)
 

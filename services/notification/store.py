@@ -91,6 +91,21 @@ class NotificationStore:
             },
         )
 
+    async def give_up_mail(self, note_id: str, now: datetime, error: str) -> None:
+        """Record that the mail could not be delivered within the retry window."""
+        await self._notes.update_one(
+            {"_id": note_id, "mail_status": str(MailStatus.PENDING)},
+            {
+                "$set": {
+                    "mail_status": str(MailStatus.FAILED),
+                    "mail_error": error,
+                    "failed_at": now,
+                    "claim_owner": None,
+                    "claim_until": None,
+                }
+            },
+        )
+
     async def release_mail(self, note_id: str, owner: str, error: str) -> None:
         """Give up a claim after a failed attempt, so the next delivery may try at once."""
         await self._notes.update_one(

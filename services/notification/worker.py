@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 from aio_pika.abc import AbstractQueue, AbstractRobustChannel, AbstractRobustConnection
@@ -16,15 +17,40 @@ from shared.topology import Topology
 log = logging.getLogger(__name__)
 
 PREFETCH = 16
-# Pause before a failed message goes back to the queue. The broker redelivers a requeued message
-# at once and dead-letters it after the queue's delivery limit, so without a pause a short SMTP
-# outage would use up every attempt within milliseconds.
+# First pause after a failed mail; it doubles up to MAX_RETRY_DELAY.
 REQUEUE_DELAY = 1.0
+MAX_RETRY_DELAY = 60.0
 
 
-def requeue_delay(error: RetryLater, base: float) -> float:
-    """How long to hold a message before requeueing it (one place to add backoff later)."""
-    return base
+def retry_delay(attempt: int, base: float) -> float:
+    """Exponential backoff: base, 2*base, 4*base ... capped at MAX_RETRY_DELAY."""
+    return float(min(base * 2 ** min(attempt, 16), MAX_RETRY_DELAY))
+
+
+async def deliver_with_retries(
+    service: NotificationService, event: Event, *, base_delay: float, window: float
+) -> None:
+    """Try, and retry with backoff, for `window` seconds; then record the mail as failed.
+
+    The message stays unacked meanwhile (the broker redelivers it if this process dies), and is
+    never requeued: a requeue would burn the queue's delivery limit within seconds of an SMTP
+    outage and dead-letter the mail.
+    """
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        try:
+            await service.handle(event)
+            return
+        except RetryLater as exc:
+            waited = time.monotonic() - started
+            if waited >= window:
+                await service.give_up(event, str(exc))
+                return
+            delay = min(retry_delay(attempt, base_delay), window - waited)
+            log.warning("%s; retrying in %.0fs", exc, delay)
+            attempt += 1
+            await asyncio.sleep(delay)
 
 
 @dataclass
@@ -42,14 +68,10 @@ class NotificationConsumer:
         *,
         prefetch: int = PREFETCH,
         delay: float = REQUEUE_DELAY,
+        retry_window: float = 900.0,
     ) -> NotificationConsumer:
         async def handle(event: Event) -> None:
-            try:
-                await service.handle(event)
-            except RetryLater as exc:
-                log.warning("%s; requeueing (attempt %d)", exc, exc.attempts)
-                await asyncio.sleep(requeue_delay(exc, delay))
-                raise
+            await deliver_with_retries(service, event, base_delay=delay, window=retry_window)
 
         channel = await open_consumer_channel(connection, topology, prefetch)
         queue, tag = await consume(channel, topology.notifications_queue, handle)

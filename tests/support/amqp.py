@@ -13,7 +13,7 @@ async def delete_topology(amqp_url: str, prefix: str) -> None:
     topology = Topology(prefix)
     connection = await aio_pika.connect(amqp_url, timeout=10)
     async with connection:
-        for queue in (*topology.work_queues, topology.dead_letter_queue):
+        for queue in (*topology.work_queues, topology.dead_letter_queue, topology.dead_jobs_queue):
             channel = await connection.channel()
             with contextlib.suppress(aio_pika.exceptions.AMQPError):
                 await channel.queue_delete(queue)

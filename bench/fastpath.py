@@ -1,0 +1,106 @@
+"""Stream copy against re-encoding, through the converter's own entry point.
+
+    uv run python bench/fastpath.py [--minutes 10] [--repeat 3]
+
+Builds an MP3-in-AVI source (MPEG-4 video, 128 kbit/s MP3 audio), converts it with default
+options (the fast path: `-c:a copy`) and with an explicit bitrate (forces a LAME re-encode),
+prints a table and writes bench/results/fastpath.json. The issue's target is a ratio >= 20.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from services.converter.pipeline import convert  # noqa: E402
+from services.converter.probe import probe  # noqa: E402
+from shared.ffmpeg_path import ffmpeg_executable  # noqa: E402
+from shared.options import ConversionOptions  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "fastpath.json"
+TARGET_RATIO = 20.0
+
+
+def build_source(ffmpeg: str, target: Path, seconds: int) -> None:
+    subprocess.run(
+        [ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
+         "-f", "lavfi", "-i", f"testsrc2=size=160x90:rate=10:duration={seconds}",
+         "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=44100:duration={seconds}",
+         "-c:v", "mpeg4", "-q:v", "12", "-c:a", "libmp3lame", "-b:a", "128k", "-ac", "2",
+         str(target)],
+        check=True,
+    )  # fmt: skip
+
+
+async def timed(source: Path, workdir: Path, form: dict[str, str], ffmpeg: str) -> tuple[float, str]:
+    info = await probe(source)
+    options = ConversionOptions.from_form(form)
+    started = time.perf_counter()
+    result = await convert(source, workdir, info, options, ffmpeg=ffmpeg, filename="bench.avi")
+    elapsed = time.perf_counter() - started
+    result.output.unlink()
+    return elapsed, result.path
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    ffmpeg = ffmpeg_executable()
+    seconds = int(args.minutes * 60)
+
+    with tempfile.TemporaryDirectory(prefix="fastpath-") as tmp:
+        workdir = Path(tmp)
+        source = workdir / "source.avi"
+        build_source(ffmpeg, source, seconds)
+        runs: dict[str, list[float]] = {"copy": [], "encode": []}
+        cases = {"copy": {}, "encode": {"bitrate": "128"}}
+        for _ in range(args.repeat):
+            for name, form in cases.items():
+                elapsed, path = await timed(source, workdir, form, ffmpeg)
+                assert path == name, (name, path)
+                runs[name].append(elapsed)
+        size = source.stat().st_size
+
+    copy = statistics.median(runs["copy"])
+    encode = statistics.median(runs["encode"])
+    ratio = encode / copy
+    report = {
+        "source": {"container": "avi", "audio": "mp3 128k stereo 44.1 kHz", "seconds": seconds,
+                   "bytes": size},
+        "repeat": args.repeat,
+        "copy_seconds": {"median": round(copy, 3), "runs": [round(r, 3) for r in runs["copy"]]},
+        "encode_seconds": {"median": round(encode, 3),
+                           "runs": [round(r, 3) for r in runs["encode"]]},
+        "ratio": round(ratio, 1),
+        "target_ratio": TARGET_RATIO,
+        "meets_target": ratio >= TARGET_RATIO,
+        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "ffmpeg": ffmpeg,
+    }  # fmt: skip
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+
+    print(f"source: {seconds / 60:g} min MP3-in-AVI, {size / 1e6:.1f} MB, {args.repeat} runs each")
+    print(f"{'path':<8}{'median s':>10}{'speed (x realtime)':>22}")
+    for name, value in (("copy", copy), ("encode", encode)):
+        print(f"{name:<8}{value:>10.3f}{seconds / value:>22.0f}")
+    verdict = "meets" if ratio >= TARGET_RATIO else "MISSES"
+    print(f"ratio encode/copy: {ratio:.1f}x ({verdict} the {TARGET_RATIO:g}x target)")
+    print(f"written: {RESULTS.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

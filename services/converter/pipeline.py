@@ -1,0 +1,185 @@
+"""The media side of one job in one call: plan, (measure,) (grab a cover,) write, check.
+
+`convert` is what the converter's service calls; everything it decides comes from
+`plan.plan_conversion`, every process it runs goes through `ffmpeg.run_ffmpeg`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.converter.ffmpeg import OutputMedia, inspect_output, run_ffmpeg, timeout_for
+from services.converter.loudness import Measurement, parse_measurement
+from services.converter.plan import (
+    ConversionPath,
+    ConversionPlan,
+    build_cover_command,
+    build_measure_command,
+    build_output_command,
+    plan_conversion,
+)
+from services.converter.probe import MediaInfo
+from shared.errors import ErrorCode, MediaError
+from shared.jobs import OutputInfo
+from shared.options import ConversionOptions
+
+log = logging.getLogger(__name__)
+
+FractionCallback = Callable[[float], Awaitable[None]]
+"""Receives the share of the whole conversion done, 0.0..1.0, never decreasing."""
+
+COVER_TIMEOUT = 60.0
+MIN_STEP_TIMEOUT = 1.0
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    output: Path
+    media: OutputMedia
+    path: ConversionPath
+    """"copy" when the source's MP3 stream was kept as is, else "encode"."""
+    extension: str
+    content_type: str
+    track: int
+    """The audio track converted (position among the source's audio streams)."""
+    tags: dict[str, str] = field(default_factory=dict)
+    cover: bool = False
+    """Whether a cover picture was embedded."""
+    measured_loudness: float | None = None
+    """The source's integrated loudness (LUFS) when normalising."""
+
+    def to_output_info(self, size: int, filename: str) -> OutputInfo:
+        return self.media.to_output_info(size, filename, self.content_type)
+
+
+async def convert(
+    source: Path,
+    workdir: Path,
+    info: MediaInfo,
+    options: ConversionOptions,
+    *,
+    ffmpeg: str,
+    filename: str,
+    on_progress: FractionCallback | None = None,
+    timeout: float | None = None,
+) -> ConversionResult:
+    """Convert `source` (already probed as `info`) as `options` ask; the result lives in `workdir`.
+
+    `filename` is the upload's name (the title when no tag gives one). `timeout` bounds the
+    whole conversion, every pass included. Raises MediaError with a stable code for anything
+    the file or the options cause; FFmpeg never outlives a cancellation or a timeout.
+    """
+    plan = plan_conversion(info, options, filename)
+    if timeout is None:
+        timeout = timeout_for(plan.expected_duration or info.duration) * plan.passes
+    deadline = time.monotonic() + timeout
+    progress = _Progress(on_progress, plan)
+
+    cover = await _grab_cover(ffmpeg, source, workdir, info, plan, deadline)
+
+    measured: Measurement | None = None
+    if plan.normalize:
+        stderr = await run_ffmpeg(
+            build_measure_command(ffmpeg, source, info, plan),
+            duration=plan.expected_duration,
+            on_progress=progress.stage(0),
+            timeout=_remaining(deadline),
+        )
+        measured = parse_measurement(stderr)
+
+    output = workdir / f"output.{options.output_extension}"
+    await run_ffmpeg(
+        build_output_command(ffmpeg, source, output, info, plan, measured=measured, cover=cover),
+        duration=plan.expected_duration,
+        on_progress=progress.stage(plan.passes - 1),
+        timeout=_remaining(deadline),
+    )
+    media = await inspect_output(output)
+    if media.duration is None or media.duration <= 0:
+        raise MediaError(
+            f"audio track {plan.track} holds no sound to convert", code=ErrorCode.NO_AUDIO_STREAM
+        )
+    log.info(
+        "converted track %d via %s to %s (%.1f s%s)",
+        plan.track,
+        plan.path,
+        plan.format,
+        media.duration,
+        ", with cover" if cover else "",
+    )
+    return ConversionResult(
+        output=output,
+        media=media,
+        path=plan.path,
+        extension=options.output_extension,
+        content_type=options.content_type,
+        track=plan.track,
+        tags=plan.tags,
+        cover=cover is not None,
+        measured_loudness=measured.integrated if measured else None,
+    )
+
+
+async def _grab_cover(
+    ffmpeg: str,
+    source: Path,
+    workdir: Path,
+    info: MediaInfo,
+    plan: ConversionPlan,
+    deadline: float,
+) -> Path | None:
+    """A JPEG of the video at 10 %, or None: a missing cover never fails the conversion."""
+    if plan.cover_at is None:
+        return None
+    target = workdir / "cover.jpg"
+    try:
+        await run_ffmpeg(
+            build_cover_command(ffmpeg, source, info, plan.cover_at, target),
+            duration=None,
+            on_progress=None,
+            timeout=min(COVER_TIMEOUT, _remaining(deadline)),
+        )
+    except MediaError as exc:
+        if exc.code is ErrorCode.TIMEOUT:
+            raise
+        log.warning("no cover frame: %s", exc.detail)
+        return None
+    exists = await asyncio.to_thread(lambda: target.is_file() and target.stat().st_size > 0)
+    return target if exists else None
+
+
+def _remaining(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise MediaError("conversion took too long", code=ErrorCode.TIMEOUT)
+    return max(MIN_STEP_TIMEOUT, left)
+
+
+class _Progress:
+    """Maps each pass's seconds onto one 0..1 scale: with normalising, measuring is the first
+    half and writing the second, so the job's percentage never jumps back."""
+
+    def __init__(self, callback: FractionCallback | None, plan: ConversionPlan) -> None:
+        self.callback = callback
+        self.passes = plan.passes
+        self.duration = plan.expected_duration
+        self.reported = -1.0
+
+    def stage(self, index: int) -> Callable[[float], Awaitable[None]] | None:
+        if self.callback is None or not self.duration:
+            return None
+        duration = self.duration
+
+        async def report(seconds: float) -> None:
+            done = min(1.0, max(0.0, seconds / duration))
+            fraction = (index + done) / self.passes
+            if fraction > self.reported and self.callback is not None:
+                self.reported = fraction
+                await self.callback(fraction)
+
+        return report

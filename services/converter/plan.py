@@ -1,0 +1,326 @@
+"""Decide how one job is converted, and spell out the FFmpeg commands for it (all pure).
+
+`plan_conversion` checks the options against what the probe found and settles every choice
+(track, trim, channels, rate, tags, stream copy or encode); the `*_command` builders turn a plan
+into argv lists. Nothing here runs a process, so every decision is unit-tested directly.
+
+Every command reads the upload the same guarded way: `-protocol_whitelist file`, `-f` pinned to
+the demuxer the probe saw, and the path as a single `file:` argument, never a shell line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from services.converter import loudness
+from services.converter.loudness import Measurement
+from services.converter.probe import MediaInfo
+from services.converter.tags import metadata_args, resolve_tags
+from shared.errors import MediaError
+from shared.options import OPTIONS_ERROR_CODE, OPUS_SAMPLE_RATE, ConversionOptions
+
+ConversionPath = Literal["copy", "encode"]
+
+# Container durations are rounded and sometimes a frame longer than the audio; an `end`
+# this close to the reported duration is taken to mean "the end".
+DURATION_TOLERANCE = 0.05
+COVER_POSITION = 0.10
+COVER_MAX_WIDTH = 640
+MP3_CODEC = "mp3"
+FALLBACK_SAMPLE_RATE = 48000
+
+_ENCODERS = {
+    "mp3": "libmp3lame",
+    "m4a": "aac",
+    "opus": "libopus",
+    "flac": "flac",
+    "wav": "pcm_s16le",
+}
+_MUXERS = {"mp3": "mp3", "m4a": "ipod", "opus": "opus", "flac": "flac", "wav": "wav"}
+
+
+@dataclass(frozen=True)
+class ConversionPlan:
+    track: int
+    """Position among the source's audio streams."""
+    path: ConversionPath
+    format: str
+    start: float | None
+    end: float | None
+    expected_duration: float | None
+    """Seconds the output should last (trim applied); None when the source does not say."""
+    channels: int | None
+    """`-ac` for the output; None keeps the source's (mono or stereo) layout."""
+    sample_rate: int | None
+    """`-ar` for the output; None keeps the source's rate."""
+    normalize: bool
+    loudness_target: float
+    vbr_quality: int | None
+    bitrate: int | None
+    source_sample_rate: int = FALLBACK_SAMPLE_RATE
+    """The chosen track's rate (or FALLBACK_SAMPLE_RATE when unknown)."""
+    tags: dict[str, str] = field(default_factory=dict)
+    cover_at: float | None = None
+    """Source position of the cover frame; None for no cover."""
+
+    @property
+    def passes(self) -> int:
+        return 2 if self.normalize else 1
+
+
+def plan_conversion(info: MediaInfo, options: ConversionOptions, filename: str) -> ConversionPlan:
+    """Every decision for one conversion; MediaError when the options do not fit the file."""
+    track = info.select_track(options.audio_track)
+    start, end = _trim(info, options)
+    source = info.audio_tracks[track]
+    channels = _output_channels(source.channels, options.channels)
+    sample_rate = _output_sample_rate(source.sample_rate, options)
+    copy = (
+        options.format == "mp3"
+        and source.codec == MP3_CODEC
+        and not options.trims
+        and not options.normalize
+        and options.bitrate is None
+        and options.quality is None
+        and channels is None
+        and sample_rate is None
+    )
+    expected = _expected_duration(info.duration, start, end)
+    cover_at = None
+    if options.cover == "frame" and info.has_video:
+        cover_at = round((info.duration or 0.0) * COVER_POSITION, 3)
+    return ConversionPlan(
+        track=track,
+        path="copy" if copy else "encode",
+        format=options.format,
+        start=start,
+        end=end,
+        expected_duration=expected,
+        channels=channels,
+        sample_rate=sample_rate,
+        normalize=options.normalize,
+        loudness_target=options.loudness_target,
+        vbr_quality=options.vbr_quality,
+        bitrate=options.target_bitrate,
+        source_sample_rate=source.sample_rate or FALLBACK_SAMPLE_RATE,
+        tags=resolve_tags(options, info, track, filename),
+        cover_at=cover_at,
+    )
+
+
+def check_options(info: MediaInfo, options: ConversionOptions) -> None:
+    """The checks that need the probe (track exists, trim inside the file), for the gateway.
+
+    Raises MediaError (HTTP 422) with OPTIONS_ERROR_CODE for a trim past the end and
+    no_audio_stream for a missing track.
+    """
+    info.select_track(options.audio_track)
+    _trim(info, options)
+
+
+def _trim(info: MediaInfo, options: ConversionOptions) -> tuple[float | None, float | None]:
+    start = options.start if options.start else None
+    end = options.end
+    duration = info.duration
+    if duration is None:
+        return start, end
+    if start is not None and start >= duration:
+        raise MediaError(
+            f"start {start:g} s is at or past the end of the file ({duration:.3f} s)",
+            code=OPTIONS_ERROR_CODE,
+        )
+    if end is not None and end > duration + DURATION_TOLERANCE:
+        raise MediaError(
+            f"end {end:g} s is past the end of the file ({duration:.3f} s)",
+            code=OPTIONS_ERROR_CODE,
+        )
+    if end is not None and end >= duration:
+        # Up to the end anyway; leaving `-to` out avoids cutting the last partial frame.
+        end = None
+    return start, end
+
+
+def _expected_duration(
+    duration: float | None, start: float | None, end: float | None
+) -> float | None:
+    stop = end if end is not None else duration
+    if stop is None:
+        return None
+    return max(0.0, stop - (start or 0.0))
+
+
+def _output_channels(source: int | None, wanted: int) -> int | None:
+    # `channels` is a ceiling: wider (5.1, 7.1) and unknown layouts are mixed down with
+    # libswresample's standard matrix (centre and surrounds folded into left/right, LFE
+    # dropped); a mono source is never upmixed.
+    if source is None or source > wanted:
+        return wanted
+    return None
+
+
+def _output_sample_rate(source: int | None, options: ConversionOptions) -> int | None:
+    wanted = OPUS_SAMPLE_RATE if options.format == "opus" else options.sample_rate
+    if wanted == "keep" or wanted == source:
+        return None
+    return wanted
+
+
+# --- commands ---
+
+
+def _head(ffmpeg: str, loglevel: str = "error") -> list[str]:
+    return [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", loglevel, "-y"]
+
+
+def _source_input(
+    source: Path, info: MediaInfo, *, start: float | None = None, end: float | None = None
+) -> list[str]:
+    # Input-side `-ss`/`-to` seek fast and still cut sample-accurately when decoding
+    # (FFmpeg trims the decoded frames); `-to` is a position in the source, not a length.
+    trim: list[str] = []
+    if start is not None:
+        trim += ["-ss", f"{start:.3f}"]
+    if end is not None:
+        trim += ["-to", f"{end:.3f}"]
+    return [
+        "-protocol_whitelist", "file",
+        "-f", info.format_name,
+        *trim,
+        "-i", f"file:{source.resolve()}",
+    ]  # fmt: skip
+
+
+def _progress() -> list[str]:
+    return ["-progress", "pipe:1", "-nostats"]
+
+
+def _pre_filters(plan: ConversionPlan) -> list[str]:
+    """Channel mixing inside the graph, so measuring and applying see the same signal."""
+    if plan.channels is None:
+        return []
+    layout = "mono" if plan.channels == 1 else "stereo"
+    return [f"aformat=channel_layouts={layout}"]
+
+
+def build_measure_command(
+    ffmpeg: str, source: Path, info: MediaInfo, plan: ConversionPlan
+) -> list[str]:
+    """First loudness pass: decode the chosen (trimmed, mixed) audio, print loudnorm's JSON."""
+    chain = [*_pre_filters(plan), loudness.measure_filter(plan.loudness_target)]
+    return [
+        # loudnorm prints its measurement at the `info` level.
+        *_head(ffmpeg, loglevel="info"),
+        *_source_input(source, info, start=plan.start, end=plan.end),
+        "-map", f"0:a:{plan.track}",
+        "-vn", "-sn", "-dn",
+        "-af", ",".join(chain),
+        *_progress(),
+        "-f", "null", "-",
+    ]  # fmt: skip
+
+
+def build_cover_command(
+    ffmpeg: str, source: Path, info: MediaInfo, at: float, output: Path
+) -> list[str]:
+    """One JPEG from the first real video stream (`V` skips attached pictures) at `at`."""
+    return [
+        *_head(ffmpeg),
+        *_source_input(source, info, start=at),
+        "-map", "0:V:0",
+        "-frames:v", "1",
+        "-an", "-sn", "-dn",
+        "-vf", f"scale='min({COVER_MAX_WIDTH},iw)':-2",
+        "-c:v", "mjpeg", "-q:v", "3",
+        "-f", "mjpeg",
+        f"file:{output.resolve()}",
+    ]  # fmt: skip
+
+
+def build_output_command(
+    ffmpeg: str,
+    source: Path,
+    output: Path,
+    info: MediaInfo,
+    plan: ConversionPlan,
+    *,
+    measured: Measurement | None = None,
+    cover: Path | None = None,
+) -> list[str]:
+    """The run that writes the result: stream copy or encode, tags, optional cover.
+
+    `output` should be a temporary path: some headers (Xing, moov) are written last, so a
+    half-written file is never a valid result.
+    """
+    cover_input: list[str] = []
+    cover_output: list[str] = []
+    if cover is not None:
+        cover_input = [
+            "-protocol_whitelist", "file", "-f", "jpeg_pipe", "-i", f"file:{cover.resolve()}",
+        ]  # fmt: skip
+        cover_output = [
+            "-map", "1:v:0",
+            "-c:v", "copy",
+            "-disposition:v:0", "attached_pic",
+            "-metadata:s:v:0", "title=Cover",
+            # ID3 APIC and FLAC PICTURE take the picture type from this comment.
+            "-metadata:s:v:0", "comment=Cover (front)",
+        ]  # fmt: skip
+    return [
+        *_head(ffmpeg),
+        *_source_input(source, info, start=plan.start, end=plan.end),
+        *cover_input,
+        "-map", f"0:a:{plan.track}",
+        *cover_output,
+        *([] if cover is not None else ["-vn"]),
+        "-sn", "-dn",
+        # The source's tags and chapters may carry anything (GPS, device ids); start clean.
+        "-map_metadata", "-1",
+        "-map_chapters", "-1",
+        *metadata_args(plan.tags),
+        *(["-c:a", "copy"] if plan.path == "copy" else _encode_args(plan, measured)),
+        *_muxer_args(plan.format),
+        *_progress(),
+        "-f", _MUXERS[plan.format],
+        f"file:{output.resolve()}",
+    ]  # fmt: skip
+
+
+def _encode_args(plan: ConversionPlan, measured: Measurement | None) -> list[str]:
+    args: list[str] = []
+    chain = _pre_filters(plan)
+    if plan.normalize and measured is not None and not measured.silent:
+        chain.append(loudness.apply_filter(plan.loudness_target, measured))
+        # loudnorm works (and outputs) at 192 kHz; bring it back to the rate we promised.
+        chain.append(f"aresample={plan.sample_rate or plan.source_sample_rate}")
+    if chain:
+        args += ["-af", ",".join(chain)]
+    args += ["-c:a", _ENCODERS[plan.format]]
+    if plan.format == "mp3":
+        if plan.vbr_quality is not None:
+            args += ["-q:a", str(plan.vbr_quality)]
+        else:
+            args += ["-b:a", f"{plan.bitrate}k"]
+    elif plan.format in ("m4a", "opus"):
+        args += ["-b:a", f"{plan.bitrate}k"]
+    elif plan.format == "flac":
+        # CD depth: decoders of lossy sources hand over floats, which would otherwise become
+        # 32-bit FLAC twice the size for no audible gain.
+        args += ["-sample_fmt", "s16"]
+    if plan.channels is not None:
+        args += ["-ac", str(plan.channels)]
+    if plan.sample_rate is not None:
+        args += ["-ar", str(plan.sample_rate)]
+    return args
+
+
+def _muxer_args(fmt: str) -> list[str]:
+    if fmt == "mp3":
+        return ["-id3v2_version", "4", "-write_id3v1", "0"]
+    if fmt == "m4a":
+        return ["-movflags", "+faststart"]
+    if fmt == "wav":
+        # Beyond 4 GiB a plain RIFF header overflows; RF64 only kicks in then.
+        return ["-rf64", "auto"]
+    return []

@@ -1,0 +1,135 @@
+// The live event stream (WS /v1/ws): connects with the access token, answers with a snapshot of
+// the active jobs, then pushes every event of the user's jobs. Reconnects with exponential
+// backoff and jitter; every (re)connection starts with a fresh snapshot, which resyncs the page.
+
+const PING_INTERVAL_MS = 25_000;
+const MAX_BACKOFF_MS = 15_000;
+const POLICY_VIOLATION = 1008;
+
+export class LiveEvents extends EventTarget {
+  constructor(session) {
+    super();
+    this.session = session;
+    this.socket = null;
+    this.connecting = false;
+    this.attempt = 0;
+    this.stopped = true;
+    this.retryTimer = null;
+    this.pingTimer = null;
+    this.state = "offline";
+    this.onVisible = () => {
+      if (document.visibilityState === "visible" && !this.stopped && !this.socket) {
+        this._retryNow();
+      }
+    };
+    this.onOnline = () => {
+      if (!this.stopped && !this.socket) this._retryNow();
+    };
+  }
+
+  start() {
+    if (!this.stopped) return;
+    this.stopped = false;
+    this.attempt = 0;
+    document.addEventListener("visibilitychange", this.onVisible);
+    window.addEventListener("online", this.onOnline);
+    this._connect();
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    clearInterval(this.pingTimer);
+    document.removeEventListener("visibilitychange", this.onVisible);
+    window.removeEventListener("online", this.onOnline);
+    if (this.socket) {
+      const socket = this.socket;
+      this.socket = null;
+      socket.close(1000, "bye");
+    }
+    this._setState("offline");
+  }
+
+  _setState(state) {
+    if (this.state === state) return;
+    this.state = state;
+    this.dispatchEvent(new CustomEvent("state", { detail: state }));
+  }
+
+  _retryNow() {
+    clearTimeout(this.retryTimer);
+    this.attempt = 0;
+    this._connect();
+  }
+
+  async _connect(staleToken = null) {
+    if (this.stopped || this.socket || this.connecting) return;
+    this._setState(this.attempt === 0 ? "connecting" : "reconnecting");
+    let token;
+    this.connecting = true;
+    try {
+      token = await this.session.accessToken(staleToken);
+    } catch (error) {
+      if (error.status === 401) return; // logged out; the session ends the page
+      this._scheduleRetry();
+      return;
+    } finally {
+      this.connecting = false;
+    }
+    if (this.stopped || this.socket) return;
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const url = `${scheme}//${location.host}/v1/ws?access_token=${encodeURIComponent(token)}`;
+    const socket = new WebSocket(url);
+    this.socket = socket;
+    let opened = false;
+    socket.addEventListener("message", (message) => {
+      if (this.socket !== socket) return;
+      let event;
+      try {
+        event = JSON.parse(message.data);
+      } catch {
+        return;
+      }
+      if (!event || typeof event.type !== "string" || event.type === "pong") return;
+      if (event.type === "snapshot") {
+        opened = true;
+        this.attempt = 0;
+        this._setState("live");
+      }
+      this.dispatchEvent(new CustomEvent("event", { detail: event }));
+    });
+    socket.addEventListener("open", () => {
+      clearInterval(this.pingTimer);
+      this.pingTimer = setInterval(() => {
+        if (socket.readyState === WebSocket.OPEN) socket.send("ping");
+      }, PING_INTERVAL_MS);
+    });
+    socket.addEventListener("close", (close) => {
+      if (this.socket !== socket) return;
+      this.socket = null;
+      clearInterval(this.pingTimer);
+      if (this.stopped) return;
+      if (close.code === POLICY_VIOLATION && !opened) {
+        // The token was refused (it expired, or the keys rotated): refresh before retrying.
+        this.attempt += 1;
+        this.retryTimer = setTimeout(() => this._connect(token), this._delay());
+        this._setState("reconnecting");
+        return;
+      }
+      this._scheduleRetry();
+    });
+  }
+
+  _delay() {
+    const base = Math.min(MAX_BACKOFF_MS, 500 * 2 ** Math.max(0, this.attempt - 1));
+    return base / 2 + Math.random() * (base / 2);
+  }
+
+  _scheduleRetry() {
+    if (this.stopped) return;
+    this.attempt += 1;
+    this._setState("reconnecting");
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this._connect(), this._delay());
+  }
+}

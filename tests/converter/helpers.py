@@ -1,0 +1,47 @@
+"""Helpers shared by the converter's media tests: run the entry point, read an output back."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+from services.converter.pipeline import ConversionResult, convert
+from services.converter.probe import probe
+from shared.ffmpeg_path import ffmpeg_executable
+from shared.options import ConversionOptions
+
+FFMPEG = ffmpeg_executable()
+MP3_FRAME_SECONDS = 1152 / 44100
+
+
+async def run_convert(
+    source: Path,
+    workdir: Path,
+    form: Mapping[str, str] | None = None,
+    *,
+    filename: str | None = None,
+) -> ConversionResult:
+    """Probe and convert like the service does, with options given as form strings."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    info = await probe(source)
+    options = ConversionOptions.from_form(form or {})
+    return await convert(
+        source, workdir, info, options, ffmpeg=FFMPEG, filename=filename or source.name
+    )
+
+
+_INTEGRATED = re.compile(r"I:\s+(-?[\d.]+|-inf) LUFS")
+
+
+def integrated_loudness(path: Path) -> float:
+    """The file's EBU R128 integrated loudness, measured by FFmpeg's ebur128 scanner."""
+    done = subprocess.run(
+        [FFMPEG, "-hide_banner", "-nostats", "-i", str(path),
+         "-map", "0:a:0", "-af", "ebur128=framelog=quiet", "-f", "null", "-"],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    found = _INTEGRATED.findall(done.stderr)
+    assert found, done.stderr[-2000:]
+    return float(found[-1])
