@@ -5,6 +5,9 @@
 Builds an MP3-in-AVI source (MPEG-4 video, 128 kbit/s MP3 audio), converts it with default
 options (the fast path: `-c:a copy`) and with an explicit bitrate (forces a LAME re-encode),
 prints a table and writes bench/results/fastpath.json. The issue's target is a ratio >= 20.
+
+Wall time on a shared machine mostly measures the neighbours, so each run also records the CPU
+time FFmpeg used (children's user + system), and the ratio is taken from the best run of each.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -43,20 +48,38 @@ def build_source(ffmpeg: str, target: Path, seconds: int) -> None:
     )  # fmt: skip
 
 
-async def timed(source: Path, workdir: Path, form: dict[str, str], ffmpeg: str) -> tuple[float, str]:
+async def timed(
+    source: Path, workdir: Path, form: dict[str, str], ffmpeg: str
+) -> tuple[float, float, str]:
+    """Wall seconds, FFmpeg CPU seconds, and the path the conversion took."""
     info = await probe(source)
     options = ConversionOptions.from_form(form)
+    cpu_before = _children_cpu()
     started = time.perf_counter()
     result = await convert(source, workdir, info, options, ffmpeg=ffmpeg, filename="bench.avi")
     elapsed = time.perf_counter() - started
+    cpu = _children_cpu() - cpu_before
     result.output.unlink()
-    return elapsed, result.path
+    return elapsed, cpu, result.path
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _summary(values: list[float]) -> dict[str, object]:
+    return {
+        "best": round(min(values), 3),
+        "median": round(statistics.median(values), 3),
+        "runs": [round(v, 3) for v in values],
+    }
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     ffmpeg = ffmpeg_executable()
     seconds = int(args.minutes * 60)
@@ -65,40 +88,51 @@ async def main() -> None:
         workdir = Path(tmp)
         source = workdir / "source.avi"
         build_source(ffmpeg, source, seconds)
-        runs: dict[str, list[float]] = {"copy": [], "encode": []}
-        cases = {"copy": {}, "encode": {"bitrate": "128"}}
+        wall: dict[str, list[float]] = {"copy": [], "encode": []}
+        cpu: dict[str, list[float]] = {"copy": [], "encode": []}
+        cases: dict[str, dict[str, str]] = {"copy": {}, "encode": {"bitrate": "128"}}
         for _ in range(args.repeat):
             for name, form in cases.items():
-                elapsed, path = await timed(source, workdir, form, ffmpeg)
+                elapsed, used, path = await timed(source, workdir, form, ffmpeg)
                 assert path == name, (name, path)
-                runs[name].append(elapsed)
+                wall[name].append(elapsed)
+                cpu[name].append(used)
         size = source.stat().st_size
 
-    copy = statistics.median(runs["copy"])
-    encode = statistics.median(runs["encode"])
-    ratio = encode / copy
+    ratio = min(wall["encode"]) / min(wall["copy"])
+    cpu_ratio = min(cpu["encode"]) / max(min(cpu["copy"]), 1e-3)
     report = {
         "source": {"container": "avi", "audio": "mp3 128k stereo 44.1 kHz", "seconds": seconds,
                    "bytes": size},
         "repeat": args.repeat,
-        "copy_seconds": {"median": round(copy, 3), "runs": [round(r, 3) for r in runs["copy"]]},
-        "encode_seconds": {"median": round(encode, 3),
-                           "runs": [round(r, 3) for r in runs["encode"]]},
+        "wall_seconds": {name: _summary(values) for name, values in wall.items()},
+        "ffmpeg_cpu_seconds": {name: _summary(values) for name, values in cpu.items()},
         "ratio": round(ratio, 1),
+        "cpu_ratio": round(cpu_ratio, 1),
         "target_ratio": TARGET_RATIO,
         "meets_target": ratio >= TARGET_RATIO,
-        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "machine": {"python": platform.python_version(), "platform": platform.platform(),
+                    "cpus": os.cpu_count(), "load_average": list(os.getloadavg())},
         "ffmpeg": ffmpeg,
     }  # fmt: skip
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
 
     print(f"source: {seconds / 60:g} min MP3-in-AVI, {size / 1e6:.1f} MB, {args.repeat} runs each")
-    print(f"{'path':<8}{'median s':>10}{'speed (x realtime)':>22}")
-    for name, value in (("copy", copy), ("encode", encode)):
-        print(f"{name:<8}{value:>10.3f}{seconds / value:>22.0f}")
+    print(
+        f"{'path':<8}{'best wall s':>12}{'median wall s':>15}{'ffmpeg cpu s':>14}{'x realtime':>12}"
+    )
+    for name in ("copy", "encode"):
+        best = min(wall[name])
+        print(
+            f"{name:<8}{best:>12.3f}{statistics.median(wall[name]):>15.3f}"
+            f"{min(cpu[name]):>14.3f}{seconds / best:>12.0f}"
+        )
     verdict = "meets" if ratio >= TARGET_RATIO else "MISSES"
-    print(f"ratio encode/copy: {ratio:.1f}x ({verdict} the {TARGET_RATIO:g}x target)")
+    print(
+        f"ratio encode/copy: {ratio:.1f}x wall, {cpu_ratio:.1f}x cpu "
+        f"({verdict} the {TARGET_RATIO:g}x target; load average {os.getloadavg()[0]:.1f})"
+    )
     print(f"written: {RESULTS.relative_to(REPO)}")
 
 

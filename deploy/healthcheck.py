@@ -14,7 +14,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 
 DEFAULT_PORTS = {"gateway": 8000, "auth": 8001, "notification": 8002, "converter": 8003}
-WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]"}  # noqa: S104 (we connect, we do not bind)
+WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]"}
 
 
 def parse_command(argv: Sequence[str]) -> tuple[str | None, int | None, str | None]:

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractExchange,
     AbstractIncomingMessage,
@@ -29,6 +30,10 @@ from shared.topology import Topology, declare_exchange, declare_topology
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Event], Awaitable[None]]
+
+
+class DeadLetter(Exception):
+    """Raised by a handler for a message that can never succeed: it goes to the dead letters."""
 
 
 async def connect(url: str, name: str, timeout: float = 10.0) -> AbstractRobustConnection:
@@ -67,7 +72,13 @@ class EventPublisher:
             await self._exchange.publish(
                 message, routing_key=str(event.type), timeout=self._timeout
             )
-        except (TimeoutError, aio_pika.exceptions.AMQPError, ConnectionError) as exc:
+        except (
+            TimeoutError,
+            ConnectionError,
+            aio_pika.exceptions.AMQPError,
+            # Raised (a RuntimeError, not an AMQPError) while a robust channel is reconnecting.
+            aiormq.exceptions.ChannelInvalidStateError,
+        ) as exc:
             raise Unavailable(
                 "the message broker is unavailable", code=ErrorCode.BROKER_UNAVAILABLE
             ) from exc
@@ -93,6 +104,10 @@ async def handle_delivery(message: AbstractIncomingMessage, handler: Handler) ->
         return
     try:
         await handler(event)
+    except DeadLetter as exc:
+        log.error("%s %s dead-lettered: %s", event.type, event.event_id, exc)
+        await message.reject(requeue=False)
+        return
     except asyncio.CancelledError:
         # Shutting down mid-message: hand it back so another consumer takes it.
         await asyncio.shield(message.nack(requeue=True))

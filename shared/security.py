@@ -203,7 +203,11 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 def parse_networks(value: str) -> list[IPNetwork]:
     """A comma-separated list of addresses or CIDR blocks (e.g. TRUSTED_PROXIES)."""
-    return [ipaddress.ip_network(item.strip(), strict=False) for item in value.split(",") if item.strip()]
+    return [
+        ipaddress.ip_network(item.strip(), strict=False)
+        for item in value.split(",")
+        if item.strip()
+    ]
 
 
 def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

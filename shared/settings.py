@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 2 * GIB
     converter_concurrency: int = Field(default_factory=_cpu_count)
     ffmpeg_path: str | None = None
+    # On SIGTERM running conversions get this long to finish; the rest go back to the queue.
+    converter_shutdown_grace: float = 30.0
 
     bind_host: str = "127.0.0.1"
     gateway_port: int = 8000

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
+from services.auth.errors import TooManyAttempts
 from services.auth.keys import load_signing_key
 from services.auth.passwords import common_passwords
 from services.auth.routes import router, well_known
@@ -31,6 +33,14 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="video2mp3 auth", version="1", lifespan=lifespan)
     install_error_handlers(app)
+
+    @app.exception_handler(TooManyAttempts)
+    async def too_many_attempts(_: Request, exc: TooManyAttempts) -> JSONResponse:
+        # shared.http maps AppError without headers; this one needs Retry-After.
+        return JSONResponse(
+            exc.to_dict(), status_code=429, headers={"Retry-After": str(exc.retry_after)}
+        )
+
     install_health_routes(app, {"database": state.ping_database})
     app.include_router(router)
     app.include_router(well_known)

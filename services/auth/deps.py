@@ -14,6 +14,7 @@ from services.auth.repository import AuthRepository
 from services.auth.service import AuthService
 from services.auth.state import AuthState
 from shared.errors import Unauthorized
+from shared.security import client_address
 from shared.tokens import Claims
 
 
@@ -45,7 +46,7 @@ DbSession = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 def get_service(session: DbSession, state: State) -> AuthService:
-    return AuthService(AuthRepository(session), state.signing_key, state.settings)
+    return AuthService(AuthRepository(session), state.signing_key, state.settings, state.throttle)
 
 
 Service = Annotated[AuthService, Depends(get_service)]
@@ -61,3 +62,12 @@ def get_claims(state: State, token: Annotated[str | None, Depends(_bearer)]) -> 
 
 
 CurrentClaims = Annotated[Claims, Depends(get_claims)]
+
+
+def get_client_address(request: Request, state: State) -> str | None:
+    """The caller's IP: the peer's, or the one a trusted proxy (the gateway) forwarded."""
+    peer = request.client.host if request.client else None
+    return client_address(peer, request.headers.get("x-forwarded-for"), state.trusted_proxies)
+
+
+ClientAddress = Annotated[str | None, Depends(get_client_address)]

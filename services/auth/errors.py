@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.errors import Conflict, ErrorCode, Unauthorized, Unprocessable
+from shared.errors import AppError, Conflict, ErrorCode, Unauthorized, Unprocessable
 
 
 class EmailTaken(Conflict):
@@ -36,3 +36,24 @@ class RefreshTokenReused(InvalidRefreshToken):
     The session dependency commits on this error (and only this one) even though the request
     fails: rolling back would let the stolen token family live on.
     """
+
+
+# Joins shared.errors.ErrorCode as TOO_MANY_ATTEMPTS; until then the body carries it as a string.
+TOO_MANY_ATTEMPTS = "too_many_attempts"
+
+
+class TooManyAttempts(AppError):
+    """Too many failed logins for this account or from this address within the window.
+
+    One answer whether the account exists or not; `retry_after` (seconds) goes out as the
+    `Retry-After` header.
+    """
+
+    status_code = 429
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("too many failed login attempts; try again later")
+        self.retry_after = retry_after
+
+    def to_dict(self) -> dict[str, str]:
+        return {"detail": self.detail, "code": TOO_MANY_ATTEMPTS}

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from typing import Any
-
-from sqlalchemy import CursorResult, case, delete, select, update
-from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy import CursorResult, case, delete, literal, select, update
+from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.expression import Executable
 
 from services.auth.errors import EmailTaken
 from services.auth.models import LoginAttempts, RefreshToken, User
@@ -96,12 +95,12 @@ class LoginAttemptsRepository:
 
     def _upsert(
         self, scope: str, subject: str, now: datetime, new_window_ends_at: datetime
-    ) -> Any:
+    ) -> Executable:
         in_window = LoginAttempts.window_ends_at > now
         attempts = case((in_window, LoginAttempts.attempts + 1), else_=1)
-        window_ends_at = case(
-            (in_window, LoginAttempts.window_ends_at), else_=new_window_ends_at
-        )
+        # Typed like the column, so that the aware datetime is stored as naive UTC like the rest.
+        new_end = literal(new_window_ends_at, LoginAttempts.window_ends_at.type)
+        window_ends_at = case((in_window, LoginAttempts.window_ends_at), else_=new_end)
         values = {
             "scope": scope,
             "subject": subject,
@@ -115,12 +114,13 @@ class LoginAttemptsRepository:
             return (
                 mysql.insert(LoginAttempts)
                 .values(values)
-                .on_duplicate_key_update([("attempts", attempts), ("window_ends_at", window_ends_at)])
+                .on_duplicate_key_update(
+                    [("attempts", attempts), ("window_ends_at", window_ends_at)]
+                )
             )
-        if dialect in ("sqlite", "postgresql"):
-            insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        if dialect == "sqlite":
             return (
-                insert(LoginAttempts)
+                sqlite.insert(LoginAttempts)
                 .values(values)
                 .on_conflict_do_update(
                     index_elements=[LoginAttempts.scope, LoginAttempts.subject],

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from services.auth.deps import CurrentClaims, Service, State
+from services.auth.deps import ClientAddress, CurrentClaims, Service, State
 from services.auth.schemas import (
     JwksResponse,
     RefreshRequest,
@@ -39,9 +39,11 @@ async def register(body: RegisterRequest, service: Service) -> UserResponse:
 
 @router.post("/login")
 async def login(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()], service: Service
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    service: Service,
+    client_address: ClientAddress,
 ) -> TokenResponse:
-    return _token_response(await service.login(form.username, form.password))
+    return _token_response(await service.login(form.username, form.password, client_address))
 
 
 @router.post("/refresh")

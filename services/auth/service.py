@@ -19,6 +19,7 @@ from services.auth.errors import (
 from services.auth.keys import SigningKey
 from services.auth.models import RefreshToken, User
 from services.auth.repository import AuthRepository
+from services.auth.throttle import LoginThrottle
 from shared.errors import ErrorCode, Unauthorized
 from shared.settings import Settings
 
@@ -45,10 +46,17 @@ def _new_id() -> str:
 
 
 class AuthService:
-    def __init__(self, repository: AuthRepository, signing_key: SigningKey, settings: Settings):
+    def __init__(
+        self,
+        repository: AuthRepository,
+        signing_key: SigningKey,
+        settings: Settings,
+        throttle: LoginThrottle,
+    ):
         self._repository = repository
         self._signing_key = signing_key
         self._settings = settings
+        self._throttle = throttle
 
     async def register(self, email: str, password: str) -> User:
         email = normalise_email(email)
@@ -64,8 +72,10 @@ class AuthService:
         await self._repository.add_user(user)
         return user
 
-    async def login(self, email: str, password: str) -> TokenPair:
-        user = await self._repository.get_user_by_email(normalise_email(email))
+    async def login(self, email: str, password: str, client_address: str | None) -> TokenPair:
+        email = normalise_email(email)
+        attempt = await self._throttle.count(email, client_address)
+        user = await self._repository.get_user_by_email(email)
         if len(password) > passwords.MAX_PASSWORD_LENGTH:
             raise InvalidCredentials()  # no such password was ever accepted; skip the hashing
         if user is None:
@@ -74,6 +84,7 @@ class AuthService:
         valid, new_hash = await passwords.verify_password(password, user.password_hash)
         if not valid:
             raise InvalidCredentials()
+        await self._throttle.succeeded(attempt)
         if new_hash is not None:
             user.password_hash = new_hash  # hashing parameters were raised since this one was made
             await self._repository.save()

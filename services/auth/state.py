@@ -16,8 +16,13 @@ from sqlalchemy.ext.asyncio import (
 from services.auth.keys import SigningKey
 from services.auth.migrate import upgrade
 from services.auth.passwords import prepare_dummy_hash
+from services.auth.throttle import LoginThrottle, ThrottlePolicy
+from shared.security import IPNetwork, parse_networks
 from shared.settings import Settings
 from shared.tokens import TokenVerifier
+
+# Until TRUSTED_PROXIES joins Settings: the gateway of `video2mp3 up` talks to auth over loopback.
+DEFAULT_TRUSTED_PROXIES = "127.0.0.1,::1"
 
 
 def ensure_sqlite_directory(database_url: str) -> None:
@@ -35,8 +40,12 @@ class AuthState:
         self.verifier = TokenVerifier(
             signing_key.jwks(), issuer=settings.jwt_issuer, audience=settings.jwt_audience
         )
+        self.trusted_proxies: list[IPNetwork] = parse_networks(
+            str(getattr(settings, "trusted_proxies", DEFAULT_TRUSTED_PROXIES))
+        )
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
+        self._throttle: LoginThrottle | None = None
 
     async def open(self) -> None:
         url = self.settings.resolved_database_url
@@ -44,18 +53,26 @@ class AuthState:
         await prepare_dummy_hash()
         self._engine = create_async_engine(url, pool_pre_ping=True)
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
+        self._throttle = LoginThrottle(self._sessions, ThrottlePolicy.from_settings(self.settings))
 
     async def close(self) -> None:
         if self._engine is not None:
             await self._engine.dispose()
         self._engine = None
         self._sessions = None
+        self._throttle = None
 
     @property
     def sessions(self) -> async_sessionmaker[AsyncSession]:
         if self._sessions is None:
             raise RuntimeError("the auth database is not open (is the app's lifespan running?)")
         return self._sessions
+
+    @property
+    def throttle(self) -> LoginThrottle:
+        if self._throttle is None:
+            raise RuntimeError("the auth database is not open (is the app's lifespan running?)")
+        return self._throttle
 
     async def ping_database(self) -> None:
         if self._engine is None:

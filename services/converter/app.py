@@ -22,9 +22,6 @@ from shared.topology import Topology
 
 log = logging.getLogger(__name__)
 
-# Running conversions get this long to finish on shutdown; the rest are handed back to the queue.
-SHUTDOWN_GRACE = 30.0
-
 
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
@@ -45,13 +42,14 @@ def create_app(settings: Settings) -> FastAPI:
                 timeout_base=settings.ffmpeg_timeout_base,
                 timeout_factor=settings.ffmpeg_timeout_factor,
             )
+            await asyncio.to_thread(converter.remove_stale_temp)
             worker = ConverterWorker(amqp, topology, converter, settings.converter_concurrency)
             await worker.start()
             app.state.converter = converter
             app.state.jobs = jobs
             app.state.amqp = amqp
             yield
-            await worker.stop(SHUTDOWN_GRACE)
+            await worker.stop(settings.converter_shutdown_grace)
         finally:
             await amqp.close()
             await mongo.close()

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import av.container
@@ -201,7 +203,7 @@ def _lowered(metadata: dict[str, str]) -> dict[str, str]:
 
 
 def _activity(
-    container: av.container.InputContainer, streams: list[av.stream.Stream]
+    container: av.container.InputContainer, streams: Sequence[av.stream.Stream]
 ) -> list[TrackActivity]:
     """Packets and peak level in each audio track's first ACTIVITY_WINDOW_SECONDS."""
     positions = {stream.index: position for position, stream in enumerate(streams)}
@@ -229,7 +231,7 @@ def _activity(
     return [TrackActivity(packets=n, peak=p) for n, p in zip(packets, peaks, strict=True)]
 
 
-def _past_window(packet: av.Packet) -> bool:
+def _past_window(packet: av.Packet[Any]) -> bool:
     stream = packet.stream
     if packet.pts is None or stream.time_base is None:
         return False
@@ -237,7 +239,7 @@ def _past_window(packet: av.Packet) -> bool:
     return float((packet.pts - start) * stream.time_base) > ACTIVITY_WINDOW_SECONDS
 
 
-def _packet_peak(packet: av.Packet, resamplers: dict[int, av.AudioResampler]) -> float:
+def _packet_peak(packet: av.Packet[Any], resamplers: dict[int, av.AudioResampler]) -> float:
     peak = 0.0
     try:
         frames = packet.decode()

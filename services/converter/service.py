@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -18,7 +19,7 @@ from services.converter.ffmpeg import build_mp3_command, inspect_output, run_ffm
 from services.converter.probe import MediaInfo, probe
 from services.converter.progress import ProgressThrottle, percent
 from shared.blobstore import BlobStore
-from shared.errors import ErrorCode, MediaError
+from shared.errors import AppError, ErrorCode, MediaError
 from shared.events import (
     Event,
     JobCancelled,
@@ -37,13 +38,23 @@ from shared.events import (
 from shared.ffmpeg_path import ffmpeg_executable
 from shared.jobs import Job, JobError, OutputInfo, utcnow
 from shared.jobstore import JobStore
-from shared.messaging import EventPublisher
+from shared.messaging import DeadLetter, EventPublisher
 
 log = logging.getLogger(__name__)
 
 # The job document's progress is written less often than events are sent: readers of
 # GET /v1/jobs/{id} need to agree with the stream, not to follow it frame by frame.
 DB_PROGRESS_INTERVAL = 1.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def output_filename(source_name: str, extension: str = "mp3") -> str:
@@ -98,8 +109,9 @@ class Converter:
             # Missing, finished or cancelled: a redelivery or a late message, nothing to redo,
             # except an outcome whose event was never published.
             existing = await self.jobs.get(job_id)
-            if existing is not None:
-                await self.flush_outbox(existing)
+            if existing is None:
+                raise DeadLetter(f"job {job_id} does not exist")
+            await self.flush_outbox(existing)
             log.info("job %s is not pending; skipped", job_id)
             return
         task = asyncio.create_task(self._convert(job, event.correlation_id))
@@ -124,7 +136,7 @@ class Converter:
 
     async def _convert(self, job: Job, correlation_id: str) -> None:
         ref = JobRef(job_id=job.id, user_id=job.user_id)
-        await self.publisher.publish(JobStarted(correlation_id=correlation_id, payload=ref))
+        await self._announce(JobStarted(correlation_id=correlation_id, payload=ref))
         workdir = Path(
             await asyncio.to_thread(tempfile.mkdtemp, prefix=f"{job.id}-", dir=self._tmp_root())
         )
@@ -154,7 +166,7 @@ class Converter:
                 # Cancelled or deleted while we worked: the output must not outlive the job.
                 await self.blobs.delete(self.output_blob_id(job.id))
                 return
-            await self.publisher.publish(
+            await self._announce(
                 JobProgress(
                     correlation_id=correlation_id,
                     payload=JobProgressPayload(**ref.model_dump(), progress=100),
@@ -165,8 +177,21 @@ class Converter:
             await asyncio.to_thread(shutil.rmtree, workdir, True)
 
     def _tmp_root(self) -> Path:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        return self.work_dir
+        root = self.work_dir / f"pid-{os.getpid()}"
+        root.mkdir(parents=True, exist_ok=True)
+        return root
+
+    def remove_stale_temp(self) -> None:
+        """Remove temp dirs of converters on this host that died without cleaning up (kill -9).
+
+        Blocking; called once at start-up, before any job runs.
+        """
+        if not self.work_dir.is_dir():
+            return
+        for entry in self.work_dir.iterdir():
+            pid = entry.name.removeprefix("pid-")
+            if entry.name.startswith("pid-") and pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(entry, ignore_errors=True)
 
     def timeout_for(self, duration: float | None) -> float:
         """FFmpeg's time limit, scaled with the source (unknown duration: one hour)."""
@@ -220,7 +245,7 @@ class Converter:
             now = time.monotonic()
             if not throttle.should_emit(value, now):
                 return
-            await self.publisher.publish(
+            await self._announce(
                 JobProgress(
                     correlation_id=correlation_id,
                     payload=JobProgressPayload(job_id=job.id, user_id=job.user_id, progress=value),
@@ -253,6 +278,13 @@ class Converter:
         log.info("job %s failed: %s (%s)", job.id, detail, code)
         await self.publish_outbox(job.id, failed)
 
+    async def _announce(self, event: Event) -> None:
+        """Publish a live-only event (started, progress): losing one must not stop the work."""
+        try:
+            await self.publisher.publish(event)
+        except AppError as exc:
+            log.warning("%s for %s not published: %s", event.type, event.payload.job_id, exc)
+
     async def publish_outbox(self, job_id: str, event: Event) -> None:
         await self.publisher.publish(event)
         await self.jobs.clear_outbox(job_id, event.event_id)
@@ -269,7 +301,7 @@ class Converter:
             return
         job = await self.jobs.get(event.payload.job_id)
         if job is None:
-            return
+            return  # a message for a job that never existed: parked in the dead letters
         if job.status.is_final:
             await self.flush_outbox(job)
             return

@@ -76,12 +76,15 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @asynccontextmanager
-async def running_auth(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def running_auth(
+    settings: Settings, peer: tuple[str, int] = ("127.0.0.1", 50000)
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The auth app in-process; `peer` is the address its requests come from."""
     app = create_app(settings)
     async with (
         LifespanManager(app) as manager,
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(manager.app), base_url="http://auth.test"
+            transport=httpx.ASGITransport(manager.app, client=peer), base_url="http://auth.test"
         ) as client,
     ):
         yield client

@@ -31,6 +31,6 @@ async def test_upgrade_twice_is_idempotent(backend: str, tmp_path: Path) -> None
                 )
         finally:
             await engine.dispose()
-    assert {"users", "refresh_tokens", "alembic_version"} <= tables
-    assert versions == ["0001"]
+    assert {"users", "refresh_tokens", "login_attempts", "alembic_version"} <= tables
+    assert versions == ["0002"]
     assert any(u["column_names"] == ["email"] for u in email_unique)

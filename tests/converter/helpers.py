@@ -6,6 +6,11 @@ import re
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+import mutagen.flac
+import mutagen.id3
+import mutagen.mp4
 
 from services.converter.pipeline import ConversionResult, convert
 from services.converter.probe import probe
@@ -45,3 +50,22 @@ def integrated_loudness(path: Path) -> float:
     found = _INTEGRATED.findall(done.stderr)
     assert found, done.stderr[-2000:]
     return float(found[-1])
+
+
+def id3(path: Path) -> Any:
+    """The file's ID3 tag (mutagen has no type hints, hence Any)."""
+    return mutagen.id3.ID3(path)  # type: ignore[no-untyped-call]
+
+
+def apic_frames(path: Path) -> list[Any]:
+    frames: list[Any] = id3(path).getall("APIC")
+    return frames
+
+
+def mp4_tags(path: Path) -> Any:
+    return mutagen.mp4.MP4(path).tags  # type: ignore[no-untyped-call]
+
+
+def flac_pictures(path: Path) -> list[Any]:
+    pictures: list[Any] = mutagen.flac.FLAC(path).pictures  # type: ignore[no-untyped-call]
+    return pictures

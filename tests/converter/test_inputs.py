@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import mutagen.id3
 import pytest
 
 from services.converter.probe import probe
 from shared.errors import ErrorCode, MediaError
-from tests.converter.helpers import run_convert
+from tests.converter.helpers import apic_frames, id3, run_convert
 from tests.converter.test_probe import two_track_mkv
 from tests.support.media import MediaFactory, decode
 
@@ -44,7 +43,8 @@ CASES = [
     Case("mpeg4_mp3.avi", ["-c:v", "mpeg4"], ["-c:a", "libmp3lame"], "mp3"),
     Case("flv1_mp3.flv", ["-c:v", "flv"], ["-c:a", "libmp3lame"], "mp3"),
     Case("h264_aac.ts", H264, AAC, "aac", sample_rate=48000),
-    Case("mpeg1_mp2.mpg", ["-c:v", "mpeg1video", "-r", "25"], ["-c:a", "mp2"], "mp2", sample_rate=48000),
+    Case("mpeg1_mp2.mpg", ["-c:v", "mpeg1video", "-r", "25"], ["-c:a", "mp2"], "mp2",
+         sample_rate=48000),
     Case("h263_amrnb.3gp", ["-c:v", "h263"], ["-c:a", "libopencore_amrnb", "-b:a", "12.2k"],
          "amr_nb", sample_rate=8000, channels=1, size="128x96"),
     Case("wmv2_wmav2.wmv", ["-c:v", "wmv2"], ["-c:a", "wmav2"], "wmav2", fmt="asf"),
@@ -97,7 +97,7 @@ async def test_every_input_becomes_a_decodable_mp3(
     assert result.media.duration == pytest.approx(decoded.duration, abs=0.1)
     assert result.path == ("copy" if case.source_codec == "mp3" else "encode")
 
-    tags = mutagen.id3.ID3(result.output)
+    tags = id3(result.output)
     assert tags.version == (2, 4, 0)
     assert str(tags["TIT2"]) == f"My {Path(case.name).stem}"
 
@@ -116,7 +116,7 @@ async def test_several_tracks_default_to_the_first_and_take_audio_track(
     assert (decoded.channels, decoded.sample_rate) == (1, 22050)
     assert decoded.duration == pytest.approx(4, abs=0.15)
     # The container's title is the work's; the track's "Commentary" is only the track's name.
-    assert str(mutagen.id3.ID3(second.output)["TIT2"]) == "Holiday"
+    assert str(id3(second.output)["TIT2"]) == "Holiday"
 
 
 async def test_a_missing_audio_track_is_named(media: MediaFactory, tmp_path: Path) -> None:
@@ -160,7 +160,7 @@ async def test_real_bigbuckbunny(shared_media: Path, tmp_path: Path) -> None:
     assert (decoded.codec, decoded.channels, decoded.sample_rate) == ("mp3", 2, 48000)
     assert decoded.duration == pytest.approx(5.312, abs=0.15)
     assert result.cover
-    assert mutagen.id3.ID3(result.output).getall("APIC")
+    assert apic_frames(result.output)
 
 
 async def test_real_video_without_audio(shared_media: Path, tmp_path: Path) -> None:

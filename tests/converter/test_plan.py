@@ -157,9 +157,7 @@ def test_track_choice() -> None:
         ([TrackActivity(0, 0.0), TrackActivity(0, 0.0)], 0),  # nothing anywhere
     ],
 )
-def test_default_track_skips_empty_and_silent(
-    activity: list[TrackActivity], default: int
-) -> None:
+def test_default_track_skips_empty_and_silent(activity: list[TrackActivity], default: int) -> None:
     info = media(("aac", 2, 44100), ("aac", 2, 44100), activity=activity)
     assert info.default_track == default
     assert plan(info).track == default

@@ -23,8 +23,9 @@ def long_tone(media: MediaFactory) -> Path:
 
 
 def converter_temp_entries(stack: Stack) -> list[Path]:
+    """Job temp dirs inside every converter's own (per-process) temp root."""
     root = Path(stack.env["VAR_DIR"]) / "tmp" / "converter"
-    return list(root.iterdir()) if root.exists() else []
+    return [job for proc in root.glob("pid-*") for job in proc.iterdir()]
 
 
 async def test_cancel_mid_conversion_leaves_nothing(

@@ -1,0 +1,153 @@
+"""Login brute-force protection: attempts counted per account and per client address.
+
+Every login attempt is counted *before* its password is checked, each in its own short
+transaction, so that parallel guesses each see their own count and no lock is held while Argon2
+runs. Over the limit the attempt is refused with 429 without looking at the password, the same
+way for accounts that exist and accounts that do not.
+
+A successful login forgets the account's count and takes back its own count from the address, so
+that many people behind one NAT logging in correctly never lock each other out; failures from an
+address add up whichever accounts they try (password spraying).
+
+Windows are fixed: the first counted attempt opens one of `window_seconds`; when it is over the
+count starts again. Locking accounts lets anyone lock a victim out for one window by failing on
+purpose; that is the usual price of stopping online guessing, kept small by a short window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.auth.errors import TooManyAttempts
+from services.auth.repository import LoginAttemptsRepository
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_FAILURES = 5
+DEFAULT_MAX_FAILURES_PER_ADDRESS = 20
+DEFAULT_WINDOW_SECONDS = 900
+# Expired rows are deleted now and then rather than on every attempt (fewer writes, fewer locks).
+PURGE_EVERY = 256
+
+
+class Scope(StrEnum):
+    ACCOUNT = "account"
+    ADDRESS = "address"
+
+
+@dataclass(frozen=True)
+class ThrottlePolicy:
+    max_failures_per_account: int = DEFAULT_MAX_FAILURES
+    max_failures_per_address: int = DEFAULT_MAX_FAILURES_PER_ADDRESS
+    window_seconds: int = DEFAULT_WINDOW_SECONDS
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ThrottlePolicy:
+        # LOGIN_MAX_FAILURES, LOGIN_MAX_FAILURES_PER_ADDRESS, LOGIN_WINDOW_SECONDS; read with
+        # defaults so that this works before and after those fields join Settings.
+        return cls(
+            max_failures_per_account=int(
+                getattr(settings, "login_max_failures", DEFAULT_MAX_FAILURES)
+            ),
+            max_failures_per_address=int(
+                getattr(
+                    settings, "login_max_failures_per_address", DEFAULT_MAX_FAILURES_PER_ADDRESS
+                )
+            ),
+            window_seconds=int(getattr(settings, "login_window_seconds", DEFAULT_WINDOW_SECONDS)),
+        )
+
+    def limit(self, scope: Scope) -> int:
+        if scope is Scope.ACCOUNT:
+            return self.max_failures_per_account
+        return self.max_failures_per_address
+
+
+def account_subject(normalised_email: str) -> str:
+    return hashlib.sha256(normalised_email.encode()).hexdigest()
+
+
+def address_subject(address: str) -> str | None:
+    """The counter an address adds to; an IPv6 client's whole /64, which one host usually has."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+@dataclass(frozen=True)
+class CountedAttempt:
+    """The counters one login attempt was added to, to settle once its outcome is known."""
+
+    account: str
+    address: str | None
+
+
+class LoginThrottle:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        policy: ThrottlePolicy,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._sessions = sessions
+        self._policy = policy
+        self._clock = clock
+        self._counted = 0
+
+    async def count(self, normalised_email: str, address: str | None) -> CountedAttempt:
+        """Count this attempt; raise TooManyAttempts when the account or address is over."""
+        attempt = CountedAttempt(
+            account_subject(normalised_email), address_subject(address) if address else None
+        )
+        # The address first: a client over its limit does not add to the account's count.
+        if attempt.address is not None:
+            await self._count_one(Scope.ADDRESS, attempt.address)
+        await self._count_one(Scope.ACCOUNT, attempt.account)
+        await self._maybe_purge()
+        return attempt
+
+    async def succeeded(self, attempt: CountedAttempt) -> None:
+        now = self._clock()
+        async with self._sessions.begin() as session:
+            repository = LoginAttemptsRepository(session)
+            await repository.forget(Scope.ACCOUNT, attempt.account)
+            if attempt.address is not None:
+                await repository.uncount_attempt(Scope.ADDRESS, attempt.address, now)
+
+    async def _count_one(self, scope: Scope, subject: str) -> None:
+        now = self._clock()
+        new_window_ends_at = now + timedelta(seconds=self._policy.window_seconds)
+        async with self._sessions.begin() as session:
+            attempts, window_ends_at = await LoginAttemptsRepository(session).count_attempt(
+                scope, subject, now, new_window_ends_at
+            )
+        if attempts > self._policy.limit(scope):
+            retry_after = max(1, math.ceil((window_ends_at - now).total_seconds()))
+            raise TooManyAttempts(retry_after)
+
+    async def _maybe_purge(self) -> None:
+        self._counted += 1
+        if self._counted % PURGE_EVERY:
+            return
+        try:
+            async with self._sessions.begin() as session:
+                await LoginAttemptsRepository(session).purge_expired(self._clock())
+        except DBAPIError as exc:  # housekeeping only; the next round will try again
+            log.warning("could not purge expired login attempts: %s", type(exc).__name__)

@@ -1,0 +1,237 @@
+"""Login brute-force protection, through the app, on MariaDB and SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from services.auth.models import LoginAttempts
+from services.auth.throttle import Scope, ThrottlePolicy, account_subject, address_subject
+from shared.settings import Settings
+from tests.auth.conftest import PASSWORD, login, new_email, register, running_auth
+
+MAX_PER_ACCOUNT = 3
+MAX_PER_ADDRESS = 5
+WINDOW = 600
+
+
+class ThrottledSettings(Settings):
+    """The settings auth reads for throttling, as they will be once they join Settings."""
+
+    login_max_failures: int = MAX_PER_ACCOUNT
+    login_max_failures_per_address: int = MAX_PER_ADDRESS
+    login_window_seconds: int = WINDOW
+    trusted_proxies: str = "127.0.0.1,::1"
+
+
+def throttled_settings(database_url: str, var_dir: Path) -> Settings:
+    return ThrottledSettings(
+        database_url=database_url,
+        var_dir=var_dir,
+        jwt_private_key=None,
+        jwt_private_key_file=None,
+    )
+
+
+@pytest.fixture
+async def client(database_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_auth(throttled_settings(database_url, tmp_path / "var")) as client:
+        yield client
+
+
+def new_address() -> str:
+    """A client address no other test uses (the database lives for the whole session)."""
+    return f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}"
+
+
+async def login_from(
+    client: httpx.AsyncClient, address: str, email: str, password: str = PASSWORD
+) -> httpx.Response:
+    return await client.post(
+        "/v1/auth/login",
+        data={"username": email, "password": password},
+        headers={"X-Forwarded-For": address},
+    )
+
+
+def assert_throttled(response: httpx.Response, window: int = WINDOW) -> None:
+    assert response.status_code == 429, response.text
+    assert response.json() == {
+        "detail": "too many failed login attempts; try again later",
+        "code": "too_many_attempts",
+    }
+    assert 0 < int(response.headers["retry-after"]) <= window
+
+
+def test_policy_defaults_apply_without_the_settings_fields() -> None:
+    assert ThrottlePolicy.from_settings(Settings()) == ThrottlePolicy(5, 20, 900)
+
+
+async def test_failures_per_account_end_in_429(client: httpx.AsyncClient) -> None:
+    email = new_email()
+    await register(client, email)
+    for _ in range(MAX_PER_ACCOUNT):
+        # A new address each time: this is the account's limit, not an address's.
+        assert (await login_from(client, new_address(), email, "wrong password")).status_code == 401
+    assert_throttled(await login_from(client, new_address(), email, "wrong password"))
+    # While throttled even the right password is refused: it is never checked.
+    assert_throttled(await login_from(client, new_address(), email))
+
+
+async def test_unknown_account_is_throttled_the_same_way(client: httpx.AsyncClient) -> None:
+    known, unknown = new_email(), new_email()
+    await register(client, known)
+    answers: dict[str, list[tuple[int, object]]] = {}
+    for email in (known, unknown):
+        responses = [
+            await login_from(client, new_address(), email, "wrong password")
+            for _ in range(MAX_PER_ACCOUNT + 2)
+        ]
+        answers[email] = [(r.status_code, r.json()) for r in responses]
+        assert all("retry-after" in r.headers for r in responses[MAX_PER_ACCOUNT:])
+    assert answers[known] == answers[unknown]
+    assert [status for status, _ in answers[known]] == [401] * MAX_PER_ACCOUNT + [429, 429]
+
+
+async def test_success_resets_the_account_count(client: httpx.AsyncClient) -> None:
+    email = new_email()
+    await register(client, email)
+    for _ in range(2):
+        for _ in range(MAX_PER_ACCOUNT - 1):
+            assert (await login_from(client, new_address(), email, "wrong")).status_code == 401
+        assert (await login_from(client, new_address(), email)).status_code == 200
+
+
+async def test_email_case_does_not_make_a_new_account_count(client: httpx.AsyncClient) -> None:
+    email = new_email()
+    for variant in (email, email.upper(), f"  {email.title()} ")[:MAX_PER_ACCOUNT]:
+        assert (await login_from(client, new_address(), variant, "wrong")).status_code == 401
+    assert_throttled(await login_from(client, new_address(), email.upper(), "wrong"))
+
+
+async def test_failures_per_address_end_in_429(client: httpx.AsyncClient) -> None:
+    address = new_address()
+    victim = new_email()
+    await register(client, victim)
+    # Password spraying: one guess per account, all from one address.
+    for _ in range(MAX_PER_ADDRESS):
+        assert (await login_from(client, address, new_email(), "wrong")).status_code == 401
+    assert_throttled(await login_from(client, address, new_email(), "wrong"))
+    assert_throttled(await login_from(client, address, victim))
+    # Other addresses, and the victim's account, are not affected.
+    assert (await login_from(client, new_address(), victim)).status_code == 200
+
+
+async def test_successes_do_not_count_against_an_address(client: httpx.AsyncClient) -> None:
+    address = new_address()  # think: an office behind one NAT
+    email = new_email()
+    await register(client, email)
+    for _ in range(MAX_PER_ADDRESS + 1):
+        assert (await login_from(client, address, email)).status_code == 200
+    assert (await login_from(client, address, new_email(), "wrong")).status_code == 401
+
+
+async def test_an_ipv6_client_counts_by_its_64(client: httpx.AsyncClient) -> None:
+    prefix = f"2001:db8:{random.randrange(65536):x}:{random.randrange(65536):x}"
+    for host in range(1, MAX_PER_ADDRESS + 1):
+        response = await login_from(client, f"{prefix}::{host}", new_email(), "wrong")
+        assert response.status_code == 401
+    assert_throttled(await login_from(client, f"{prefix}::ffff", new_email(), "wrong"))
+
+
+async def test_forwarded_for_is_ignored_from_an_untrusted_peer(
+    database_url: str, tmp_path: Path
+) -> None:
+    peer = new_address()
+    settings = throttled_settings(database_url, tmp_path / "var")
+    async with running_auth(settings, peer=(peer, 40000)) as client:
+        # A client that talks to auth directly cannot dodge its limit by inventing addresses.
+        for _ in range(MAX_PER_ADDRESS):
+            response = await login_from(client, new_address(), new_email(), "wrong")
+            assert response.status_code == 401
+        assert_throttled(await login_from(client, new_address(), new_email(), "wrong"))
+
+
+async def test_forwarded_for_left_of_the_trusted_hop_is_ignored(client: httpx.AsyncClient) -> None:
+    """The gateway appends the address it saw; whatever the client wrote before it is noise."""
+    address = new_address()
+    for _ in range(MAX_PER_ADDRESS):
+        spoofed = f"{new_address()}, {address}"
+        assert (await login_from(client, spoofed, new_email(), "wrong")).status_code == 401
+    assert_throttled(await login_from(client, f"{new_address()}, {address}", new_email(), "x"))
+
+
+async def test_a_new_window_starts_after_the_old_one_ends(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    email = new_email()
+    await register(client, email)
+    for _ in range(MAX_PER_ACCOUNT):
+        await login_from(client, new_address(), email, "wrong")
+    assert_throttled(await login_from(client, new_address(), email, "wrong"))
+
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                update(LoginAttempts)
+                .where(
+                    LoginAttempts.scope == Scope.ACCOUNT,
+                    LoginAttempts.subject == account_subject(email),
+                )
+                .values(window_ends_at=datetime.now(UTC) - timedelta(seconds=1))
+            )
+    finally:
+        await engine.dispose()
+    assert (await login_from(client, new_address(), email, "wrong")).status_code == 401
+    assert (await login_from(client, new_address(), email)).status_code == 200
+
+
+async def test_parallel_guesses_cannot_slip_past_the_limit(client: httpx.AsyncClient) -> None:
+    email = new_email()
+    await register(client, email)
+    responses = await asyncio.gather(
+        *(login_from(client, new_address(), email, f"guess {i}") for i in range(10))
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [401] * MAX_PER_ACCOUNT + [429] * (10 - MAX_PER_ACCOUNT)
+
+
+async def test_limits_are_shared_by_every_auth_instance(database_url: str, tmp_path: Path) -> None:
+    email = new_email()
+    settings = [throttled_settings(database_url, tmp_path / f"var{i}") for i in range(2)]
+    async with running_auth(settings[0]) as first, running_auth(settings[1]) as second:
+        for i in range(MAX_PER_ACCOUNT):
+            instance = (first, second)[i % 2]
+            assert (await login_from(instance, new_address(), email, "x")).status_code == 401
+        assert_throttled(await login_from(first, new_address(), email, "x"))
+        assert_throttled(await login_from(second, new_address(), email, "x"))
+
+
+async def test_default_limits_without_forwarding(client: httpx.AsyncClient) -> None:
+    """Without X-Forwarded-For the peer's own address counts (auth reached directly)."""
+    email = new_email()
+    await register(client, email)
+    assert (await login(client, email, "wrong")).status_code == 401
+    assert (await login(client, email)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("address", "subject"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("not an address", None),
+    ],
+)
+def test_address_subject(address: str, subject: str | None) -> None:
+    assert address_subject(address) == subject

@@ -1,0 +1,142 @@
+"""Outages of the broker, the mail server and MongoDB: nothing lost, nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from pathlib import Path
+
+import aio_pika
+import httpx
+
+from services.cli.embedded import nx_27017_command
+from shared.topology import Topology
+from tests.conftest import free_port, wait_for_port
+from tests.e2e.test_pipeline import auth, upload, wait_final
+from tests.faults.conftest import StackFactory, client_and_user
+from tests.support.media import MediaFactory
+from tests.support.smtp import SmtpCatcher
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
+
+
+async def consumer_counts(amqp_url: str, topology: Topology) -> dict[str, int]:
+    connection = await aio_pika.connect(amqp_url, timeout=10)
+    async with connection:
+        channel = await connection.channel()
+        counts = {}
+        for name in (topology.jobs_queue, topology.notifications_queue):
+            queue = await channel.declare_queue(name, passive=True)
+            counts[name] = queue.declaration_result.consumer_count or 0
+        return counts
+
+
+async def test_broker_restart_with_20_jobs_in_flight(
+    fault_stack: StackFactory, smtp: SmtpCatcher, media: MediaFactory, amqp_url: str
+) -> None:
+    async with fault_stack(smtp.url) as stack, client_and_user(stack) as (client, user):
+        topology = Topology(stack.env["AMQP_PREFIX"])
+        source = media.h264_aac(20, size="64x48")
+        job_ids = []
+        for i in range(20):
+            response = await upload(client, user, source, f"clip-{i:02d}.mp4")
+            assert response.status_code == 202
+            job_ids.append(response.json()["id"])
+        await asyncio.to_thread(rabbitmqctl, "stop_app")
+        try:
+            # While the broker is away an upload is refused cleanly, and leaves nothing behind.
+            refused = await upload(client, user, source, "during-outage.mp4")
+            assert refused.status_code == 503
+            assert refused.json()["code"] == "broker_unavailable"
+            await asyncio.sleep(3)
+        finally:
+            await asyncio.to_thread(rabbitmqctl, "start_app")
+        jobs = [await wait_final(client, user, job_id, timeout=240) for job_id in job_ids]
+        assert [j["status"] for j in jobs] == ["completed"] * 20
+        listed = (await client.get("/v1/jobs?limit=100", headers=auth(user))).json()["items"]
+        assert sorted(j["id"] for j in listed) == sorted(job_ids)
+        await smtp.wait_for(20, timeout=120)
+        await asyncio.sleep(3)
+        subjects = sorted(str(m["Subject"]) for m in smtp.messages)
+        assert len(subjects) == 20, subjects
+        assert len(set(subjects)) == 20
+        # Every service found its way back, consumers included (not just the connection).
+        deadline = time.monotonic() + 30
+        while True:
+            counts = await consumer_counts(amqp_url, topology)
+            if all(c == 1 for c in counts.values()) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(1)
+        assert counts == {topology.jobs_queue: 1, topology.notifications_queue: 1}
+        for name in ("gateway", "converter", "notification"):
+            ready = httpx.get(stack.url(name) + "/readyz", timeout=5)
+            assert ready.status_code == 200, (name, ready.text)
+
+
+async def test_mail_server_down_for_20s(fault_stack: StackFactory, media: MediaFactory) -> None:
+    catcher = SmtpCatcher()  # not started: nothing listens on its port yet
+    async with fault_stack(catcher.url) as stack, client_and_user(stack) as (client, user):
+        source = media.h264_aac(2)
+        job_ids = [
+            (await upload(client, user, source, f"late-{i}.mp4")).json()["id"] for i in range(3)
+        ]
+        for job_id in job_ids:
+            assert (await wait_final(client, user, job_id))["status"] == "completed"
+        await asyncio.sleep(20)
+        async with catcher:
+            await catcher.wait_for(3, timeout=90)
+            await asyncio.sleep(3)
+            subjects = sorted(str(m["Subject"]) for m in catcher.messages)
+        assert len(subjects) == 3
+        assert len(set(subjects)) == 3
+
+
+async def test_mongodb_restart(
+    fault_stack: StackFactory, smtp: SmtpCatcher, media: MediaFactory, tmp_path: Path
+) -> None:
+    data = tmp_path / "mongo"
+    data.mkdir()
+    port = free_port()
+    mongo = subprocess.Popen(
+        nx_27017_command(data, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for_port(port)
+        url = f"mongodb://127.0.0.1:{port}"
+        async with (
+            fault_stack(smtp.url, MONGO_URL=url) as stack,
+            client_and_user(stack) as (client, user),
+        ):
+            first = await upload(client, user, media.h264_aac(2))
+            job_id = first.json()["id"]
+            assert (await wait_final(client, user, job_id))["status"] == "completed"
+
+            mongo.terminate()
+            mongo.wait(10)
+            started = time.monotonic()
+            during = await client.get(f"/v1/jobs/{job_id}", headers=auth(user))
+            assert during.status_code == 503
+            assert during.json()["code"] == "database_unavailable"
+            assert time.monotonic() - started < 15, "the API must answer, not hang"
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503
+
+            mongo = subprocess.Popen(
+                nx_27017_command(data, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            wait_for_port(port)
+            # No service restarts: the same processes answer again and convert again.
+            for _ in range(100):
+                if (await client.get(f"/v1/jobs/{job_id}", headers=auth(user))).status_code == 200:
+                    break
+                await asyncio.sleep(0.3)
+            second = await upload(client, user, media.h264_aac(2))
+            assert second.status_code == 202, second.text
+            assert (await wait_final(client, user, second.json()["id"]))["status"] == "completed"
+            await smtp.wait_for(2, timeout=60)
+    finally:
+        mongo.terminate()
+        mongo.wait(10)

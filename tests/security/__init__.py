@@ -1,0 +1,1 @@
+"""HTTP hardening: security headers, CORS, WebSocket origins, error bodies, API fuzzing."""
