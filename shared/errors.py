@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 
 class ErrorCode(StrEnum):
@@ -19,6 +20,7 @@ class ErrorCode(StrEnum):
     EMAIL_TAKEN = "email_taken"
     WEAK_PASSWORD = "weak_password"
     INVALID_REQUEST = "invalid_request"
+    INVALID_OPTIONS = "invalid_options"
     INVALID_CREDENTIALS = "invalid_credentials"
     INVALID_TOKEN = "invalid_token"
     NOT_AUTHENTICATED = "not_authenticated"
@@ -42,7 +44,7 @@ class AppError(Exception):
         if code is not None:
             self.code = code
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, Any]:
         return {"detail": self.detail, "code": str(self.code)}
 
 

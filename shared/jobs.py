@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -59,6 +59,10 @@ class OutputInfo(BaseModel):
     sample_rate: int | None = None
     filename: str
     content_type: str = "audio/mpeg"
+    # "copy" when the source's MP3 stream was kept as it was, "encode" otherwise.
+    path: Literal["copy", "encode"] | None = None
+    track: int | None = None
+    cover: bool = False
 
 
 class JobError(BaseModel):

@@ -48,7 +48,7 @@ TAG_FIELDS = ("title", "artist", "album", "year", "genre")
 
 # Until ErrorCode gains INVALID_OPTIONS ("invalid_options"), option errors use the generic code;
 # adding the member to shared/errors.py switches every option error over with no other edit.
-OPTIONS_ERROR_CODE: ErrorCode = getattr(ErrorCode, "INVALID_OPTIONS", ErrorCode.INVALID_REQUEST)
+OPTIONS_ERROR_CODE = ErrorCode.INVALID_OPTIONS
 
 CONTENT_TYPES: dict[str, str] = {
     "mp3": "audio/mpeg",
@@ -72,9 +72,9 @@ class InvalidOptions(Unprocessable):
         super().__init__(detail, code=OPTIONS_ERROR_CODE)
         self.errors = errors
 
-    def to_body(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """The HTTP body: the usual detail and code, plus the per-field list."""
-        return {**self.to_dict(), "errors": self.errors}
+        return {**super().to_dict(), "errors": self.errors}
 
 
 class _Conflicts(ValueError):

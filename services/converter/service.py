@@ -11,12 +11,13 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path, PurePath
 
-from services.converter.ffmpeg import build_mp3_command, inspect_output, run_ffmpeg
-from services.converter.probe import MediaInfo, probe
+from services.converter.pipeline import convert
+from services.converter.probe import probe
 from services.converter.progress import ProgressThrottle, percent
 from shared.blobstore import BlobStore
 from shared.errors import AppError, ErrorCode, MediaError
@@ -39,6 +40,7 @@ from shared.ffmpeg_path import ffmpeg_executable
 from shared.jobs import Job, JobError, OutputInfo, utcnow
 from shared.jobstore import JobStore
 from shared.messaging import DeadLetter, EventPublisher
+from shared.options import ConversionOptions, InvalidOptions
 
 log = logging.getLogger(__name__)
 
@@ -218,30 +220,40 @@ class Converter:
     async def _produce(self, job: Job, workdir: Path, correlation_id: str) -> OutputInfo:
         if not job.source_blob_id:
             raise MediaError("the job has no source file", code=ErrorCode.UNREADABLE_MEDIA)
+        try:
+            options = ConversionOptions.parse(job.options)
+        except InvalidOptions as exc:
+            raise MediaError(exc.detail, code=exc.code) from None
         source = await self._source_path(job, workdir)
         info = await probe(source)
         await self.jobs.set_source(job.id, info.to_source_info(job.source.size))
         if not info.audio_tracks:
             raise MediaError("the file has no audio track", code=ErrorCode.NO_AUDIO_STREAM)
-        target = workdir / "output.mp3"
-        command = build_mp3_command(self.ffmpeg, source, target, info)
-        await run_ffmpeg(
-            command,
-            duration=info.duration,
-            on_progress=self._progress_reporter(job, info, correlation_id),
-            timeout=self.timeout_for(info.duration),
+        result = await convert(
+            source,
+            workdir,
+            info,
+            options,
+            ffmpeg=self.ffmpeg,
+            filename=job.filename,
+            on_progress=self._progress_reporter(job, correlation_id),
+            timeout=self.timeout_for(info.duration) * (2 if options.normalize else 1),
         )
-        result = await inspect_output(target)
-        size = await self.blobs.write_file(self.output_blob_id(job.id), target)
-        return result.to_output_info(size, output_filename(job.filename))
+        size = await self.blobs.write_file(self.output_blob_id(job.id), result.output)
+        output = result.to_output_info(size, output_filename(job.filename, result.extension))
+        return output.model_copy(
+            update={"path": result.path, "track": result.track, "cover": result.cover}
+        )
 
-    def _progress_reporter(self, job: Job, info: MediaInfo, correlation_id: str):  # type: ignore[no-untyped-def]
+    def _progress_reporter(
+        self, job: Job, correlation_id: str
+    ) -> Callable[[float], Awaitable[None]]:
         throttle = ProgressThrottle()
         last_db_write = 0.0
 
-        async def report(seconds_done: float) -> None:
+        async def report(fraction_done: float) -> None:
             nonlocal last_db_write
-            value = percent(seconds_done, info.duration)
+            value = percent(fraction_done, 1.0)
             now = time.monotonic()
             if not throttle.should_emit(value, now):
                 return

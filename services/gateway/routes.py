@@ -16,6 +16,7 @@ from services.gateway.uploads import MultipartUpload
 from shared.errors import Conflict, ErrorCode, NotFound
 from shared.jobs import Job, JobStatus
 from shared.links import verify_download_token
+from shared.options import ConversionOptions
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
@@ -38,7 +39,9 @@ _UPLOAD_DOC: dict[str, Any] = {
 @router.post("/jobs", status_code=202, openapi_extra=_UPLOAD_DOC)
 async def create_job(request: Request, user: CurrentUser, state: State) -> JSONResponse:
     correlation_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-    upload = MultipartUpload(request, state.settings.max_upload_bytes)
+    upload = MultipartUpload(
+        request, state.settings.max_upload_bytes, check_fields=ConversionOptions.from_form
+    )
     job = await service.submit_job(state, user, upload, correlation_id)
     return JSONResponse(
         job.public_view(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"}

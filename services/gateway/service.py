@@ -11,6 +11,7 @@ from services.gateway.uploads import MultipartUpload
 from shared.errors import AppError
 from shared.events import JobCancelRequested, JobRef, JobSubmitted, JobSubmittedPayload
 from shared.jobs import Job, JobStatus, SourceInfo
+from shared.options import ConversionOptions
 from shared.tokens import Claims
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,11 @@ async def submit_job(
     size = await state.blobs.write(blob_id, upload.file_chunks())
     # Only now are the file name and every form field known: fields may follow the file.
     filename = clean_filename(upload.filename)
-    options: dict[str, object] = dict(upload.fields)
+    try:
+        options = ConversionOptions.from_form(upload.fields).normalized()
+    except AppError:
+        await state.blobs.delete(blob_id)
+        raise
     job = Job(
         id=job_id,
         user_id=user.user_id,

@@ -7,7 +7,7 @@ request off the moment it is crossed, and the first bytes are sniffed before any
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -36,7 +36,12 @@ class MultipartUpload:
     form field and `filename` the client's file name.
     """
 
-    def __init__(self, request: Request, max_bytes: int) -> None:
+    def __init__(
+        self,
+        request: Request,
+        max_bytes: int,
+        check_fields: Callable[[dict[str, str]], object] | None = None,
+    ) -> None:
         content_type, params = parse_options_header(request.headers.get("content-type", ""))
         if content_type != b"multipart/form-data" or b"boundary" not in params:
             raise Unprocessable("send the video as multipart/form-data with a `file` field")
@@ -46,6 +51,9 @@ class MultipartUpload:
         self._request = request
         self._max_bytes = max_bytes
         self._boundary = params[b"boundary"]
+        # Called with the fields sent before the file, as the file starts: a bad option is
+        # refused before a single byte of the file is stored.
+        self._check_fields = check_fields
         self.fields: dict[str, str] = {}
         self.filename: str | None = None
         self.container: str | None = None
@@ -84,6 +92,8 @@ class MultipartUpload:
                     raise Unprocessable("send exactly one `file` field")
                 file_seen = in_file = True
                 current.filename = (raw_filename or b"").decode("utf-8", "replace")
+                if self._check_fields is not None and self.fields:
+                    self._check_fields(self.fields)
 
         def on_part_data(data: bytes, start: int, end: int) -> None:
             if in_file:

@@ -111,7 +111,7 @@ def test_invalid_forms_name_the_field_and_the_reason(
     assert error.code == OPTIONS_ERROR_CODE
     assert {"field": field, "reason": reason} in error.errors
     assert f"{field}: {reason}" in error.detail
-    body = error.to_body()
+    body = error.to_dict()
     assert body["code"] == str(OPTIONS_ERROR_CODE)
     assert body["errors"] == error.errors
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -354,3 +355,21 @@ async def test_phone_width_and_drag_and_drop(
         await screenshot(page, "phone", full_page=True)
     finally:
         await context.close()
+
+
+async def test_live_updates_come_back_after_the_gateway_restarts(
+    stack: Stack, page: Page, media: MediaFactory
+) -> None:
+    await register(page, stack.gateway_url)
+    live = page.locator("#live-state")
+    await expect(live).to_have_attribute("data-state", "live")
+
+    await asyncio.to_thread(stack.stop, "gateway")
+    await expect(live).to_have_attribute("data-state", "reconnecting")
+    await asyncio.to_thread(stack.start, "gateway")
+    await expect(live).to_have_attribute("data-state", "live", timeout=30_000)
+
+    # The new connection carries events: a conversion started now finishes without a reload.
+    video = media.h264_aac(2)
+    await upload(page, video)
+    await wait_status(job_card(page, video.name), "completed")

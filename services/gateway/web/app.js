@@ -479,7 +479,7 @@ const notifications = {
         when.title = formatAbsolute(item.created_at);
         when.textContent = formatWhen(item.created_at);
         li.append(title, body, when);
-        if (item.link) {
+        if (typeof item.link === "string" && /^https?:\/\//.test(item.link)) {
           const link = document.createElement("a");
           link.href = item.link;
           link.textContent = "Download link";
