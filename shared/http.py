@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import FastAPI, Request
@@ -10,13 +11,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, NetworkTimeout, PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.blobstore.base import BlobNotFound
 from shared.errors import AppError, ErrorCode
+from shared.logs import correlation_id, new_correlation_id
+from shared.metrics import MetricsMiddleware, metrics_endpoint
 
 log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[None]]
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
 
 _STATUS_CODES = {
     401: ErrorCode.NOT_AUTHENTICATED,
@@ -80,8 +85,37 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(500, "internal error", str(ErrorCode.INTERNAL_ERROR))
 
 
-def install_health_routes(app: FastAPI, checks: dict[str, ReadinessCheck]) -> None:
-    """`/healthz` says the process runs; `/readyz` that each dependency answers."""
+class RequestIdMiddleware:
+    """Takes the caller's `X-Request-ID` (or makes one), logs under it and echoes it back."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        sent = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        request_id = sent if _REQUEST_ID.match(sent) else new_correlation_id()
+        correlation_id.set(request_id)
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+
+def install_operations(
+    app: FastAPI, checks: dict[str, ReadinessCheck], service: str | None = None
+) -> None:
+    """`/healthz` (the process runs), `/readyz` (each dependency answers), `/metrics`, and
+    request ids and metrics on every request."""
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    app.add_middleware(MetricsMiddleware, service=service or app.title)
+    app.add_middleware(RequestIdMiddleware)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

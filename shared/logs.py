@@ -5,7 +5,28 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import uuid
+from contextvars import ContextVar
 from datetime import UTC, datetime
+
+# The id that follows one job from its upload request through every event and service.
+correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
+
+
+def new_correlation_id() -> str:
+    return uuid.uuid4().hex
+
+
+class _ContextFilter(logging.Filter):
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.service = self.service
+        if getattr(record, "correlation_id", None) is None:
+            record.correlation_id = correlation_id.get()
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,11 +48,14 @@ class JsonFormatter(logging.Formatter):
 
 def setup_logging(service: str, level: str = "INFO", json_lines: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_ContextFilter(service))
     if json_lines:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(
-            logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s")
+            logging.Formatter(
+                f"%(asctime)s {service} %(levelname)s %(name)s [%(correlation_id)s]: %(message)s"
+            )
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from shared.errors import ErrorCode, Unavailable
 from shared.events import Event, encode_event, parse_event
+from shared.logs import correlation_id
 from shared.topology import Topology, declare_exchange, declare_topology
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ async def handle_delivery(message: AbstractIncomingMessage, handler: Handler) ->
         log.error("unparseable message %s dead-lettered: %s", message.message_id, exc)
         await message.reject(requeue=False)
         return
+    correlation_id.set(event.correlation_id)
     try:
         await handler(event)
     except DeadLetter as exc:

@@ -226,6 +226,11 @@ def _trusted(
     return any(address.version == net.version and address in net for net in proxies)
 
 
+def is_trusted_proxy(peer: str | None, trusted_proxies: Sequence[IPNetwork]) -> bool:
+    address = _ip(peer) if peer else None
+    return address is not None and _trusted(address, trusted_proxies)
+
+
 def client_address(
     peer: str | None, forwarded_for: str | None, trusted_proxies: Sequence[IPNetwork]
 ) -> str | None:

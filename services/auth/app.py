@@ -13,7 +13,7 @@ from services.auth.keys import load_signing_key
 from services.auth.passwords import common_passwords
 from services.auth.routes import router, well_known
 from services.auth.state import AuthState, ensure_sqlite_directory
-from shared.http import install_error_handlers, install_health_routes
+from shared.http import install_error_handlers, install_operations
 from shared.settings import Settings
 
 
@@ -41,7 +41,7 @@ def create_app(settings: Settings) -> FastAPI:
             exc.to_dict(), status_code=429, headers={"Retry-After": str(exc.retry_after)}
         )
 
-    install_health_routes(app, {"database": state.ping_database})
+    install_operations(app, {"database": state.ping_database}, service="auth")
     app.include_router(router)
     app.include_router(well_known)
     return app

@@ -14,7 +14,7 @@ from services.auth.repository import AuthRepository
 from services.auth.service import AuthService
 from services.auth.state import AuthState
 from shared.errors import Unauthorized
-from shared.security import client_address
+from shared.security import client_address, is_trusted_proxy
 from shared.tokens import Claims
 
 
@@ -65,9 +65,16 @@ CurrentClaims = Annotated[Claims, Depends(get_claims)]
 
 
 def get_client_address(request: Request, state: State) -> str | None:
-    """The caller's IP: the peer's, or the one a trusted proxy (the gateway) forwarded."""
+    """The caller's IP: the peer's, or the one a trusted proxy (the gateway) forwarded.
+
+    None when a trusted proxy names no client: counting the proxy's own address would let a
+    few failed logins lock out everyone behind it.
+    """
     peer = request.client.host if request.client else None
-    return client_address(peer, request.headers.get("x-forwarded-for"), state.trusted_proxies)
+    forwarded_for = request.headers.get("x-forwarded-for")
+    if not forwarded_for and is_trusted_proxy(peer, state.trusted_proxies):
+        return None
+    return client_address(peer, forwarded_for, state.trusted_proxies)
 
 
 ClientAddress = Annotated[str | None, Depends(get_client_address)]

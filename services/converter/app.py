@@ -13,7 +13,7 @@ from services.converter.service import Converter
 from services.converter.worker import ConverterWorker
 from shared.blobstore import open_blob_store
 from shared.ffmpeg_path import ffmpeg_executable
-from shared.http import install_error_handlers, install_health_routes
+from shared.http import install_error_handlers, install_operations
 from shared.jobstore import JobStore
 from shared.messaging import EventPublisher, connect
 from shared.mongo import mongo_client
@@ -74,7 +74,9 @@ def create_app(settings: Settings) -> FastAPI:
         if await asyncio.wait_for(proc.wait(), 10) != 0:
             raise RuntimeError("ffmpeg does not run")
 
-    install_health_routes(
-        app, {"mongodb": mongo_ready, "rabbitmq": broker_ready, "ffmpeg": ffmpeg_ready}
+    install_operations(
+        app,
+        {"mongodb": mongo_ready, "rabbitmq": broker_ready, "ffmpeg": ffmpeg_ready},
+        service="converter",
     )
     return app

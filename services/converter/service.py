@@ -40,6 +40,12 @@ from shared.ffmpeg_path import ffmpeg_executable
 from shared.jobs import Job, JobError, OutputInfo, utcnow
 from shared.jobstore import JobStore
 from shared.messaging import DeadLetter, EventPublisher
+from shared.metrics import (
+    CONVERSION_SECONDS,
+    CONVERSION_SPEED,
+    FFMPEG_FAILURES,
+    JOBS_FINISHED,
+)
 from shared.options import ConversionOptions, InvalidOptions
 
 log = logging.getLogger(__name__)
@@ -126,6 +132,7 @@ class Converter:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
                 raise
+            JOBS_FINISHED.labels("cancelled").inc()
             await self.publisher.publish(
                 JobCancelled(
                     correlation_id=event.correlation_id,
@@ -142,12 +149,18 @@ class Converter:
         workdir = Path(
             await asyncio.to_thread(tempfile.mkdtemp, prefix=f"{job.id}-", dir=self._tmp_root())
         )
+        started = time.monotonic()
         try:
             try:
                 output = await self._produce(job, workdir, correlation_id)
             except MediaError as exc:
+                FFMPEG_FAILURES.labels(str(exc.code)).inc()
                 await self._fail(job, correlation_id, exc.code, exc.detail)
                 return
+            elapsed = time.monotonic() - started
+            CONVERSION_SECONDS.observe(elapsed)
+            if output.duration and elapsed > 0:
+                CONVERSION_SPEED.observe(output.duration / elapsed)
             completed = JobCompleted(
                 correlation_id=correlation_id,
                 payload=JobCompletedPayload(
@@ -174,6 +187,7 @@ class Converter:
                     payload=JobProgressPayload(**ref.model_dump(), progress=100),
                 )
             )
+            JOBS_FINISHED.labels("completed").inc()
             await self.publish_outbox(job.id, completed)
         finally:
             await asyncio.to_thread(shutil.rmtree, workdir, True)
@@ -288,6 +302,7 @@ class Converter:
         if await self.jobs.fail(job.id, JobError(code=code, detail=detail), outbox=failed) is None:
             return
         log.info("job %s failed: %s (%s)", job.id, detail, code)
+        JOBS_FINISHED.labels("failed").inc()
         await self.publish_outbox(job.id, failed)
 
     async def _announce(self, event: Event) -> None:

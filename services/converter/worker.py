@@ -7,16 +7,18 @@ import asyncio
 import contextlib
 import logging
 
-from aio_pika.abc import AbstractQueue, AbstractRobustConnection
+from aio_pika.abc import AbstractQueue, AbstractRobustChannel, AbstractRobustConnection
 
 from services.converter.service import Converter
 from shared.events import EventType
 from shared.messaging import bind_private_queue, consume, open_consumer_channel
+from shared.metrics import QUEUE_DEPTH
 from shared.topology import Topology
 
 log = logging.getLogger(__name__)
 
 OUTBOX_SWEEP_INTERVAL = 15.0
+QUEUE_DEPTH_INTERVAL = 10.0
 
 
 class ConverterWorker:
@@ -33,6 +35,7 @@ class ConverterWorker:
         self._concurrency = max(1, concurrency)
         self._consumers: list[tuple[AbstractQueue, str]] = []
         self._sweeper: asyncio.Task[None] | None = None
+        self._gauge: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         # Prefetch = concurrency: the broker hands this process exactly as many jobs as it runs.
@@ -49,6 +52,7 @@ class ConverterWorker:
         )
         await consume(side, control.name, self._converter.handle_control)
         self._sweeper = asyncio.create_task(self._sweep_forever())
+        self._gauge = asyncio.create_task(self._measure_queues(side))
         log.info(
             "converter consuming %s, %d at a time", self._topology.jobs_queue, self._concurrency
         )
@@ -63,12 +67,25 @@ class ConverterWorker:
             except Exception:  # an outage must not end the sweep; it runs again next round
                 log.exception("outbox sweep failed")
 
+    async def _measure_queues(self, channel: AbstractRobustChannel) -> None:
+        """Keep the queue-depth gauge current (what autoscalers and dashboards read)."""
+        names = (*self._topology.work_queues, self._topology.dead_letter_queue)
+        while True:
+            for name in names:
+                try:
+                    queue = await channel.declare_queue(name, passive=True)
+                except Exception:  # reconnecting: try again next round
+                    break
+                QUEUE_DEPTH.labels(name).set(queue.declaration_result.message_count or 0)
+            await asyncio.sleep(QUEUE_DEPTH_INTERVAL)
+
     async def stop(self, grace: float) -> None:
         """Stop taking jobs, give running ones `grace` seconds, hand the rest back."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in (self._sweeper, self._gauge):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for queue, tag in self._consumers:
             with contextlib.suppress(Exception):
                 await queue.cancel(tag)

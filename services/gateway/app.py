@@ -18,7 +18,7 @@ from services.gateway.live import LIVE_EVENT_TYPES, LiveHub
 from services.gateway.state import GatewayState
 from shared.blobstore import open_blob_store
 from shared.errors import ErrorCode
-from shared.http import install_error_handlers, install_health_routes
+from shared.http import install_error_handlers, install_operations
 from shared.jobstore import JobStore
 from shared.messaging import (
     EventPublisher,
@@ -104,8 +104,10 @@ def create_app(settings: Settings) -> FastAPI:
     async def blobs_ready() -> None:
         await app.state.gateway.blobs.check()
 
-    install_health_routes(
-        app, {"mongodb": mongo_ready, "rabbitmq": broker_ready, "blobs": blobs_ready}
+    install_operations(
+        app,
+        {"mongodb": mongo_ready, "rabbitmq": broker_ready, "blobs": blobs_ready},
+        service="gateway",
     )
     app.include_router(routes_auth.router)
     app.include_router(routes.router)

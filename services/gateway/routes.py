@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -16,6 +15,8 @@ from services.gateway.uploads import MultipartUpload
 from shared.errors import Conflict, ErrorCode, NotFound
 from shared.jobs import Job, JobStatus
 from shared.links import verify_download_token
+from shared.logs import correlation_id as current_correlation_id
+from shared.logs import new_correlation_id
 from shared.options import ConversionOptions
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -38,7 +39,7 @@ _UPLOAD_DOC: dict[str, Any] = {
 
 @router.post("/jobs", status_code=202, openapi_extra=_UPLOAD_DOC)
 async def create_job(request: Request, user: CurrentUser, state: State) -> JSONResponse:
-    correlation_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    correlation_id = current_correlation_id.get() or new_correlation_id()
     upload = MultipartUpload(
         request, state.settings.max_upload_bytes, check_fields=ConversionOptions.from_form
     )

@@ -11,6 +11,7 @@ from services.gateway.uploads import MultipartUpload
 from shared.errors import AppError
 from shared.events import JobCancelRequested, JobRef, JobSubmitted, JobSubmittedPayload
 from shared.jobs import Job, JobStatus, SourceInfo
+from shared.metrics import UPLOAD_BYTES
 from shared.options import ConversionOptions
 from shared.tokens import Claims
 
@@ -36,6 +37,7 @@ async def submit_job(
     job_id = uuid.uuid4().hex
     blob_id = f"{job_id}-src"
     size = await state.blobs.write(blob_id, upload.file_chunks())
+    UPLOAD_BYTES.inc(size)
     # Only now are the file name and every form field known: fields may follow the file.
     filename = clean_filename(upload.filename)
     try:

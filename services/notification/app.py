@@ -15,7 +15,7 @@ from services.notification.state import NotificationState
 from services.notification.store import NotificationStore
 from services.notification.worker import REQUEUE_DELAY, NotificationConsumer
 from shared.errors import ErrorCode, Unavailable
-from shared.http import install_error_handlers, install_health_routes
+from shared.http import install_error_handlers, install_operations
 from shared.messaging import connect
 from shared.mongo import mongo_client
 from shared.settings import Settings, get_settings
@@ -100,6 +100,6 @@ def create_app(
         if amqp.is_closed or transport is None or transport.connection.is_closed:
             raise Unavailable("no broker connection", code=ErrorCode.BROKER_UNAVAILABLE)
 
-    install_health_routes(app, {"mongo": mongo_ready, "amqp": amqp_ready})
+    install_operations(app, {"mongo": mongo_ready, "amqp": amqp_ready}, service="notification")
     app.include_router(router)
     return app

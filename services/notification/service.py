@@ -19,6 +19,7 @@ from services.notification.schemas import MailStatus, Notification, notification
 from services.notification.store import Claim, NotificationStore
 from shared.events import Event, JobCompleted, JobFailed
 from shared.links import download_url, sign_download_token
+from shared.metrics import EMAILS
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class NotificationService:
             note_id = notification_id(event.payload.job_id, event.type)
             log.error("mail for %s abandoned after retries: %s", note_id, reason)
             await self._store.give_up_mail(note_id, self._clock(), reason)
+            EMAILS.labels("failed").inc()
 
     async def list_for_user(self, user_id: str) -> list[Notification]:
         return await self._store.list_for_user(user_id)
@@ -141,6 +143,7 @@ class NotificationService:
             await self._mailer.send(message)
         except MailRejected as exc:
             log.warning("mail for %s refused for good: %s", note.id, exc)
+            EMAILS.labels("failed").inc()
             await self._store.finish_mail(
                 note.id, owner, MailStatus.REJECTED, self._clock(), str(exc)
             )
@@ -151,6 +154,7 @@ class NotificationService:
             attempts = stored.mail_attempts if stored is not None else 1
             raise RetryLater(f"mail for {note.id} not sent: {exc}", attempts) from exc
         await self._store.finish_mail(note.id, owner, MailStatus.SENT, self._clock(), None)
+        EMAILS.labels("sent").inc()
         log.info("mailed %s to its owner", note.id)
 
     async def _claim(self, note_id: str, owner: str) -> bool:

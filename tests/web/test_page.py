@@ -300,6 +300,7 @@ async def test_options_are_sent_with_the_upload(
     await expect(page.locator("#options-summary")).to_have_text(
         "MP3, 192 kbit/s, normalized, tagged"
     )
+    await screenshot(page, "options", full_page=True)
     # Lossless formats have no quality to choose.
     await page.get_by_label("Format").select_option("flac")
     await expect(page.get_by_label("Quality")).to_be_disabled()
