@@ -36,7 +36,7 @@ from services.cli.embedded import nx_27017_command  # noqa: E402
 from shared.ffmpeg_path import ffmpeg_executable  # noqa: E402
 from tests.support.amqp import delete_topology  # noqa: E402
 from tests.support.smtp import SmtpCatcher  # noqa: E402
-from tests.support.stack import Stack, running_stack  # noqa: E402
+from tests.support.stack import SERVICES, Stack  # noqa: E402
 
 RESULTS_DIR = REPO / "bench" / "results"
 CACHE_DIR = Path(os.environ.get("BENCH_CACHE", str(REPO / "bench" / ".cache")))
@@ -83,11 +83,19 @@ def write_results(name: str, data: dict[str, Any]) -> Path:
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     cells = [[_cell(v) for v in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(headers, widths, strict=True)))]
+    lines = [
+        "  ".join(
+            h.rjust(w) if i else h.ljust(w)
+            for i, (h, w) in enumerate(zip(headers, widths, strict=True))
+        )
+    ]
     lines.append("  ".join("-" * w for w in widths))
     for row in cells:
         lines.append(
-            "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+            "  ".join(
+                c.rjust(w) if i else c.ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
         )
     return "\n".join(lines)
 
@@ -251,9 +259,7 @@ class BenchStack:
 
 
 @contextlib.asynccontextmanager
-async def bench_stack(
-    deps: Deps, backend: str, **env: str
-) -> AsyncIterator[BenchStack]:
+async def bench_stack(deps: Deps, backend: str, **env: str) -> AsyncIterator[BenchStack]:
     """The four services as real processes on `backend`, with their own AMQP prefix and db."""
     tag = uuid.uuid4().hex[:10]
     var_dir = deps.root / f"stack-{backend}-{tag}"
@@ -271,10 +277,53 @@ async def bench_stack(
         **env,
     }
     try:
-        with running_stack(overrides, var_dir / "logs") as stack:
+        with parallel_stack(overrides, var_dir / "logs") as stack:
             yield BenchStack(stack, deps, backend, var_dir, f"bench{tag}", prefix)
     finally:
         await delete_topology(AMQP_URL, prefix)
+
+
+@contextlib.contextmanager
+def parallel_stack(overrides: dict[str, str], log_dir: Path) -> Iterator[Stack]:
+    """tests.support.stack.running_stack, but auth, notification and converter start together
+    (then the gateway, which fetches auth's keys): stack start-up halves on a busy machine."""
+    ports = {name: free_port() for name in SERVICES}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("MONGO_", "SMTP_", "DATABASE_"))
+    }
+    env.update(
+        {
+            "AUTH_URLS": f"http://127.0.0.1:{ports['auth']}",
+            "NOTIFICATION_URLS": f"http://127.0.0.1:{ports['notification']}",
+            "PUBLIC_URL": f"http://127.0.0.1:{ports['gateway']}",
+            "CONVERTER_CONCURRENCY": str(os.cpu_count() or 1),  # the product's default
+            **overrides,
+        }
+    )
+    log_dir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(env=env, ports=ports, log_dir=log_dir)
+
+    def launch(name: str) -> None:
+        log = (log_dir / f"{name}.log").open("ab")
+        stack.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "services.cli.main", "serve", name, "--port", str(ports[name])],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    try:
+        first = [n for n in SERVICES if n != "gateway"]
+        for name in first:
+            launch(name)
+        for name in first:
+            stack.wait_ready(name, timeout=120)
+        launch("gateway")
+        stack.wait_ready("gateway", timeout=120)
+        yield stack
+    finally:
+        for name in reversed(list(stack.procs)):
+            stack.stop(name)
 
 
 async def login(client: httpx.AsyncClient) -> str:
@@ -402,7 +451,9 @@ def children(pid: int) -> list[int]:
     return found
 
 
-async def wait_job(client: httpx.AsyncClient, token: str, job_id: str, timeout: float = 600) -> dict[str, Any]:
+async def wait_job(
+    client: httpx.AsyncClient, token: str, job_id: str, timeout: float = 600
+) -> dict[str, Any]:
     """Poll GET /v1/jobs/{id} until the job is final."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -413,3 +464,48 @@ async def wait_job(client: httpx.AsyncClient, token: str, job_id: str, timeout: 
             return job
         await asyncio.sleep(0.2)
     raise TimeoutError(job_id)
+
+
+def long_video(seconds: int) -> Path:
+    """A cached long low-res H.264/AAC MP4 (64x48 at 1 fps, 22.05 kHz mono AAC): hours of
+    audio in little time and disk, for the converter's memory."""
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    out = CACHE_DIR / f"long_{seconds}s_64x48.mp4"
+    if not out.exists():
+        tmp = out.with_suffix(".part.mp4")
+        subprocess.run(
+            [ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", "-nostdin",
+             "-f", "lavfi", "-i", f"testsrc2=size=64x48:rate=1:duration={seconds}",
+             "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=22050:duration={seconds}",
+             "-ac", "1", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+             "-c:a", "aac", "-b:a", "48k", "-shortest", "-movflags", "+faststart", str(tmp)],
+            check=True,
+        )  # fmt: skip
+        tmp.rename(out)
+    return out
+
+
+class RssSampler:
+    """Polls VmRSS of a process (and the largest of its children) every `interval` seconds."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peak_kib = 0
+        self.peak_child_kib = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            self.peak_kib = max(self.peak_kib, rss_kib(self.pid).get("VmRSS", 0))
+            for child in children(self.pid):
+                self.peak_child_kib = max(self.peak_child_kib, rss_kib(child).get("VmRSS", 0))
+            await asyncio.sleep(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()

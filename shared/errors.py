@@ -16,6 +16,7 @@ class ErrorCode(StrEnum):
     NOT_READY = "not_ready"
     NOT_FOUND = "not_found"
     LINK_EXPIRED = "link_expired"
+    OUTPUT_EXPIRED = "output_expired"
     LINK_INVALID = "link_invalid"
     EMAIL_TAKEN = "email_taken"
     WEAK_PASSWORD = "weak_password"

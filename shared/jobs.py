@@ -95,6 +95,9 @@ class Job(BaseModel):
     output: OutputInfo | None = None
     error: JobError | None = None
     attempts: int = 0
+    # When the output (and its download links) expires; set on completion.
+    expires_at: datetime | None = None
+    output_expired: bool = False
     # The final event (completed/failed) recorded with the state change that caused it, until it
     # is published: a crash between the two cannot lose it (a transactional outbox).
     outbox: dict[str, Any] | None = None
@@ -102,11 +105,13 @@ class Job(BaseModel):
     def to_document(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, mode="python")
 
-    @field_validator("created_at", "updated_at")
+    @field_validator("created_at", "updated_at", "expires_at")
     @classmethod
-    def _assume_utc(cls, value: datetime) -> datetime:
+    def _assume_utc(cls, value: datetime | None) -> datetime | None:
         # Stored times are UTC; some servers and clients hand them back without a zone.
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> Job:
@@ -115,7 +120,11 @@ class Job(BaseModel):
     def public_view(self) -> dict[str, Any]:
         """The job as the contract shows it: no storage ids, a download URL when done."""
         output: dict[str, Any] | None = None
-        if self.output is not None and self.status is JobStatus.COMPLETED:
+        if (
+            self.output is not None
+            and self.status is JobStatus.COMPLETED
+            and not self.output_expired
+        ):
             output = {
                 **self.output.model_dump(mode="json"),
                 "download_url": f"/v1/jobs/{self.id}/download",
@@ -131,4 +140,5 @@ class Job(BaseModel):
             "source": self.source.model_dump(mode="json"),
             "output": output,
             "error": self.error.model_dump(mode="json") if self.error else None,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
         }

@@ -18,6 +18,7 @@ from shared.errors import NotFound, Unprocessable
 from shared.events import Event
 from shared.jobs import (
     ACTIVE_STATUSES,
+    FINAL_STATUSES,
     JOBS_COLLECTION,
     Job,
     JobError,
@@ -123,13 +124,19 @@ class JobStore:
         )
 
     async def complete(
-        self, job_id: str, output: OutputInfo, output_blob_id: str, outbox: Event
+        self,
+        job_id: str,
+        output: OutputInfo,
+        output_blob_id: str,
+        outbox: Event,
+        expires_at: datetime | None = None,
     ) -> Job | None:
         return await self._transition(
             job_id,
             [str(JobStatus.PROCESSING)],
             {
                 "status": str(JobStatus.COMPLETED),
+                "expires_at": expires_at,
                 "progress": 100,
                 "output": output.model_dump(),
                 "output_blob_id": output_blob_id,
@@ -162,6 +169,44 @@ class JobStore:
 
     async def cancel(self, job_id: str) -> Job | None:
         return await self._transition(job_id, _ACTIVE, {"status": str(JobStatus.CANCELLED)})
+
+    async def drop_source(self, job_id: str) -> None:
+        await self._jobs.update_one({"_id": job_id}, {"$set": {"source_blob_id": None}})
+
+    async def expired_outputs(self, now: datetime, limit: int = 500) -> list[Job]:
+        found = self._jobs.find(
+            {
+                "status": str(JobStatus.COMPLETED),
+                "output_expired": False,
+                "expires_at": {"$lt": now},
+            }
+        ).limit(limit)
+        return [Job.from_document(d) async for d in found]
+
+    async def mark_output_expired(self, job_id: str) -> None:
+        await self._jobs.update_one(
+            {"_id": job_id}, {"$set": {"output_expired": True, "output_blob_id": None}}
+        )
+
+    async def finished_with_source_before(self, cutoff: datetime, limit: int = 500) -> list[Job]:
+        found = self._jobs.find(
+            {
+                "status": {"$in": [str(s) for s in FINAL_STATUSES]},
+                "source_blob_id": {"$ne": None},
+                "created_at": {"$lt": cutoff},
+            }
+        ).limit(limit)
+        return [Job.from_document(d) async for d in found]
+
+    async def untouched_active_since(self, cutoff: datetime, limit: int = 500) -> list[Job]:
+        found = self._jobs.find({"status": {"$in": _ACTIVE}, "updated_at": {"$lt": cutoff}}).limit(
+            limit
+        )
+        return [Job.from_document(d) async for d in found]
+
+    async def existing_ids(self, job_ids: list[str]) -> set[str]:
+        found = self._jobs.find({"_id": {"$in": job_ids}}, {"_id": 1})
+        return {d["_id"] async for d in found}
 
     async def delete(self, job_id: str) -> None:
         await self._jobs.delete_one({"_id": job_id})

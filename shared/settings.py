@@ -41,6 +41,14 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 2 * GIB
     converter_concurrency: int = Field(default_factory=_cpu_count)
     ffmpeg_path: str | None = None
+    # Sources are deleted right after a successful conversion (0) or kept this many days.
+    source_retention_days: float = Field(default=0.0, ge=0)
+    # MP3s (and their download links) expire after this many days.
+    output_retention_days: float = Field(default=7.0, gt=0)
+    # Seconds between sweeps of expired files, leftovers and stuck jobs.
+    retention_sweep_interval: float = Field(default=600.0, gt=0)
+    # A queued or processing job untouched for this long is failed by the sweep.
+    stuck_job_hours: float = Field(default=24.0, gt=0)
     # On SIGTERM running conversions get this long to finish; the rest go back to the queue.
     converter_shutdown_grace: float = 30.0
 

@@ -12,14 +12,17 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from services.cli.embedded import nx_27017_command
 from shared.settings import Settings
+from tests.support.amqp import delete_topology
 from tests.support.media import MediaFactory
+from tests.support.stack import Stack, running_stack
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_MEDIA = REPO.parent / "shared" / "media"
@@ -110,3 +113,33 @@ def shared_media() -> Path:
 
 def pytest_report_header() -> list[str]:
     return [f"ffmpeg: {shutil.which('ffmpeg') or 'imageio-ffmpeg'}; amqp: {AMQP_URL}"]
+
+
+StackFactory = Callable[..., AbstractAsyncContextManager[Stack]]
+
+
+@pytest.fixture
+def private_stack(mongo_url: str, amqp_url: str, tmp_path: Path) -> StackFactory:
+    @asynccontextmanager
+    async def make(smtp_url: str, **overrides: str) -> AsyncIterator[Stack]:
+        tag = uuid.uuid4().hex[:10]
+        prefix = f"test-fault-{tag}"
+        env = {
+            "AMQP_URL": amqp_url,
+            "AMQP_PREFIX": prefix,
+            "MONGO_URL": mongo_url,
+            "MONGO_DB": f"fault{tag}",
+            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}",
+            "SMTP_URL": smtp_url,
+            "BLOB_STORE": "file",
+            "VAR_DIR": str(tmp_path / "var"),
+            "NETWORK_TIMEOUT": "3",
+            **overrides,
+        }
+        try:
+            with running_stack(env, tmp_path / "logs") as stack:
+                yield stack
+        finally:
+            await delete_topology(amqp_url, prefix)
+
+    return make

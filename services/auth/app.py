@@ -14,6 +14,7 @@ from services.auth.passwords import common_passwords
 from services.auth.routes import router, well_known
 from services.auth.state import AuthState, ensure_sqlite_directory
 from shared.http import install_error_handlers, install_operations
+from shared.security import install_security
 from shared.settings import Settings
 
 
@@ -42,6 +43,8 @@ def create_app(settings: Settings) -> FastAPI:
         )
 
     install_operations(app, {"database": state.ping_database}, service="auth")
+    # No CORS: browsers reach auth only through the gateway.
+    install_security(app)
     app.include_router(router)
     app.include_router(well_known)
     return app

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.auth.errors import TooManyAttempts
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_FAILURES = 5
 DEFAULT_MAX_FAILURES_PER_ADDRESS = 20
 DEFAULT_WINDOW_SECONDS = 900
+# A counting transaction that lost a lock race (InnoDB deadlock, SQLite busy) is simply run again.
+COUNT_TRIES = 3
 # Expired rows are deleted now and then rather than on every attempt (fewer writes, fewer locks).
 PURGE_EVERY = 256
 
@@ -133,14 +135,26 @@ class LoginThrottle:
 
     async def _count_one(self, scope: Scope, subject: str) -> None:
         now = self._clock()
-        new_window_ends_at = now + timedelta(seconds=self._policy.window_seconds)
-        async with self._sessions.begin() as session:
-            attempts, window_ends_at = await LoginAttemptsRepository(session).count_attempt(
-                scope, subject, now, new_window_ends_at
-            )
+        attempts, window_ends_at = await self._count_in_transaction(scope, subject, now)
         if attempts > self._policy.limit(scope):
             retry_after = max(1, math.ceil((window_ends_at - now).total_seconds()))
             raise TooManyAttempts(retry_after)
+
+    async def _count_in_transaction(
+        self, scope: Scope, subject: str, now: datetime
+    ) -> tuple[int, datetime]:
+        new_window_ends_at = now + timedelta(seconds=self._policy.window_seconds)
+        for tries_left in reversed(range(COUNT_TRIES)):
+            try:
+                async with self._sessions.begin() as session:
+                    return await LoginAttemptsRepository(session).count_attempt(
+                        scope, subject, now, new_window_ends_at
+                    )
+            except OperationalError:
+                if not tries_left:
+                    raise
+                log.info("counting a login attempt lost a lock race; counting again")
+        raise AssertionError("unreachable")
 
     async def _maybe_purge(self) -> None:
         self._counted += 1

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from services.converter.retention import RetentionPolicy, RetentionSweeper
 from services.converter.service import Converter
 from services.converter.worker import ConverterWorker
 from shared.blobstore import open_blob_store
@@ -41,9 +42,18 @@ def create_app(settings: Settings) -> FastAPI:
                 ffmpeg=ffmpeg_executable(settings.ffmpeg_path),
                 timeout_base=settings.ffmpeg_timeout_base,
                 timeout_factor=settings.ffmpeg_timeout_factor,
+                retention=RetentionPolicy.from_settings(settings),
             )
             await asyncio.to_thread(converter.remove_stale_temp)
-            worker = ConverterWorker(amqp, topology, converter, settings.converter_concurrency)
+            sweeper = RetentionSweeper(jobs, converter.blobs, converter.retention, converter.fail)
+            worker = ConverterWorker(
+                amqp,
+                topology,
+                converter,
+                settings.converter_concurrency,
+                sweeper=sweeper,
+                sweep_interval=settings.retention_sweep_interval,
+            )
             await worker.start()
             app.state.converter = converter
             app.state.jobs = jobs

@@ -19,6 +19,7 @@ from pathlib import Path, PurePath
 from services.converter.pipeline import convert
 from services.converter.probe import probe
 from services.converter.progress import ProgressThrottle, percent
+from services.converter.retention import RetentionPolicy
 from shared.blobstore import BlobStore
 from shared.errors import AppError, ErrorCode, MediaError
 from shared.events import (
@@ -79,6 +80,9 @@ class Converter:
     ffmpeg: str = field(default_factory=ffmpeg_executable)
     timeout_base: float = 60.0
     timeout_factor: float = 2.0
+    retention: RetentionPolicy = field(
+        default_factory=lambda: RetentionPolicy(source_days=0, output_days=7, stuck_hours=24)
+    )
     _running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _cancelled: set[str] = field(default_factory=set)
 
@@ -175,12 +179,19 @@ class Converter:
                 ),
             )
             stored = await self.jobs.complete(
-                job.id, output, self.output_blob_id(job.id), outbox=completed
+                job.id,
+                output,
+                self.output_blob_id(job.id),
+                outbox=completed,
+                expires_at=self.retention.output_expiry(utcnow()),
             )
             if stored is None:
                 # Cancelled or deleted while we worked: the output must not outlive the job.
                 await self.blobs.delete(self.output_blob_id(job.id))
                 return
+            if self.retention.source_days == 0 and job.source_blob_id:
+                await self.blobs.delete(job.source_blob_id)
+                await self.jobs.drop_source(job.id)
             await self._announce(
                 JobProgress(
                     correlation_id=correlation_id,

@@ -9,6 +9,7 @@ import logging
 
 from aio_pika.abc import AbstractQueue, AbstractRobustChannel, AbstractRobustConnection
 
+from services.converter.retention import RetentionSweeper
 from services.converter.service import Converter
 from shared.events import EventType
 from shared.messaging import bind_private_queue, consume, open_consumer_channel
@@ -28,7 +29,12 @@ class ConverterWorker:
         topology: Topology,
         converter: Converter,
         concurrency: int,
+        sweeper: RetentionSweeper | None = None,
+        sweep_interval: float = 600.0,
     ) -> None:
+        self._retention = sweeper
+        self._retention_interval = sweep_interval
+        self._retention_task: asyncio.Task[None] | None = None
         self._connection = connection
         self._topology = topology
         self._converter = converter
@@ -53,6 +59,8 @@ class ConverterWorker:
         await consume(side, control.name, self._converter.handle_control)
         self._sweeper = asyncio.create_task(self._sweep_forever())
         self._gauge = asyncio.create_task(self._measure_queues(side))
+        if self._retention is not None:
+            self._retention_task = asyncio.create_task(self._retain_forever(self._retention))
         log.info(
             "converter consuming %s, %d at a time", self._topology.jobs_queue, self._concurrency
         )
@@ -66,6 +74,14 @@ class ConverterWorker:
                     log.warning("re-published %d unsent final event(s)", sent)
             except Exception:  # an outage must not end the sweep; it runs again next round
                 log.exception("outbox sweep failed")
+
+    async def _retain_forever(self, sweeper: RetentionSweeper) -> None:
+        while True:
+            try:
+                await sweeper.sweep()
+            except Exception:  # an outage must not end the sweeps; the next one catches up
+                log.exception("retention sweep failed")
+            await asyncio.sleep(self._retention_interval)
 
     async def _measure_queues(self, channel: AbstractRobustChannel) -> None:
         """Keep the queue-depth gauge current (what autoscalers and dashboards read)."""
@@ -81,7 +97,7 @@ class ConverterWorker:
 
     async def stop(self, grace: float) -> None:
         """Stop taking jobs, give running ones `grace` seconds, hand the rest back."""
-        for task in (self._sweeper, self._gauge):
+        for task in (self._sweeper, self._gauge, self._retention_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -12,8 +13,8 @@ from services.gateway.deps import CurrentUser, State
 from services.gateway.downloads import blob_response
 from services.gateway.schemas import JobPage
 from services.gateway.uploads import MultipartUpload
-from shared.errors import Conflict, ErrorCode, NotFound
-from shared.jobs import Job, JobStatus
+from shared.errors import Conflict, ErrorCode, Gone, NotFound
+from shared.jobs import Job, JobStatus, utcnow
 from shared.links import verify_download_token
 from shared.logs import correlation_id as current_correlation_id
 from shared.logs import new_correlation_id
@@ -72,6 +73,8 @@ async def delete_job(job_id: str, user: CurrentUser, state: State) -> Response:
 
 
 async def _download(state: State, job: Job, range_header: str | None) -> Response:
+    if job.status is JobStatus.COMPLETED and (job.output_expired or _past(job.expires_at)):
+        raise Gone("this file has expired and was deleted", code=ErrorCode.OUTPUT_EXPIRED)
     if job.status is not JobStatus.COMPLETED or job.output is None or not job.output_blob_id:
         raise Conflict("the conversion has not finished", code=ErrorCode.NOT_READY)
     return await blob_response(
@@ -81,6 +84,10 @@ async def _download(state: State, job: Job, range_header: str | None) -> Respons
         content_type=job.output.content_type,
         range_header=range_header,
     )
+
+
+def _past(moment: datetime | None) -> bool:
+    return moment is not None and moment <= utcnow()
 
 
 @router.get("/jobs/{job_id}/download")

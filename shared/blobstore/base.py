@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterable, AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -100,4 +101,12 @@ class BlobStore(Protocol):
 
     async def check(self) -> None:
         """Raise if the backend is unreachable (readiness probes)."""
+        ...
+
+    def list_blobs(self, older_than: datetime) -> AsyncIterator[str]:
+        """Ids of the stored blobs written before `older_than` (for the orphan sweep)."""
+        ...
+
+    async def remove_leftovers(self, older_than: datetime) -> int:
+        """Remove what interrupted writes left behind before `older_than`; returns the count."""
         ...

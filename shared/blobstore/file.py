@@ -9,6 +9,7 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator
+from datetime import datetime
 from pathlib import Path
 
 from shared.blobstore._aio import ThreadFile, off_loop, pread_blocks, run_to_completion, write_all
@@ -91,6 +92,13 @@ class FileBlobStore:
 
     def local_path(self, blob_id: str) -> Path | None:
         return self.path_of(blob_id)
+
+    async def list_blobs(self, older_than: datetime) -> AsyncIterator[str]:
+        for blob_id in await asyncio.to_thread(_list_committed, self.root, older_than.timestamp()):
+            yield blob_id
+
+    async def remove_leftovers(self, older_than: datetime) -> int:
+        return await asyncio.to_thread(_remove_stale_temps, self.root, older_than.timestamp())
 
     async def check(self) -> None:
         await asyncio.to_thread(_probe_writable, self.root)
@@ -209,3 +217,25 @@ def _probe_writable(root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=".probe.", suffix=TEMP_SUFFIX, dir=root)
     _close_and_unlink((fd, name))
+
+
+def _list_committed(root: Path, before: float) -> list[str]:
+    if not root.is_dir():
+        return []
+    return [
+        p.name
+        for p in root.glob("*/*")
+        if not p.name.startswith(".") and p.is_file() and p.stat().st_mtime < before
+    ]
+
+
+def _remove_stale_temps(root: Path, before: float) -> int:
+    """Temp files of writes that a crash interrupted (kill -9 skips every cleanup)."""
+    if not root.is_dir():
+        return 0
+    removed = 0
+    for p in root.glob(f"*/.*{TEMP_SUFFIX}"):
+        if p.stat().st_mtime < before:
+            _unlink_quietly(p)
+            removed += 1
+    return removed

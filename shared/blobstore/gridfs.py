@@ -129,6 +129,34 @@ class GridFSBlobStore:
         validate_blob_id(blob_id)
         return None
 
+    async def list_blobs(self, older_than: datetime.datetime) -> AsyncIterator[str]:
+        cursor = self.files.find(
+            {"uploadDate": {"$lt": older_than}, "filename": {"$ne": ""}},
+            projection={"filename": 1},
+        )
+        async for doc in cursor:
+            if doc.get("filename"):
+                yield str(doc["filename"])
+
+    async def remove_leftovers(self, older_than: datetime.datetime) -> int:
+        """Chunks of writes that never committed: placeholder files documents (nx-27017 makes
+        one per upload) and chunks whose files document does not exist (real MongoDB)."""
+        removed = 0
+        async for doc in self.files.find({"filename": ""}, projection={"_id": 1, "uploadDate": 1}):
+            uploaded = doc.get("uploadDate")
+            if uploaded is None or _as_utc(uploaded) < older_than:
+                await run_to_completion(self._delete_revision(doc["_id"]))
+                removed += 1
+        owners = set(await self.chunks.distinct("files_id"))
+        if owners:
+            known = {d["_id"] async for d in self.files.find({"_id": {"$in": list(owners)}})}
+            for files_id in owners - known:
+                # An ObjectId carries its creation time: a write still in progress is young.
+                if isinstance(files_id, ObjectId) and files_id.generation_time < older_than:
+                    await self.chunks.delete_many({"files_id": files_id})
+                    removed += 1
+        return removed
+
     async def check(self) -> None:
         await self.db.command("ping")
 
@@ -283,3 +311,7 @@ def _checked_data(chunk: Mapping[str, Any], n: int, length: int, size: int, blob
 
 def _vanished(blob_id: str) -> BlobNotFound:
     return BlobNotFound(f"{blob_id} was deleted or replaced while being read")
+
+
+def _as_utc(value: datetime.datetime) -> datetime.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)

@@ -10,11 +10,19 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import update
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
+from services.auth import throttle
+from services.auth.migrate import upgrade
 from services.auth.models import LoginAttempts
-from services.auth.throttle import Scope, ThrottlePolicy, account_subject, address_subject
+from services.auth.throttle import (
+    LoginThrottle,
+    Scope,
+    ThrottlePolicy,
+    account_subject,
+    address_subject,
+)
 from shared.settings import Settings
 from tests.auth.conftest import PASSWORD, login, new_email, register, running_auth
 
@@ -225,6 +233,30 @@ async def test_a_proxy_that_names_no_client_is_not_counted_as_one(
     """
     for _ in range(MAX_PER_ADDRESS + 1):
         assert (await login(client, new_email(), "wrong")).status_code == 401
+
+
+async def test_expired_counts_are_purged(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await upgrade(database_url)
+    monkeypatch.setattr(throttle, "PURGE_EVERY", 1)
+    now = datetime.now(UTC)
+    engine = create_async_engine(database_url)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    try:
+        old = LoginThrottle(sessions, ThrottlePolicy(), clock=lambda: now - timedelta(hours=1))
+        stale = new_email()
+        await old.count(stale, new_address())
+        await LoginThrottle(sessions, ThrottlePolicy(), clock=lambda: now).count(new_email(), None)
+        async with sessions() as session:
+            left = await session.scalar(
+                select(func.count())
+                .select_from(LoginAttempts)
+                .where(LoginAttempts.window_ends_at <= now)
+            )
+    finally:
+        await engine.dispose()
+    assert left == 0
 
 
 @pytest.mark.parametrize(

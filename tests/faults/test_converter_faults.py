@@ -12,9 +12,10 @@ import aio_pika
 
 from shared.events import JobSubmitted, JobSubmittedPayload
 from shared.topology import Topology
+from tests.conftest import StackFactory
 from tests.e2e.test_cancel import long_tone
 from tests.e2e.test_pipeline import auth, upload, wait_final
-from tests.faults.conftest import StackFactory, client_and_user
+from tests.faults.conftest import client_and_user
 from tests.support.media import MediaFactory, decode
 from tests.support.smtp import SmtpCatcher
 from tests.support.stack import Stack
@@ -38,9 +39,9 @@ def mails_for(smtp: SmtpCatcher, job_filename: str) -> int:
 
 
 async def test_kill_9_mid_conversion_completes_once(
-    fault_stack: StackFactory, smtp: SmtpCatcher, media: MediaFactory, tmp_path: Path
+    private_stack: StackFactory, smtp: SmtpCatcher, media: MediaFactory, tmp_path: Path
 ) -> None:
-    async with fault_stack(smtp.url) as stack:
+    async with private_stack(smtp.url) as stack:
         async with client_and_user(stack) as (client, user):
             response = await upload(client, user, long_tone(media), "killed.flac")
             job_id = response.json()["id"]
@@ -63,9 +64,9 @@ async def test_kill_9_mid_conversion_completes_once(
 
 
 async def test_poison_messages_are_dead_lettered_and_work_goes_on(
-    fault_stack: StackFactory, smtp: SmtpCatcher, media: MediaFactory, amqp_url: str
+    private_stack: StackFactory, smtp: SmtpCatcher, media: MediaFactory, amqp_url: str
 ) -> None:
-    async with fault_stack(smtp.url) as stack:
+    async with private_stack(smtp.url) as stack:
         topology = Topology(stack.env["AMQP_PREFIX"])
         missing = JobSubmitted(
             payload=JobSubmittedPayload(
@@ -106,9 +107,9 @@ async def test_poison_messages_are_dead_lettered_and_work_goes_on(
 
 
 async def test_ffmpeg_that_runs_too_long_is_killed(
-    fault_stack: StackFactory, smtp: SmtpCatcher, media: MediaFactory
+    private_stack: StackFactory, smtp: SmtpCatcher, media: MediaFactory
 ) -> None:
-    async with fault_stack(smtp.url, FFMPEG_TIMEOUT_BASE="1", FFMPEG_TIMEOUT_FACTOR="0") as stack:
+    async with private_stack(smtp.url, FFMPEG_TIMEOUT_BASE="1", FFMPEG_TIMEOUT_FACTOR="0") as stack:
         async with client_and_user(stack) as (client, user):
             response = await upload(client, user, long_tone(media))
             job = await wait_final(client, user, response.json()["id"])
@@ -121,9 +122,9 @@ async def test_ffmpeg_that_runs_too_long_is_killed(
 
 
 async def test_sigterm_lets_a_running_job_finish(
-    fault_stack: StackFactory, smtp: SmtpCatcher, media: MediaFactory
+    private_stack: StackFactory, smtp: SmtpCatcher, media: MediaFactory
 ) -> None:
-    async with fault_stack(smtp.url) as stack, client_and_user(stack) as (client, user):
+    async with private_stack(smtp.url) as stack, client_and_user(stack) as (client, user):
         response = await upload(client, user, long_tone(media))
         job_id = response.json()["id"]
         await wait_status(client, user, job_id, "processing")
@@ -136,9 +137,9 @@ async def test_sigterm_lets_a_running_job_finish(
 
 
 async def test_sigterm_hands_back_what_cannot_finish(
-    fault_stack: StackFactory, smtp: SmtpCatcher, media: MediaFactory
+    private_stack: StackFactory, smtp: SmtpCatcher, media: MediaFactory
 ) -> None:
-    async with fault_stack(smtp.url, CONVERTER_SHUTDOWN_GRACE="0.5") as stack:
+    async with private_stack(smtp.url, CONVERTER_SHUTDOWN_GRACE="0.5") as stack:
         async with client_and_user(stack) as (client, user):
             response = await upload(client, user, long_tone(media), "handed-back.flac")
             job_id = response.json()["id"]

@@ -12,9 +12,9 @@ import httpx
 
 from services.cli.embedded import nx_27017_command
 from shared.topology import Topology
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import StackFactory, free_port, wait_for_port
 from tests.e2e.test_pipeline import auth, upload, wait_final
-from tests.faults.conftest import StackFactory, client_and_user
+from tests.faults.conftest import client_and_user
 from tests.support.media import MediaFactory
 from tests.support.smtp import SmtpCatcher
 
@@ -35,9 +35,9 @@ async def consumer_counts(amqp_url: str, topology: Topology) -> dict[str, int]:
 
 
 async def test_broker_restart_with_20_jobs_in_flight(
-    fault_stack: StackFactory, smtp: SmtpCatcher, media: MediaFactory, amqp_url: str
+    private_stack: StackFactory, smtp: SmtpCatcher, media: MediaFactory, amqp_url: str
 ) -> None:
-    async with fault_stack(smtp.url) as stack, client_and_user(stack) as (client, user):
+    async with private_stack(smtp.url) as stack, client_and_user(stack) as (client, user):
         topology = Topology(stack.env["AMQP_PREFIX"])
         source = media.h264_aac(20, size="64x48")
         job_ids = []
@@ -76,9 +76,9 @@ async def test_broker_restart_with_20_jobs_in_flight(
             assert ready.status_code == 200, (name, ready.text)
 
 
-async def test_mail_server_down_for_20s(fault_stack: StackFactory, media: MediaFactory) -> None:
+async def test_mail_server_down_for_20s(private_stack: StackFactory, media: MediaFactory) -> None:
     catcher = SmtpCatcher()  # not started: nothing listens on its port yet
-    async with fault_stack(catcher.url) as stack, client_and_user(stack) as (client, user):
+    async with private_stack(catcher.url) as stack, client_and_user(stack) as (client, user):
         source = media.h264_aac(2)
         job_ids = [
             (await upload(client, user, source, f"late-{i}.mp4")).json()["id"] for i in range(3)
@@ -95,7 +95,7 @@ async def test_mail_server_down_for_20s(fault_stack: StackFactory, media: MediaF
 
 
 async def test_mongodb_restart(
-    fault_stack: StackFactory, smtp: SmtpCatcher, media: MediaFactory, tmp_path: Path
+    private_stack: StackFactory, smtp: SmtpCatcher, media: MediaFactory, tmp_path: Path
 ) -> None:
     data = tmp_path / "mongo"
     data.mkdir()
@@ -107,7 +107,7 @@ async def test_mongodb_restart(
         wait_for_port(port)
         url = f"mongodb://127.0.0.1:{port}"
         async with (
-            fault_stack(smtp.url, MONGO_URL=url) as stack,
+            private_stack(smtp.url, MONGO_URL=url) as stack,
             client_and_user(stack) as (client, user),
         ):
             first = await upload(client, user, media.h264_aac(2))

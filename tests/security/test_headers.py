@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI, WebSocket
+from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
-from starlette.testclient import TestClient
 from starlette.types import Message
 
 from services.auth.app import create_app as create_auth_app
@@ -58,21 +56,26 @@ async def serve(app: FastAPI, **kwargs: object) -> AsyncIterator[httpx.AsyncClie
         yield client
 
 
-def auth_app(tmp_path: Path, cors_origins: Sequence[str] = ()) -> FastAPI:
+def auth_app(tmp_path: Path) -> FastAPI:
+    """The real auth app, which installs the security middleware itself."""
     settings = Settings(
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}",
         var_dir=tmp_path / "var",
         jwt_private_key=None,
         jwt_private_key_file=None,
     )
-    app = create_auth_app(settings)
-    install_security(app, cors_origins=cors_origins)
-    return app
+    return create_auth_app(settings)
 
 
 @pytest.fixture(scope="module")
 async def auth(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[httpx.AsyncClient]:
-    async with serve(auth_app(tmp_path_factory.mktemp("auth"), [ALLOWED_ORIGIN])) as client:
+    async with serve(auth_app(tmp_path_factory.mktemp("auth"))) as client:
+        yield client
+
+
+@pytest.fixture
+async def tiny() -> AsyncIterator[httpx.AsyncClient]:
+    async with serve(tiny_app(), raise_app_exceptions=False) as client:
         yield client
 
 
@@ -134,42 +137,41 @@ async def test_docs_page_gets_a_policy_that_lets_it_render(auth: httpx.AsyncClie
     assert_security_headers(response, DOCS_CONTENT_SECURITY_POLICY)
 
 
-async def test_cors_allowed_origin_is_answered(auth: httpx.AsyncClient) -> None:
-    response = await auth.get("/healthz", headers={"Origin": ALLOWED_ORIGIN})
+async def test_cors_allowed_origin_is_answered(tiny: httpx.AsyncClient) -> None:
+    response = await tiny.get("/gone", headers={"Origin": ALLOWED_ORIGIN})
     assert response.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
     assert "access-control-allow-credentials" not in response.headers
     assert_security_headers(response)
 
-    preflight = await auth.options(
-        "/v1/auth/me",
+    preflight = await tiny.options(
+        "/gone",
         headers={
             "Origin": ALLOWED_ORIGIN,
-            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Method": "DELETE",
             "Access-Control-Request-Headers": "authorization",
         },
     )
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
     assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+    assert "retry-after" in response.headers["access-control-expose-headers"].lower()
     assert_security_headers(preflight)
 
 
-async def test_cors_other_origin_gets_nothing(auth: httpx.AsyncClient) -> None:
-    response = await auth.get("/healthz", headers={"Origin": OTHER_ORIGIN})
+async def test_cors_other_origin_gets_nothing(tiny: httpx.AsyncClient) -> None:
+    response = await tiny.get("/gone", headers={"Origin": OTHER_ORIGIN})
     assert "access-control-allow-origin" not in response.headers
-    preflight = await auth.options(
-        "/v1/auth/me",
-        headers={"Origin": OTHER_ORIGIN, "Access-Control-Request-Method": "GET"},
+    preflight = await tiny.options(
+        "/gone", headers={"Origin": OTHER_ORIGIN, "Access-Control-Request-Method": "GET"}
     )
     assert "access-control-allow-origin" not in preflight.headers
     assert preflight.status_code == 400
 
 
-async def test_no_cors_without_an_allow_list(tmp_path: Path) -> None:
-    async with serve(auth_app(tmp_path)) as client:
-        response = await client.get("/healthz", headers={"Origin": ALLOWED_ORIGIN})
-        assert "access-control-allow-origin" not in response.headers
-        assert_security_headers(response)
+async def test_no_cors_without_an_allow_list(auth: httpx.AsyncClient) -> None:
+    response = await auth.get("/healthz", headers={"Origin": ALLOWED_ORIGIN})
+    assert "access-control-allow-origin" not in response.headers
+    assert_security_headers(response)
 
 
 def tiny_app() -> FastAPI:
@@ -194,18 +196,11 @@ def tiny_app() -> FastAPI:
 
         return StreamingResponse(chunks(), media_type="audio/mpeg")
 
-    @app.websocket("/ws")
-    async def ws(websocket: WebSocket) -> None:
-        await websocket.accept()
-        await websocket.send_text("hello")
-        await websocket.close()
-
     return app
 
 
-async def test_500_is_a_bare_error_body_with_headers() -> None:
-    async with serve(tiny_app(), raise_app_exceptions=False) as client:
-        response = await client.get("/boom", headers={"Origin": ALLOWED_ORIGIN})
+async def test_500_is_a_bare_error_body_with_headers(tiny: httpx.AsyncClient) -> None:
+    response = await tiny.get("/boom", headers={"Origin": ALLOWED_ORIGIN})
     assert response.status_code == 500
     assert response.json() == {"detail": "internal error", "code": "internal_error"}
     assert SECRET not in response.text
@@ -215,17 +210,15 @@ async def test_500_is_a_bare_error_body_with_headers() -> None:
     assert response.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
 
 
-async def test_app_errors_keep_their_code() -> None:
-    async with serve(tiny_app()) as client:
-        response = await client.get("/gone")
+async def test_app_errors_keep_their_code(tiny: httpx.AsyncClient) -> None:
+    response = await tiny.get("/gone")
     assert response.status_code == 404
     assert response.json() == {"detail": "no such job", "code": "not_found"}
     assert_security_headers(response)
 
 
-async def test_streaming_response_has_headers_and_body() -> None:
-    async with serve(tiny_app()) as client:
-        response = await client.get("/stream")
+async def test_streaming_response_has_headers_and_body(tiny: httpx.AsyncClient) -> None:
+    response = await tiny.get("/stream")
     assert response.text == "chunk 0\nchunk 1\nchunk 2\n"
     assert_security_headers(response)
 
@@ -263,19 +256,22 @@ async def test_middleware_passes_each_body_message_on_at_once() -> None:
     assert headers[b"x-content-type-options"] == b"nosniff"
 
 
-def test_websockets_pass_through_untouched() -> None:
-    with TestClient(tiny_app()) as client, client.websocket_connect("/ws") as websocket:
-        assert websocket.receive_text() == "hello"
+async def test_websockets_pass_through_untouched() -> None:
+    accept: Message = {"type": "websocket.accept", "headers": []}
+    events: list[Message] = [accept, {"type": "websocket.send", "text": "hello"}]
 
+    async def app(scope: object, receive: object, send: object) -> None:
+        assert callable(send)
+        for event in events:
+            await send(event)
 
-def test_error_bodies_never_carry_a_traceback() -> None:
-    with TestClient(tiny_app(), raise_server_exceptions=False) as client:
-        response = client.get("/boom")
-    body = json.loads(response.text)
-    assert body == {"detail": "internal error", "code": "internal_error"}
+    sent: list[Message] = []
 
+    async def send(message: Message) -> None:
+        sent.append(message)
 
-@pytest.fixture
-def _no_env_leak(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("CORS_ORIGINS", raising=False)
-    yield
+    async def receive() -> Message:
+        return {"type": "websocket.connect"}
+
+    await SecurityHeadersMiddleware(app)({"type": "websocket", "path": "/ws"}, receive, send)
+    assert sent == [{"type": "websocket.accept", "headers": []}, events[1]]

@@ -46,5 +46,12 @@ async def page(context: BrowserContext) -> AsyncIterator[Page]:
     errors: list[str] = []
     tab = await context.new_page()
     tab.on("pageerror", lambda error: errors.append(str(error)))
+    # The gateway's Content-Security-Policy allows no inline script or style: report any breach.
+    tab.on(
+        "console",
+        lambda message: (
+            errors.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
     yield tab
-    assert not errors, f"uncaught errors in the page: {errors}"
+    assert not errors, f"errors in the page: {errors}"
