@@ -25,7 +25,7 @@ def blob_files(stack: Stack, suffix: str) -> list[Path]:
     return sorted((Path(stack.env["VAR_DIR"]) / "blobs").rglob(f"*{suffix}"))
 
 
-async def eventually(check, timeout: float = 20) -> None:  # type: ignore[no-untyped-def]
+async def eventually(check, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, "condition not met in time"
@@ -63,7 +63,7 @@ async def test_sources_go_and_outputs_expire(
         assert after["output"] is None
 
 
-async def smtp_message_for(smtp: SmtpCatcher, email: str):  # type: ignore[no-untyped-def]
+async def smtp_message_for(smtp: SmtpCatcher, email: str):
     for _ in range(200):
         for message in smtp.messages:
             if email in str(message["To"]):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,7 +46,13 @@ __all__ = [
 ]
 
 REPO = Path(__file__).resolve().parents[2]
-SCREENSHOTS = REPO / "docs" / "screenshots"
+# The committed screenshots change only on purpose (UPDATE_SCREENSHOTS=1); otherwise the states
+# are still captured, into a scratch directory.
+SCREENSHOTS = (
+    REPO / "docs" / "screenshots"
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / "video2mp3-screenshots"
+)
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--no-sandbox",
