@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from services.gateway import service
 from services.gateway.deps import CurrentUser, State
 from services.gateway.downloads import blob_response
-from services.gateway.schemas import JobPage
+from services.gateway.schemas import JobPage, MarkReadRequest
 from services.gateway.uploads import MultipartUpload
 from shared.errors import Conflict, ErrorCode, Gone, NotFound
 from shared.jobs import Job, JobStatus, utcnow
@@ -124,4 +124,22 @@ async def notifications(request: Request, user: CurrentUser, state: State) -> Re
     )
     return Response(
         upstream.content, upstream.status_code, media_type=upstream.headers.get("content-type")
+    )
+
+
+@router.post("/notifications/read", status_code=204, tags=["notifications"])
+async def mark_notifications_read(
+    body: MarkReadRequest, request: Request, user: CurrentUser, state: State
+) -> Response:
+    """Mark notifications read: the listed `ids`, or all of them when `ids` is omitted."""
+    upstream = await state.notifications.request(
+        "POST",
+        "/v1/notifications/read",
+        headers={"authorization": request.headers.get("authorization", "")},
+        json=body.model_dump(),
+    )
+    return Response(
+        upstream.content or None,
+        upstream.status_code,
+        media_type=upstream.headers.get("content-type"),
     )

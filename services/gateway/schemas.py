@@ -19,3 +19,7 @@ class RefreshRequest(BaseModel):
 class JobPage(BaseModel):
     items: list[dict[str, Any]]
     next_cursor: str | None
+
+
+class MarkReadRequest(BaseModel):
+    ids: list[str] | None = Field(default=None, max_length=500)

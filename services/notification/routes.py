@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from services.notification.deps import CurrentUser, State
-from services.notification.schemas import NotificationList, NotificationView
+from services.notification.schemas import MarkRead, NotificationList, NotificationView
 
 router = APIRouter(prefix="/v1")
 
@@ -15,3 +15,9 @@ async def list_notifications(user: CurrentUser, state: State) -> NotificationLis
     """The caller's notifications, newest first (at most 100)."""
     notes = await state.service.list_for_user(user.user_id)
     return NotificationList(items=[NotificationView.of(note) for note in notes])
+
+
+@router.post("/notifications/read", status_code=204)
+async def mark_read(body: MarkRead, user: CurrentUser, state: State) -> Response:
+    await state.service.mark_read(user.user_id, body.ids)
+    return Response(status_code=204)

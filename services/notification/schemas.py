@@ -89,3 +89,9 @@ class NotificationView(BaseModel):
 
 class NotificationList(BaseModel):
     items: list[NotificationView]
+
+
+class MarkRead(BaseModel):
+    """Which notifications to mark read; all of the caller's when `ids` is omitted."""
+
+    ids: list[str] | None = Field(default=None, max_length=500)

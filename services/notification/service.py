@@ -91,6 +91,9 @@ class NotificationService:
             await self._store.give_up_mail(note_id, self._clock(), reason)
             EMAILS.labels("failed").inc()
 
+    async def mark_read(self, user_id: str, note_ids: list[str] | None) -> None:
+        await self._store.mark_read(user_id, note_ids)
+
     async def list_for_user(self, user_id: str) -> list[Notification]:
         return await self._store.list_for_user(user_id)
 

@@ -117,6 +117,13 @@ class NotificationStore:
         doc = await self._notes.find_one({"_id": note_id})
         return Notification.from_document(doc) if doc is not None else None
 
+    async def mark_read(self, user_id: str, note_ids: list[str] | None) -> None:
+        """Mark the user's notifications read: the given ones, or all when `note_ids` is None."""
+        query: dict[str, Any] = {"user_id": user_id, "read": False}
+        if note_ids is not None:
+            query["_id"] = {"$in": note_ids}
+        await self._notes.update_many(query, {"$set": {"read": True}})
+
     async def list_for_user(self, user_id: str, limit: int = LIST_LIMIT) -> list[Notification]:
         cursor = self._notes.find({"user_id": user_id}).sort("created_at", DESCENDING).limit(limit)
         return [Notification.from_document(doc) async for doc in cursor]

@@ -112,6 +112,11 @@ async def test_upload_convert_email_download(
     notes = await client.get("/v1/notifications", headers=auth(user))
     assert notes.status_code == 200
     assert [n["job_id"] for n in notes.json()["items"]] == [job["id"]]
+    assert notes.json()["items"][0]["read"] is False
+    marked = await client.post("/v1/notifications/read", headers=auth(user), json={})
+    assert marked.status_code == 204
+    notes = await client.get("/v1/notifications", headers=auth(user))
+    assert notes.json()["items"][0]["read"] is True
 
 
 async def test_real_51_source_gives_stereo_mp3(
