@@ -83,6 +83,7 @@ def build_mp3_command(
         # Input side: the demuxer the probe saw, no protocol but plain files, and a `file:`
         # URL so a name like "a.mp4 -i http://x/" or "http:x" is only ever a file name.
         "-protocol_whitelist", "file",
+        "-format_whitelist", info.format_name,
         "-f", info.format_name,
         "-i", f"file:{source.resolve()}",
         "-map", f"0:a:{track}",

@@ -186,6 +186,9 @@ def _source_input(
         trim += ["-to", f"{end:.3f}"]
     return [
         "-protocol_whitelist", "file",
+        # Nested demuxers inherit this list: a playlist smuggled inside the container (the
+        # AVI GAB2 subtitle trick) cannot be opened as HLS or concat.
+        "-format_whitelist", info.format_name,
         "-f", info.format_name,
         *trim,
         "-i", f"file:{source.resolve()}",

@@ -87,6 +87,7 @@ def test_command_for_a_stereo_source(tmp_path: Path) -> None:
         "/usr/bin/ffmpeg",
         "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
         "-protocol_whitelist", "file",
+        "-format_whitelist", "mov",
         "-f", "mov",
         "-i", f"file:{source}",
         "-map", "0:a:0",

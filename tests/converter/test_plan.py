@@ -207,7 +207,8 @@ def test_copy_command() -> None:
     cmd = build_output_command("/usr/bin/ffmpeg", SOURCE, OUTPUT, MP3_STEREO, decided)
     assert cmd == [
         "/usr/bin/ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-        "-protocol_whitelist", "file", "-f", "avi", "-i", "file:/data/in.avi",
+        "-protocol_whitelist", "file", "-format_whitelist", "avi", "-f", "avi",
+        "-i", "file:/data/in.avi",
         "-map", "0:a:0", "-vn", "-sn", "-dn",
         "-map_metadata", "-1", "-map_chapters", "-1",
         "-metadata", "title=Song",
@@ -226,7 +227,8 @@ def test_encode_command_with_everything() -> None:
     cover = Path("/work/cover.jpg")
     cmd = build_output_command("ffmpeg", SOURCE, OUTPUT, AAC_51, decided, cover=cover)
     assert cmd[cmd.index("-protocol_whitelist") : cmd.index("-i") + 2] == [
-        "-protocol_whitelist", "file", "-f", "avi", "-ss", "1.500", "-to", "30.000",
+        "-protocol_whitelist", "file", "-format_whitelist", "avi", "-f", "avi",
+        "-ss", "1.500", "-to", "30.000",
         "-i", "file:/data/in.avi",
     ]  # fmt: skip
     assert cmd.count("-i") == 2
