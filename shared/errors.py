@@ -23,6 +23,7 @@ class ErrorCode(StrEnum):
     INVALID_REQUEST = "invalid_request"
     INVALID_OPTIONS = "invalid_options"
     INVALID_CREDENTIALS = "invalid_credentials"
+    TOO_MANY_ATTEMPTS = "too_many_attempts"
     INVALID_TOKEN = "invalid_token"
     NOT_AUTHENTICATED = "not_authenticated"
     BROKER_UNAVAILABLE = "broker_unavailable"

@@ -75,6 +75,16 @@ class Settings(BaseSettings):
     ffmpeg_timeout_base: float = 60.0
     ffmpeg_timeout_factor: float = 2.0
 
+    # Browser origins other than the gateway's own (scheme://host[:port], comma-separated) that
+    # may call the API and open its WebSocket; empty: same origin only.
+    cors_origins: str = ""
+    # Addresses or CIDR blocks (comma-separated) whose X-Forwarded-For auth believes.
+    trusted_proxies: str = "127.0.0.1,::1"
+    # Login brute-force protection: failed logins per account / per client address in a window.
+    login_max_failures: int = Field(default=5, ge=1)
+    login_max_failures_per_address: int = Field(default=20, ge=1)
+    login_window_seconds: int = Field(default=900, ge=1)
+
     # Seconds every outbound network call may take before it is abandoned.
     network_timeout: float = 10.0
     log_level: str = "INFO"
@@ -93,6 +103,10 @@ class Settings(BaseSettings):
     @property
     def auth_url_list(self) -> list[str]:
         return [u.strip().rstrip("/") for u in self.auth_urls.split(",") if u.strip()]
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def notification_url_list(self) -> list[str]:

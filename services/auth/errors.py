@@ -38,10 +38,6 @@ class RefreshTokenReused(InvalidRefreshToken):
     """
 
 
-# Joins shared.errors.ErrorCode as TOO_MANY_ATTEMPTS; until then the body carries it as a string.
-TOO_MANY_ATTEMPTS = "too_many_attempts"
-
-
 class TooManyAttempts(AppError):
     """Too many failed logins for this account or from this address within the window.
 
@@ -50,10 +46,8 @@ class TooManyAttempts(AppError):
     """
 
     status_code = 429
+    code = ErrorCode.TOO_MANY_ATTEMPTS
 
     def __init__(self, retry_after: int) -> None:
         super().__init__("too many failed login attempts; try again later")
         self.retry_after = retry_after
-
-    def to_dict(self) -> dict[str, str]:
-        return {"detail": self.detail, "code": TOO_MANY_ATTEMPTS}

@@ -18,6 +18,7 @@ from shared.http import install_error_handlers, install_operations
 from shared.jobstore import JobStore
 from shared.messaging import EventPublisher, connect
 from shared.mongo import mongo_client
+from shared.security import install_security
 from shared.settings import Settings
 from shared.topology import Topology
 
@@ -89,4 +90,5 @@ def create_app(settings: Settings) -> FastAPI:
         {"mongodb": mongo_ready, "rabbitmq": broker_ready, "ffmpeg": ffmpeg_ready},
         service="converter",
     )
+    install_security(app)
     return app

@@ -28,6 +28,7 @@ from shared.messaging import (
     open_consumer_channel,
 )
 from shared.mongo import mongo_client
+from shared.security import install_security
 from shared.settings import Settings
 from shared.tokens import JwksCache
 from shared.topology import Topology
@@ -109,6 +110,7 @@ def create_app(settings: Settings) -> FastAPI:
         {"mongodb": mongo_ready, "rabbitmq": broker_ready, "blobs": blobs_ready},
         service="gateway",
     )
+    install_security(app, cors_origins=settings.cors_origin_list)
     app.include_router(routes_auth.router)
     app.include_router(routes.router)
     app.include_router(routes_live.router)

@@ -11,7 +11,13 @@ from services.gateway.schemas import RefreshRequest, RegisterRequest
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
-_PASSED_HEADERS = ("content-type", "content-length", "cache-control", "www-authenticate")
+_PASSED_HEADERS = (
+    "content-type",
+    "content-length",
+    "cache-control",
+    "www-authenticate",
+    "retry-after",
+)
 
 
 def _relay(upstream_status: int, headers: dict[str, str], body: bytes) -> Response:
@@ -24,6 +30,15 @@ async def _forward(state: State, method: str, path: str, **kwargs: Any) -> Respo
     return _relay(upstream.status_code, dict(upstream.headers), upstream.content)
 
 
+def _forwarded_for(request: Request) -> dict[str, str]:
+    """Append the address we saw, as any proxy does; auth decides whom to believe."""
+    if request.client is None:
+        return {}
+    prior = request.headers.get("x-forwarded-for")
+    peer = request.client.host
+    return {"x-forwarded-for": f"{prior}, {peer}" if prior else peer}
+
+
 @router.post("/register", status_code=201)
 async def register(body: RegisterRequest, state: State) -> Response:
     return await _forward(state, "POST", "/v1/auth/register", json=body.model_dump())
@@ -33,10 +48,13 @@ async def register(body: RegisterRequest, state: State) -> Response:
 async def login(
     username: Annotated[str, Form(max_length=320)],
     password: Annotated[str, Form(max_length=1024)],
+    request: Request,
     state: State,
 ) -> Response:
     form = {"username": username, "password": password, "grant_type": "password"}
-    return await _forward(state, "POST", "/v1/auth/login", data=form)
+    return await _forward(
+        state, "POST", "/v1/auth/login", data=form, headers=_forwarded_for(request)
+    )
 
 
 @router.post("/refresh")

@@ -11,6 +11,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect, status
 from services.gateway.live import Subscriber
 from services.gateway.state import GatewayState
 from shared.errors import AppError
+from shared.security import origin_allowed
 from shared.tokens import Claims, bearer_token
 
 router = APIRouter()
@@ -31,6 +32,12 @@ async def _authenticate(websocket: WebSocket, state: GatewayState) -> Claims | N
 @router.websocket("/v1/ws")
 async def live_events(websocket: WebSocket) -> None:
     state: GatewayState = websocket.app.state.gateway
+    origin = websocket.headers.get("origin")
+    if not origin_allowed(origin, websocket.headers.get("host"), state.settings.cors_origin_list):
+        # Before accept this is an HTTP 403: a page from another site cannot ride the user's
+        # token-bearing connection.
+        await websocket.close(code=status.WS_1008_POLICY_VIOLATION)
+        return
     await websocket.accept()
     user = await _authenticate(websocket, state)
     if user is None:

@@ -18,6 +18,7 @@ from shared.errors import ErrorCode, Unavailable
 from shared.http import install_error_handlers, install_operations
 from shared.messaging import connect
 from shared.mongo import mongo_client
+from shared.security import install_security
 from shared.settings import Settings, get_settings
 from shared.tokens import JwksCache
 from shared.topology import Topology
@@ -101,5 +102,6 @@ def create_app(
             raise Unavailable("no broker connection", code=ErrorCode.BROKER_UNAVAILABLE)
 
     install_operations(app, {"mongo": mongo_ready, "amqp": amqp_ready}, service="notification")
+    install_security(app)
     app.include_router(router)
     return app
