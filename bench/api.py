@@ -64,7 +64,7 @@ def wrk(url: str, headers: dict[str, str], duration: int, connections: int) -> d
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"rps": rps, "p50_ms": _ms(pct["50"]), "p99_ms": _ms(pct["99"]),
-            "errors": float(non2xx.group(1)) if non2xx else 0.0}  # fmt: skip
+            "errors": float(non2xx.group(1)) if non2xx else 0.0}
 
 
 async def pyload(
@@ -98,7 +98,7 @@ async def pyload(
     await asyncio.gather(*(worker() for _ in range(connections)))
     elapsed = time.monotonic() - started
     return {"rps": len(latencies) / elapsed, "p50_ms": percentile(latencies, 50),
-            "p99_ms": percentile(latencies, 99), "errors": float(errors)}  # fmt: skip
+            "p99_ms": percentile(latencies, 99), "errors": float(errors)}
 
 
 async def load(
@@ -116,7 +116,7 @@ def bare_server() -> Any:
         [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1",
          "--port", str(port), "--log-level", "warning", "--no-access-log"],
         cwd=str(REPO),
-    )  # fmt: skip
+    )
     try:
         wait_for_port(port)
         yield f"http://127.0.0.1:{port}"
@@ -140,7 +140,7 @@ async def fanout(base: str, clients: int, jobs: int) -> dict[str, Any]:
             nonlocal received, ready
             user = i % jobs
             async with websockets.connect(ws_url(base, tokens[user]), max_size=None,
-                                          open_timeout=120) as ws:  # fmt: skip
+                                          open_timeout=120) as ws:
                 async for raw in ws:
                     now = time.time()
                     message = json.loads(raw)
@@ -177,7 +177,7 @@ async def fanout(base: str, clients: int, jobs: int) -> dict[str, Any]:
         "delay_p50_ms": round(percentile(delays, 50), 1),
         "delay_p99_ms": round(percentile(delays, 99), 1),
         "delay_max_ms": round(max(delays, default=float("nan")), 1),
-    }  # fmt: skip
+    }
 
 
 async def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -198,7 +198,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             health = await load(f"{bs.url}/healthz", {}, args.duration, args.connections)
             with bare_server() as bare_url:
                 bare = await load(f"{bare_url}/v1/jobs/{job_id}", {}, args.duration,
-                                  args.connections)  # fmt: skip
+                                  args.connections)
             fan = await fanout(bs.url, args.clients, args.jobs)
     ratio = job["rps"] / bare["rps"]
     result = {
@@ -209,7 +209,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         "bare_fastapi": {k: round(v, 2) for k, v in bare.items()},
         "throughput_ratio": round(ratio, 3),
         "fanout": fan,
-    }  # fmt: skip
+    }
     print(f"api: {generator}, {args.connections} connections, {args.duration} s each")
     print(
         table(
@@ -229,11 +229,11 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                     ("bare FastAPI", bare),
                 )
             ],
-        )  # fmt: skip
+        )
     )
     print(f"fan-out: {fan['clients']} WebSockets, {fan['jobs']} jobs: {fan['events_received']} "
           f"events, delay p50 {fan['delay_p50_ms']} ms, p99 {fan['delay_p99_ms']} ms, "
-          f"max {fan['delay_max_ms']} ms; {fan['clients_finished']}/{fan['clients']} saw the end")  # fmt: skip
+          f"max {fan['delay_max_ms']} ms; {fan['clients_finished']}/{fan['clients']} saw the end")
     write_results("api", result)
     return result
 

@@ -16,7 +16,7 @@ JOB: dict[str, Any] = {
     "output": {"size": 1000000, "duration": 60.0, "bitrate": 130000,
                "download_url": "/v1/jobs/0/download"},
     "error": None,
-}  # fmt: skip
+}
 
 app = FastAPI()
 

@@ -148,7 +148,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                     f"FFmpeg child peak {c['ffmpeg_peak_rss_mib']} MiB; job {c['job_s']} s",
                 ],
             ],
-        )  # fmt: skip
+        )
     )
     write_results("memory", result)
     return result

@@ -115,7 +115,7 @@ async def run_backend(
                     }
                     rows.append(row)
                     print(f"  {bs.backend} {seconds}s: product {median(product):.3f}s, "
-                          f"ffmpeg {median(ffmpeg_s):.3f}s, blob {median(blob_s):.3f}s", flush=True)  # fmt: skip
+                          f"ffmpeg {median(ffmpeg_s):.3f}s, blob {median(blob_s):.3f}s", flush=True)
     finally:
         await mongo.close()
     return rows
@@ -176,7 +176,7 @@ def _row(
         "upload_s": {"median": round(median(uploads), 3), "runs": [round(v, 3) for v in uploads]},
         "raw_ffmpeg_s": {"median": round(median(ffmpeg_s), 3), "runs": [round(v, 3) for v in ffmpeg_s]},
         "bare_blob_io_s": {"median": round(median(blob_s), 3), "runs": [round(v, 3) for v in blob_s]},
-    }  # fmt: skip
+    }
 
 
 def print_rows(rows: list[dict[str, Any]]) -> None:
@@ -211,7 +211,7 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
                 ]
                 for r in rows
             ],
-        )  # fmt: skip
+        )
     )
 
 
@@ -228,10 +228,10 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             async with bench_stack(deps, backend) as bs:
                 rows += await run_backend(bs, sources, args.repeat, Path(tmp))
     print(f"overhead: upload response -> job.completed, {VIDEO_SIZE} H.264/AAC, "
-          f"median of {args.repeat}")  # fmt: skip
+          f"median of {args.repeat}")
     print_rows(rows)
     result = {"video": f"{VIDEO_SIZE} 25 fps H.264 ultrafast + AAC 128k stereo",
-              "repeat": args.repeat, "rows": rows}  # fmt: skip
+              "repeat": args.repeat, "rows": rows}
     write_results("overhead", result)
     return result
 

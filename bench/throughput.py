@@ -54,19 +54,19 @@ def baseline(source: Path, jobs: int, work: Path) -> float:
     blobs = work / "blobs"
     blobs.mkdir()
     env = {**os.environ, "SRC": str(source), "BLOBS": str(blobs), "WORK": str(work),
-           "FFMPEG": ffmpeg()}  # fmt: skip
+           "FFMPEG": ffmpeg()}
     numbers = "\n".join(str(i) for i in range(jobs)) + "\n"
     started = time.perf_counter()
     subprocess.run(
         ["xargs", "-P", str(os.cpu_count() or 1), "-n", "1", "sh", "-c", JOB_SCRIPT, "job"],
         input=numbers.encode(), env=env, check=True,
-    )  # fmt: skip
+    )
     return time.perf_counter() - started
 
 
 async def product(url: str, source: Path, jobs: int) -> tuple[float, float]:
     async with httpx.AsyncClient(base_url=url, timeout=600,
-                                 limits=httpx.Limits(max_connections=jobs)) as client:  # fmt: skip
+                                 limits=httpx.Limits(max_connections=jobs)) as client:
         token = await login(client)
         async with JobWatcher(url, token) as watcher:
             started = time.monotonic()
@@ -107,7 +107,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         "meets_target": ratio >= TARGET,
     }
     print(f"throughput: {args.jobs} x {args.seconds} s jobs at once, file backend, "
-          f"concurrency {os.cpu_count()}")  # fmt: skip
+          f"concurrency {os.cpu_count()}")
     print(
         table(
             [
@@ -132,7 +132,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                     result["baseline_s"],
                 ]
             ],
-        )  # fmt: skip
+        )
     )
     write_results("throughput", result)
     return result

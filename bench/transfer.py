@@ -49,7 +49,7 @@ def curl_put(url: str, path: Path) -> float:
 
     started = time.perf_counter()
     subprocess.run(["curl", "-sS", "--fail", "-H", "Expect:", "-T", str(path), url],
-                   check=True, capture_output=True)  # fmt: skip
+                   check=True, capture_output=True)
     return time.perf_counter() - started
 
 
@@ -58,6 +58,7 @@ async def gateway_runs(
 ) -> tuple[list[float], list[float]]:
     from bench.common import curl_upload
 
+    src_size = src.stat().st_size  # noqa: ASYNC240
     ups: list[float] = []
     downs: list[float] = []
     mongo = mongo_client(mongo_url, timeout=60)
@@ -75,11 +76,11 @@ async def gateway_runs(
                 size, down = await asyncio.to_thread(
                     curl_download, f"{url}/v1/jobs/{job_id}/download", token
                 )
-                assert size == src.stat().st_size
+                assert size == src_size
                 ups.append(up)
                 downs.append(down)
                 await client.delete(f"/v1/jobs/{job_id}",
-                                    headers={"authorization": f"Bearer {token}"})  # fmt: skip
+                                    headers={"authorization": f"Bearer {token}"})
     finally:
         await mongo.close()
     return ups, downs
@@ -103,13 +104,13 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             with static_server(work / f"static-{backend}", free_port()) as (base, server):
                 (work / f"static-{backend}" / "www" / "file.bin").hardlink_to(src)
                 c_up = [await asyncio.to_thread(curl_put, f"{base}/up/x{i}.bin", src)
-                        for i in range(args.repeat)]  # fmt: skip
+                        for i in range(args.repeat)]
                 c_down = [(await asyncio.to_thread(curl_download, f"{base}/file.bin"))[1]
-                          for _ in range(args.repeat)]  # fmt: skip
+                          for _ in range(args.repeat)]
             env = {"MAX_UPLOAD_BYTES": str((mib + 64) * MIB)}
             async with bench_stack(deps, backend, **env) as bs:
                 ups, downs = await gateway_runs(bs.url, backend, deps.mongo_url, bs.mongo_db,
-                                                bs.blob_dir, src, args.repeat)  # fmt: skip
+                                                bs.blob_dir, src, args.repeat)
             size = src.stat().st_size
             src.unlink()
             for direction, ours, ceiling in (("upload", ups, c_up), ("download", downs, c_down)):
@@ -122,7 +123,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "meets_target": mbps / cmbps >= TARGET if backend == "file" else None,
                     "runs_s": [round(v, 3) for v in ours],
                     "ceiling_runs_s": [round(v, 3) for v in ceiling],
-                })  # fmt: skip
+                })
     print("transfer: curl on loopback, MB/s (1 MB = 10^6 bytes), best of", args.repeat)
     print(
         table(
@@ -151,7 +152,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                 ]
                 for r in rows
             ],
-        )  # fmt: skip
+        )
     )
     write_results("transfer", {"repeat": args.repeat, "rows": rows})
     return {"rows": rows}
