@@ -29,10 +29,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
-import websockets  # noqa: E402
+import httpx
+import websockets
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     REPO,
     bench_stack,
     dependencies,
@@ -63,8 +63,12 @@ def wrk(url: str, headers: dict[str, str], duration: int, connections: int) -> d
     pct = dict(re.findall(r"^\s+(\d+)%\s+(\S+)$", out, re.M))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": _ms(pct["50"]), "p99_ms": _ms(pct["99"]),
-            "errors": float(non2xx.group(1)) if non2xx else 0.0}
+    return {
+        "rps": rps,
+        "p50_ms": _ms(pct["50"]),
+        "p99_ms": _ms(pct["99"]),
+        "errors": float(non2xx.group(1)) if non2xx else 0.0,
+    }
 
 
 async def pyload(
@@ -97,8 +101,12 @@ async def pyload(
     started = time.monotonic()
     await asyncio.gather(*(worker() for _ in range(connections)))
     elapsed = time.monotonic() - started
-    return {"rps": len(latencies) / elapsed, "p50_ms": percentile(latencies, 50),
-            "p99_ms": percentile(latencies, 99), "errors": float(errors)}
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "errors": float(errors),
+    }
 
 
 async def load(
@@ -113,8 +121,19 @@ async def load(
 def bare_server() -> Any:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning", "--no-access-log"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.bare_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
         cwd=str(REPO),
     )
     try:
@@ -139,8 +158,9 @@ async def fanout(base: str, clients: int, jobs: int) -> dict[str, Any]:
         async def listen(i: int) -> None:
             nonlocal received, ready
             user = i % jobs
-            async with websockets.connect(ws_url(base, tokens[user]), max_size=None,
-                                          open_timeout=120) as ws:
+            async with websockets.connect(
+                ws_url(base, tokens[user]), max_size=None, open_timeout=120
+            ) as ws:
                 async for raw in ws:
                     now = time.time()
                     message = json.loads(raw)
@@ -172,7 +192,9 @@ async def fanout(base: str, clients: int, jobs: int) -> dict[str, Any]:
             task.cancel()
         await asyncio.gather(*listeners, return_exceptions=True)
     return {
-        "clients": clients, "jobs": jobs, "events_received": received,
+        "clients": clients,
+        "jobs": jobs,
+        "events_received": received,
         "clients_finished": len(finished),
         "delay_p50_ms": round(percentile(delays, 50), 1),
         "delay_p99_ms": round(percentile(delays, 99), 1),
@@ -197,12 +219,15 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             job = await load(f"{bs.url}/v1/jobs/{job_id}", headers, args.duration, args.connections)
             health = await load(f"{bs.url}/healthz", {}, args.duration, args.connections)
             with bare_server() as bare_url:
-                bare = await load(f"{bare_url}/v1/jobs/{job_id}", {}, args.duration,
-                                  args.connections)
+                bare = await load(
+                    f"{bare_url}/v1/jobs/{job_id}", {}, args.duration, args.connections
+                )
             fan = await fanout(bs.url, args.clients, args.jobs)
     ratio = job["rps"] / bare["rps"]
     result = {
-        "generator": generator, "connections": args.connections, "duration_s": args.duration,
+        "generator": generator,
+        "connections": args.connections,
+        "duration_s": args.duration,
         "cpus": os.cpu_count(),
         "status_endpoint": {k: round(v, 2) for k, v in job.items()},
         "healthz": {k: round(v, 2) for k, v in health.items()},
@@ -231,9 +256,11 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             ],
         )
     )
-    print(f"fan-out: {fan['clients']} WebSockets, {fan['jobs']} jobs: {fan['events_received']} "
-          f"events, delay p50 {fan['delay_p50_ms']} ms, p99 {fan['delay_p99_ms']} ms, "
-          f"max {fan['delay_max_ms']} ms; {fan['clients_finished']}/{fan['clients']} saw the end")
+    print(
+        f"fan-out: {fan['clients']} WebSockets, {fan['jobs']} jobs: {fan['events_received']} "
+        f"events, delay p50 {fan['delay_p50_ms']} ms, p99 {fan['delay_p99_ms']} ms, "
+        f"max {fan['delay_max_ms']} ms; {fan['clients_finished']}/{fan['clients']} saw the end"
+    )
     write_results("api", result)
     return result
 

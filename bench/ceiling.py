@@ -61,9 +61,20 @@ def static_server(root: Path, port: int) -> Iterator[tuple[str, str]]:
         cmd = [nginx, "-c", str(conf), "-p", str(root), "-e", str(root / "error.log")]
         name = "nginx (sendfile, DAV PUT)"
     else:
-        cmd = [sys.executable, "-m", "uvicorn", "--factory", "bench.ceiling:make_app",
-               "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-               "--no-access-log"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "bench.ceiling:make_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
         name = "uvicorn bare ASGI (uvloop, httptools)"
     env = {**os.environ, "CEILING_ROOT": str(root / "www")}
     proc = subprocess.Popen(cmd, env=env, cwd=str(Path(__file__).resolve().parent.parent))
@@ -104,8 +115,13 @@ def make_app() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
             await send({"type": "http.response.body", "body": b""})
             return
         size = path.stat().st_size
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", str(size).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", str(size).encode())],
+            }
+        )
         with path.open("rb") as f:
             while block := f.read(1024 * 1024):
                 await send({"type": "http.response.body", "body": block, "more_body": True})

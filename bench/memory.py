@@ -23,9 +23,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
+import httpx
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     GIB,
     MIB,
     RssSampler,
@@ -44,7 +44,7 @@ from bench.common import (  # noqa: E402
     wait_job,
     write_results,
 )
-from shared.blobstore import FileBlobStore  # noqa: E402
+from shared.blobstore import FileBlobStore
 
 GATEWAY_LIMIT_MIB = 64
 CONVERTER_LIMIT_MIB = 200

@@ -27,9 +27,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
+import httpx
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     VIDEO_SIZE,
     BenchStack,
     JobWatcher,
@@ -44,8 +44,8 @@ from bench.common import (  # noqa: E402
     verdict,
     write_results,
 )
-from shared.blobstore import BlobStore, FileBlobStore, GridFSBlobStore  # noqa: E402
-from shared.mongo import mongo_client  # noqa: E402
+from shared.blobstore import BlobStore, FileBlobStore, GridFSBlobStore
+from shared.mongo import mongo_client
 
 TARGET_TOTAL = {10: 1.5}
 TARGET_TOTAL_DEFAULT = 1.10
@@ -114,8 +114,11 @@ async def run_backend(
                         if any(key in p for p in phases)
                     }
                     rows.append(row)
-                    print(f"  {bs.backend} {seconds}s: product {median(product):.3f}s, "
-                          f"ffmpeg {median(ffmpeg_s):.3f}s, blob {median(blob_s):.3f}s", flush=True)
+                    print(
+                        f"  {bs.backend} {seconds}s: product {median(product):.3f}s, "
+                        f"ffmpeg {median(ffmpeg_s):.3f}s, blob {median(blob_s):.3f}s",
+                        flush=True,
+                    )
     finally:
         await mongo.close()
     return rows
@@ -170,12 +173,20 @@ def _row(
         "ratio_to_baseline": round(ratio, 3),
         "ratio_to_ffmpeg": round(ratio_ffmpeg, 3),
         "target_ratio_to_baseline": target_total(seconds),
-        "target_ratio_to_ffmpeg": TARGET_FFMPEG_FILE if backend == "file" and seconds >= 60 else None,
+        "target_ratio_to_ffmpeg": TARGET_FFMPEG_FILE
+        if backend == "file" and seconds >= 60
+        else None,
         "meets_target": ok,
         "product_s": {"median": round(median(product), 3), "runs": [round(v, 3) for v in product]},
         "upload_s": {"median": round(median(uploads), 3), "runs": [round(v, 3) for v in uploads]},
-        "raw_ffmpeg_s": {"median": round(median(ffmpeg_s), 3), "runs": [round(v, 3) for v in ffmpeg_s]},
-        "bare_blob_io_s": {"median": round(median(blob_s), 3), "runs": [round(v, 3) for v in blob_s]},
+        "raw_ffmpeg_s": {
+            "median": round(median(ffmpeg_s), 3),
+            "runs": [round(v, 3) for v in ffmpeg_s],
+        },
+        "bare_blob_io_s": {
+            "median": round(median(blob_s), 3),
+            "runs": [round(v, 3) for v in blob_s],
+        },
     }
 
 
@@ -227,11 +238,16 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         for backend in args.backends.split(","):
             async with bench_stack(deps, backend) as bs:
                 rows += await run_backend(bs, sources, args.repeat, Path(tmp))
-    print(f"overhead: upload response -> job.completed, {VIDEO_SIZE} H.264/AAC, "
-          f"median of {args.repeat}")
+    print(
+        f"overhead: upload response -> job.completed, {VIDEO_SIZE} H.264/AAC, "
+        f"median of {args.repeat}"
+    )
     print_rows(rows)
-    result = {"video": f"{VIDEO_SIZE} 25 fps H.264 ultrafast + AAC 128k stereo",
-              "repeat": args.repeat, "rows": rows}
+    result = {
+        "video": f"{VIDEO_SIZE} 25 fps H.264 ultrafast + AAC 128k stereo",
+        "repeat": args.repeat,
+        "rows": rows,
+    }
     write_results("overhead", result)
     return result
 

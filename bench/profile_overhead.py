@@ -26,14 +26,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import h264_aac, median, raw_ffmpeg_mp3, table, write_results  # noqa: E402
-from services.converter.ffmpeg import inspect_output  # noqa: E402
-from services.converter.pipeline import convert  # noqa: E402
-from services.converter.plan import build_output_command, plan_conversion  # noqa: E402
-from services.converter.probe import probe  # noqa: E402
-from shared.blobstore import FileBlobStore  # noqa: E402
-from shared.ffmpeg_path import ffmpeg_executable  # noqa: E402
-from shared.options import ConversionOptions  # noqa: E402
+from bench.common import h264_aac, median, raw_ffmpeg_mp3, table, write_results
+from services.converter.ffmpeg import inspect_output
+from services.converter.pipeline import convert
+from services.converter.plan import build_output_command, plan_conversion
+from services.converter.probe import probe
+from shared.blobstore import FileBlobStore
+from shared.ffmpeg_path import ffmpeg_executable
+from shared.options import ConversionOptions
 
 STEPS = ("mkdtemp", "probe", "convert", "write_file", "total", "product_argv_alone", "raw_ffmpeg")
 

@@ -24,9 +24,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
+import httpx
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     VIDEO_SIZE,
     JobWatcher,
     bench_stack,
@@ -53,20 +53,28 @@ JOB_SCRIPT = (
 def baseline(source: Path, jobs: int, work: Path) -> float:
     blobs = work / "blobs"
     blobs.mkdir()
-    env = {**os.environ, "SRC": str(source), "BLOBS": str(blobs), "WORK": str(work),
-           "FFMPEG": ffmpeg()}
+    env = {
+        **os.environ,
+        "SRC": str(source),
+        "BLOBS": str(blobs),
+        "WORK": str(work),
+        "FFMPEG": ffmpeg(),
+    }
     numbers = "\n".join(str(i) for i in range(jobs)) + "\n"
     started = time.perf_counter()
     subprocess.run(
         ["xargs", "-P", str(os.cpu_count() or 1), "-n", "1", "sh", "-c", JOB_SCRIPT, "job"],
-        input=numbers.encode(), env=env, check=True,
+        input=numbers.encode(),
+        env=env,
+        check=True,
     )
     return time.perf_counter() - started
 
 
 async def product(url: str, source: Path, jobs: int) -> tuple[float, float]:
-    async with httpx.AsyncClient(base_url=url, timeout=600,
-                                 limits=httpx.Limits(max_connections=jobs)) as client:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=600, limits=httpx.Limits(max_connections=jobs)
+    ) as client:
         token = await login(client)
         async with JobWatcher(url, token) as watcher:
             started = time.monotonic()
@@ -106,8 +114,10 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         "target": TARGET,
         "meets_target": ratio >= TARGET,
     }
-    print(f"throughput: {args.jobs} x {args.seconds} s jobs at once, file backend, "
-          f"concurrency {os.cpu_count()}")
+    print(
+        f"throughput: {args.jobs} x {args.seconds} s jobs at once, file backend, "
+        f"concurrency {os.cpu_count()}"
+    )
     print(
         table(
             [

@@ -21,10 +21,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
+import httpx
 
-from bench.ceiling import static_server  # noqa: E402
-from bench.common import (  # noqa: E402
+from bench.ceiling import static_server
+from bench.common import (
     MIB,
     bench_stack,
     curl_download,
@@ -37,8 +37,8 @@ from bench.common import (  # noqa: E402
     wait_job,
     write_results,
 )
-from shared.blobstore import BlobStore, FileBlobStore, GridFSBlobStore  # noqa: E402
-from shared.mongo import mongo_client  # noqa: E402
+from shared.blobstore import BlobStore, FileBlobStore, GridFSBlobStore
+from shared.mongo import mongo_client
 
 TARGET = 0.8
 
@@ -48,8 +48,11 @@ def curl_put(url: str, path: Path) -> float:
     import time
 
     started = time.perf_counter()
-    subprocess.run(["curl", "-sS", "--fail", "-H", "Expect:", "-T", str(path), url],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["curl", "-sS", "--fail", "-H", "Expect:", "-T", str(path), url],
+        check=True,
+        capture_output=True,
+    )
     return time.perf_counter() - started
 
 
@@ -79,8 +82,9 @@ async def gateway_runs(
                 assert size == src_size
                 ups.append(up)
                 downs.append(down)
-                await client.delete(f"/v1/jobs/{job_id}",
-                                    headers={"authorization": f"Bearer {token}"})
+                await client.delete(
+                    f"/v1/jobs/{job_id}", headers={"authorization": f"Bearer {token}"}
+                )
     finally:
         await mongo.close()
     return ups, downs
@@ -103,27 +107,38 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             src.read_bytes() if mib <= 2048 else None
             with static_server(work / f"static-{backend}", free_port()) as (base, server):
                 (work / f"static-{backend}" / "www" / "file.bin").hardlink_to(src)
-                c_up = [await asyncio.to_thread(curl_put, f"{base}/up/x{i}.bin", src)
-                        for i in range(args.repeat)]
-                c_down = [(await asyncio.to_thread(curl_download, f"{base}/file.bin"))[1]
-                          for _ in range(args.repeat)]
+                c_up = [
+                    await asyncio.to_thread(curl_put, f"{base}/up/x{i}.bin", src)
+                    for i in range(args.repeat)
+                ]
+                c_down = [
+                    (await asyncio.to_thread(curl_download, f"{base}/file.bin"))[1]
+                    for _ in range(args.repeat)
+                ]
             env = {"MAX_UPLOAD_BYTES": str((mib + 64) * MIB)}
             async with bench_stack(deps, backend, **env) as bs:
-                ups, downs = await gateway_runs(bs.url, backend, deps.mongo_url, bs.mongo_db,
-                                                bs.blob_dir, src, args.repeat)
+                ups, downs = await gateway_runs(
+                    bs.url, backend, deps.mongo_url, bs.mongo_db, bs.blob_dir, src, args.repeat
+                )
             size = src.stat().st_size
             src.unlink()
             for direction, ours, ceiling in (("upload", ups, c_up), ("download", downs, c_down)):
                 mbps, cmbps = size / min(ours) / 1e6, size / min(ceiling) / 1e6
-                rows.append({
-                    "backend": backend, "direction": direction, "bytes": size,
-                    "ratio": round(mbps / cmbps, 3), "mb_per_s": round(mbps, 1),
-                    "ceiling_mb_per_s": round(cmbps, 1), "ceiling": server,
-                    "target": TARGET if backend == "file" else None,
-                    "meets_target": mbps / cmbps >= TARGET if backend == "file" else None,
-                    "runs_s": [round(v, 3) for v in ours],
-                    "ceiling_runs_s": [round(v, 3) for v in ceiling],
-                })
+                rows.append(
+                    {
+                        "backend": backend,
+                        "direction": direction,
+                        "bytes": size,
+                        "ratio": round(mbps / cmbps, 3),
+                        "mb_per_s": round(mbps, 1),
+                        "ceiling_mb_per_s": round(cmbps, 1),
+                        "ceiling": server,
+                        "target": TARGET if backend == "file" else None,
+                        "meets_target": mbps / cmbps >= TARGET if backend == "file" else None,
+                        "runs_s": [round(v, 3) for v in ours],
+                        "ceiling_runs_s": [round(v, 3) for v in ceiling],
+                    }
+                )
     print("transfer: curl on loopback, MB/s (1 MB = 10^6 bytes), best of", args.repeat)
     print(
         table(

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, NetworkTimeout, PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,6 +31,42 @@ _STATUS_CODES = {
     405: ErrorCode.INVALID_REQUEST,
     413: ErrorCode.TOO_LARGE,
 }
+
+
+class FieldError(BaseModel):
+    field: str
+    reason: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a human `detail`, a stable `code`, per-field `errors` on 422s."""
+
+    detail: str
+    code: str
+    errors: list[FieldError] | None = None
+
+
+_DESCRIPTIONS = {
+    400: "malformed request (e.g. a body that is not JSON)",
+    401: "missing, invalid or expired access token",
+    404: "no such resource (or not yours)",
+    409: "conflict (e.g. `email_taken`, `not_ready`)",
+    410: "expired (`link_expired`, `output_expired`)",
+    413: "upload larger than MAX_UPLOAD_BYTES (`too_large`)",
+    415: "not an audio/video container (`not_media`)",
+    416: "range not satisfiable",
+    422: "invalid request or options, per field",
+    429: "too many attempts; see Retry-After",
+    503: "a dependency is unavailable (`broker_unavailable`, `database_unavailable`, ...)",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries documenting the `{detail, code}` error body."""
+    return {
+        status: {"model": ErrorBody, "description": _DESCRIPTIONS.get(status, "error")}
+        for status in (400, *statuses, 422, 503)
+    }
 
 
 def error_response(

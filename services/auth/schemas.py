@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pydantic import BaseModel, EmailStr, Field
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from shared.accounts import TokenResponse, UserResponse
+
+__all__ = [
+    "Jwk",
+    "JwksResponse",
+    "RefreshRequest",
+    "RegisterRequest",
+    "TokenResponse",
+    "UserResponse",
+]
 
 
 class RegisterRequest(BaseModel):
@@ -14,22 +23,8 @@ class RegisterRequest(BaseModel):
     password: str = Field(max_length=4096)
 
 
-class UserResponse(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: str
-    email: str
-
-
 class RefreshRequest(BaseModel):
     refresh_token: str = Field(max_length=512)
-
-
-class TokenResponse(BaseModel):
-    access_token: str
-    token_type: Literal["bearer"] = "bearer"
-    expires_in: int
-    refresh_token: str
 
 
 class Jwk(BaseModel):

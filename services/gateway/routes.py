@@ -11,13 +11,15 @@ from fastapi.responses import JSONResponse
 from services.gateway import service
 from services.gateway.deps import CurrentUser, State
 from services.gateway.downloads import blob_response
-from services.gateway.schemas import JobPage, MarkReadRequest
+from services.gateway.schemas import JobPage
 from services.gateway.uploads import MultipartUpload
 from shared.errors import Conflict, ErrorCode, Gone, NotFound
+from shared.http import error_responses
 from shared.jobs import Job, JobStatus, utcnow
 from shared.links import verify_download_token
 from shared.logs import correlation_id as current_correlation_id
 from shared.logs import new_correlation_id
+from shared.notices import MarkRead, NotificationList
 from shared.options import ConversionOptions
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -38,7 +40,12 @@ _UPLOAD_DOC: dict[str, Any] = {
 }
 
 
-@router.post("/jobs", status_code=202, openapi_extra=_UPLOAD_DOC)
+@router.post(
+    "/jobs",
+    status_code=202,
+    openapi_extra=_UPLOAD_DOC,
+    responses=error_responses(401, 413, 415),
+)
 async def create_job(request: Request, user: CurrentUser, state: State) -> JSONResponse:
     correlation_id = current_correlation_id.get() or new_correlation_id()
     upload = MultipartUpload(
@@ -50,7 +57,7 @@ async def create_job(request: Request, user: CurrentUser, state: State) -> JSONR
     )
 
 
-@router.get("/jobs")
+@router.get("/jobs", responses=error_responses(401))
 async def list_jobs(
     user: CurrentUser,
     state: State,
@@ -61,12 +68,12 @@ async def list_jobs(
     return JobPage(items=[j.public_view() for j in jobs], next_cursor=next_cursor)
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", responses=error_responses(401, 404))
 async def get_job(job_id: str, user: CurrentUser, state: State) -> dict[str, Any]:
     return (await state.jobs.get_owned(job_id, user.user_id)).public_view()
 
 
-@router.delete("/jobs/{job_id}", status_code=204)
+@router.delete("/jobs/{job_id}", status_code=204, responses=error_responses(401, 404))
 async def delete_job(job_id: str, user: CurrentUser, state: State) -> Response:
     await service.cancel_or_delete(state, user, job_id)
     return Response(status_code=204)
@@ -90,7 +97,15 @@ def _past(moment: datetime | None) -> bool:
     return moment is not None and moment <= utcnow()
 
 
-@router.get("/jobs/{job_id}/download")
+@router.get(
+    "/jobs/{job_id}/download",
+    response_class=Response,
+    responses={
+        200: {"content": {"audio/mpeg": {}}, "description": "the audio file"},
+        206: {"content": {"audio/mpeg": {}}, "description": "a byte range of it"},
+        **error_responses(401, 404, 409, 410, 416),
+    },
+)
 async def download_job(
     job_id: str,
     user: CurrentUser,
@@ -101,7 +116,16 @@ async def download_job(
     return await _download(state, job, range_header)
 
 
-@router.get("/downloads/{token}", tags=["downloads"])
+@router.get(
+    "/downloads/{token}",
+    tags=["downloads"],
+    response_class=Response,
+    responses={
+        200: {"content": {"audio/mpeg": {}}, "description": "the audio file"},
+        206: {"content": {"audio/mpeg": {}}, "description": "a byte range of it"},
+        **error_responses(404, 409, 410, 416),
+    },
+)
 async def download_by_link(
     token: str,
     state: State,
@@ -114,7 +138,12 @@ async def download_by_link(
     return await _download(state, job, range_header)
 
 
-@router.get("/notifications", tags=["notifications"])
+@router.get(
+    "/notifications",
+    tags=["notifications"],
+    response_model=NotificationList,
+    responses=error_responses(401),
+)
 async def notifications(request: Request, user: CurrentUser, state: State) -> Response:
     upstream = await state.notifications.request(
         "GET",
@@ -127,9 +156,14 @@ async def notifications(request: Request, user: CurrentUser, state: State) -> Re
     )
 
 
-@router.post("/notifications/read", status_code=204, tags=["notifications"])
+@router.post(
+    "/notifications/read",
+    status_code=204,
+    tags=["notifications"],
+    responses=error_responses(401),
+)
 async def mark_notifications_read(
-    body: MarkReadRequest, request: Request, user: CurrentUser, state: State
+    body: MarkRead, request: Request, user: CurrentUser, state: State
 ) -> Response:
     """Mark notifications read: the listed `ids`, or all of them when `ids` is omitted."""
     upstream = await state.notifications.request(

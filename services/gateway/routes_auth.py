@@ -8,6 +8,8 @@ from fastapi import APIRouter, Form, Request, Response
 
 from services.gateway.deps import State
 from services.gateway.schemas import RefreshRequest, RegisterRequest
+from shared.accounts import TokenResponse, UserResponse
+from shared.http import error_responses
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
@@ -39,12 +41,16 @@ def _forwarded_for(request: Request) -> dict[str, str]:
     return {"x-forwarded-for": f"{prior}, {peer}" if prior else peer}
 
 
-@router.post("/register", status_code=201)
+@router.post(
+    "/register",
+    status_code=201,
+    responses={201: {"model": UserResponse}, **error_responses(409)},
+)
 async def register(body: RegisterRequest, state: State) -> Response:
     return await _forward(state, "POST", "/v1/auth/register", json=body.model_dump())
 
 
-@router.post("/login")
+@router.post("/login", responses={200: {"model": TokenResponse}, **error_responses(401, 429)})
 async def login(
     username: Annotated[str, Form(max_length=320)],
     password: Annotated[str, Form(max_length=1024)],
@@ -57,12 +63,12 @@ async def login(
     )
 
 
-@router.post("/refresh")
+@router.post("/refresh", responses={200: {"model": TokenResponse}, **error_responses(401)})
 async def refresh(body: RefreshRequest, state: State) -> Response:
     return await _forward(state, "POST", "/v1/auth/refresh", json=body.model_dump())
 
 
-@router.get("/me")
+@router.get("/me", responses={200: {"model": UserResponse}, **error_responses(401)})
 async def me(request: Request, state: State) -> Response:
     auth = request.headers.get("authorization", "")
     return await _forward(state, "GET", "/v1/auth/me", headers={"authorization": auth})

@@ -19,7 +19,3 @@ class RefreshRequest(BaseModel):
 class JobPage(BaseModel):
     items: list[dict[str, Any]]
     next_cursor: str | None
-
-
-class MarkReadRequest(BaseModel):
-    ids: list[str] | None = Field(default=None, max_length=500)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from services.notification.deps import CurrentUser, State
-from services.notification.schemas import MarkRead, NotificationList, NotificationView
+from services.notification.schemas import notification_view
+from shared.notices import MarkRead, NotificationList
 
 router = APIRouter(prefix="/v1")
 
@@ -14,7 +15,7 @@ router = APIRouter(prefix="/v1")
 async def list_notifications(user: CurrentUser, state: State) -> NotificationList:
     """The caller's notifications, newest first (at most 100)."""
     notes = await state.service.list_for_user(user.user_id)
-    return NotificationList(items=[NotificationView.of(note) for note in notes])
+    return NotificationList(items=[notification_view(note) for note in notes])
 
 
 @router.post("/notifications/read", status_code=204)

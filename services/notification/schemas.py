@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.events import EventType
+from shared.notices import NotificationView
 
 NOTIFICATIONS_COLLECTION = "notifications"
 
@@ -63,35 +64,14 @@ class Notification(BaseModel):
         return cls.model_validate(doc)
 
 
-class NotificationView(BaseModel):
-    id: str
-    job_id: str
-    type: EventType
-    title: str
-    body: str
-    link: str | None
-    read: bool
-    created_at: datetime
-
-    @classmethod
-    def of(cls, note: Notification) -> NotificationView:
-        return cls(
-            id=note.id,
-            job_id=note.job_id,
-            type=note.type,
-            title=note.title,
-            body=note.body,
-            link=note.link,
-            read=note.read,
-            created_at=note.created_at,
-        )
-
-
-class NotificationList(BaseModel):
-    items: list[NotificationView]
-
-
-class MarkRead(BaseModel):
-    """Which notifications to mark read; all of the caller's when `ids` is omitted."""
-
-    ids: list[str] | None = Field(default=None, max_length=500)
+def notification_view(note: Notification) -> NotificationView:
+    return NotificationView(
+        id=note.id,
+        job_id=note.job_id,
+        type=note.type,
+        title=note.title,
+        body=note.body,
+        link=note.link,
+        read=note.read,
+        created_at=note.created_at,
+    )

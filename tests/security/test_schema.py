@@ -91,10 +91,6 @@ def test_no_server_errors(
     fuzz(gateway_schema[path][method], mode, bearer, NO_SERVER_ERRORS)
 
 
-# The gateway's OpenAPI document describes FastAPI's default 422 body and no other error status,
-# while it answers `{detail, code}` with 401/404/409/410/413/415/429 as the contract says. Remove
-# this mark once the gateway documents its errors (the schemathesis report lists each case).
-@pytest.mark.xfail(reason="the gateway's OpenAPI does not document its error answers yet")
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
 @pytest.mark.parametrize(("method", "path"), gateway_operations())
 def test_answers_match_the_schema(
