@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 
@@ -123,7 +124,11 @@ class Settings(BaseSettings):
             return self.link_secret.encode()
         if self.link_secret_file:
             return self.link_secret_file.read_bytes().strip()
-        return load_or_create_secret(self.secrets_dir / "link.key", lambda: secrets.token_bytes(32))
+        # Text, not raw bytes: a secret file is read back stripped, and random bytes may begin or
+        # end with what strip() removes.
+        return load_or_create_secret(
+            self.secrets_dir / "link.key", lambda: secrets.token_urlsafe(32).encode()
+        )
 
     def require_mongo_url(self) -> str:
         if not self.mongo_url:
@@ -131,21 +136,30 @@ class Settings(BaseSettings):
         return self.mongo_url
 
 
-def load_or_create_secret(path: Path, make: object) -> bytes:
+def load_or_create_secret(path: Path, make: Callable[[], bytes]) -> bytes:
     """Read a secret file, creating it with mode 0600 the first time.
 
-    Called at start-up only (before the event loop serves anything), so plain file I/O is fine.
+    Creation is atomic (written aside, then linked into place), so processes starting together
+    all end up with the one secret that won. Called at start-up only, before anything is served,
+    so plain file I/O is fine.
     """
     if path.exists():
         return path.read_bytes().strip()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    assert callable(make)
-    value: bytes = make()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    value = make().strip()
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, value)
+        os.fsync(fd)
     finally:
         os.close(fd)
+    try:
+        os.link(temp, path)
+    except FileExistsError:
+        value = path.read_bytes().strip()
+    finally:
+        temp.unlink()
     return value
 
 

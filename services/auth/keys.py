@@ -72,9 +72,4 @@ def load_signing_key(settings: Settings) -> SigningKey:
     if settings.jwt_private_key_file:
         return SigningKey.from_pem(settings.jwt_private_key_file.read_bytes())
     path = settings.secrets_dir / KEY_FILE_NAME
-    try:
-        pem = load_or_create_secret(path, generate_private_key_pem)
-    except FileExistsError:
-        # Another process created it between our existence check and our create.
-        pem = path.read_bytes()
-    return SigningKey.from_pem(pem)
+    return SigningKey.from_pem(load_or_create_secret(path, generate_private_key_pem))

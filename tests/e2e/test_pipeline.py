@@ -96,7 +96,7 @@ async def test_upload_convert_email_download(
     link = download_link(message)
     assert link.startswith(client.base_url.join("/").__str__().rstrip("/"))
     by_link = await client.get(link)  # no login needed
-    assert by_link.status_code == 200
+    assert by_link.status_code == 200, (link, by_link.text)
     assert by_link.content == direct.content
 
     ranged = await client.get(
