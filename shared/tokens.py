@@ -34,6 +34,13 @@ class Claims(BaseModel):
 
     user_id: str
     email: str
+    # Expiry (Unix seconds), so a verified token can be remembered exactly as long as it is valid.
+    expires_at: float = 0.0
+
+
+# Verified tokens remembered per process: an EdDSA check costs more than the rest of a status
+# request. Bounded; each entry dies with its token.
+VERIFIED_CACHE_SIZE = 4096
 
 
 def _invalid_token() -> Unauthorized:
@@ -105,7 +112,9 @@ class TokenVerifier:
                 issuer=self._issuer,
                 options={"require": REQUIRED_CLAIMS},
             )
-            return Claims(user_id=payload["sub"], email=payload["email"])
+            return Claims(
+                user_id=payload["sub"], email=payload["email"], expires_at=float(payload["exp"])
+            )
         except (jwt.PyJWTError, KeyError, ValidationError) as exc:
             raise _invalid_token() from exc
 
@@ -150,13 +159,23 @@ class JwksCache:
         self._fetched_at: float | None = None
         # Many requests may see the new kid at once; one of them fetches, the rest reuse it.
         self._lock = asyncio.Lock()
+        self._verified: dict[str, Claims] = {}
 
     async def verify(self, token: str) -> Claims:
+        known = self._verified.get(token)
+        if known is not None:
+            if known.expires_at > time.time():
+                return known
+            del self._verified[token]
         kid = token_key_id(token)
         verifier = self._verifier
         if verifier is None or not verifier.knows(kid):
             verifier = await self._refresh(first_load=verifier is None)
-        return verifier.verify(token)
+        claims = verifier.verify(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.pop(next(iter(self._verified)))
+        self._verified[token] = claims
+        return claims
 
     async def _refresh(self, *, first_load: bool) -> TokenVerifier:
         async with self._lock:

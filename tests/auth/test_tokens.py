@@ -78,7 +78,9 @@ def assert_rejected(verifier: TokenVerifier, token: str) -> None:
 
 def test_valid_token_gives_its_claims(key: SigningKey, verifier: TokenVerifier) -> None:
     values = claims()
-    assert verifier.verify(key.sign(values)) == Claims(user_id=values["sub"], email=values["email"])
+    assert verifier.verify(key.sign(values)) == Claims(
+        user_id=values["sub"], email=values["email"], expires_at=float(values["exp"])
+    )
 
 
 def test_alg_none_is_rejected(key: SigningKey, verifier: TokenVerifier) -> None:
