@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,20 @@ async def test_upgrade_twice_is_idempotent(backend: str, tmp_path: Path) -> None
     assert {"users", "refresh_tokens", "login_attempts", "alembic_version"} <= tables
     assert versions == ["0002"]
     assert any(u["column_names"] == ["email"] for u in email_unique)
+
+
+async def test_instances_starting_together_migrate_once(tmp_path: Path) -> None:
+    """Three auth instances on one fresh MariaDB: the lock lets one migrate, the others wait."""
+    async with fresh_database("mariadb", tmp_path) as url:
+        await asyncio.gather(upgrade(url), upgrade(url), upgrade(url))
+        engine = create_async_engine(url)
+        try:
+            async with engine.connect() as connection:
+                versions = (
+                    (await connection.execute(text("SELECT version_num FROM alembic_version")))
+                    .scalars()
+                    .all()
+                )
+        finally:
+            await engine.dispose()
+    assert versions == ["0002"]
