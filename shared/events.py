@@ -77,6 +77,8 @@ class _Envelope(BaseModel):
     version: int = 1
     occurred_at: datetime = Field(default_factory=_now)
     correlation_id: str = Field(default_factory=_new_id)
+    # W3C trace context (traceparent, tracestate) of the span that published the event.
+    trace: dict[str, str] = Field(default_factory=dict)
 
 
 class JobSubmitted(_Envelope):

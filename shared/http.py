@@ -126,6 +126,9 @@ def install_error_handlers(app: FastAPI) -> None:
 class RequestIdMiddleware:
     """Takes the caller's `X-Request-ID` (or makes one), logs under it and echoes it back."""
 
+    # No server span here: FastAPI opens one per request by itself once OpenTelemetry is set up
+    # (shared.tracing), continuing a caller's `traceparent`; events published while handling the
+    # request carry that span's context.
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 

@@ -27,6 +27,7 @@ from shared.errors import ErrorCode, Unavailable
 from shared.events import Event, encode_event, parse_event
 from shared.logs import correlation_id
 from shared.topology import Topology, declare_exchange, declare_topology
+from shared.tracing import continued_span, current_carrier
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,10 @@ class EventPublisher:
 
     async def publish(self, event: Event) -> None:
         """Publish one event; raises `Unavailable(broker_unavailable)` when it is not confirmed."""
+        if not event.trace:
+            carrier = current_carrier()
+            if carrier:
+                event = event.model_copy(update={"trace": carrier})
         message = aio_pika.Message(
             encode_event(event),
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
@@ -105,7 +110,8 @@ async def handle_delivery(message: AbstractIncomingMessage, handler: Handler) ->
         return
     correlation_id.set(event.correlation_id)
     try:
-        await handler(event)
+        with continued_span(f"consume {event.type}", event.trace, job_id=event.payload.job_id):
+            await handler(event)
     except DeadLetter as exc:
         log.error("%s %s dead-lettered: %s", event.type, event.event_id, exc)
         await message.reject(requeue=False)

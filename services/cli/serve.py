@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from shared.logs import setup_logging
 from shared.settings import Settings, get_settings
+from shared.tracing import setup_tracing, shutdown_tracing
 
 
 def create_service_app(name: str, settings: Settings) -> FastAPI:
@@ -44,6 +45,7 @@ def serve(name: str, port: int | None = None, host: str | None = None) -> int:
 
     settings = get_settings()
     setup_logging(name, settings.log_level, settings.log_json)
+    setup_tracing(name)
     app = create_service_app(name, settings)
     config = uvicorn.Config(
         app,
@@ -57,5 +59,8 @@ def serve(name: str, port: int | None = None, host: str | None = None) -> int:
         ws_ping_timeout=20,
     )
     server = uvicorn.Server(config)
-    server.run()
+    try:
+        server.run()
+    finally:
+        shutdown_tracing()
     return 0 if server.started else 1
