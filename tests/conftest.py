@@ -25,7 +25,20 @@ from tests.support.media import MediaFactory
 from tests.support.stack import Stack, running_stack
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_MEDIA = REPO.parent / "shared" / "media"
+# The real media beside the repository (../shared/media); CI may clone elsewhere, hence the
+# override and the workplace's own location.
+SHARED_MEDIA = next(
+    (
+        p
+        for p in (
+            Path(os.environ.get("VIDEO2MP3_SHARED_MEDIA", REPO.parent / "shared" / "media")),
+            REPO.parent / "shared" / "media",
+            Path("/work/shared/media"),
+        )
+        if p.is_dir()
+    ),
+    REPO.parent / "shared" / "media",
+)
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 MARIADB_ADMIN_URL = os.environ.get("TEST_MARIADB_URL", "mysql+asyncmy://root@127.0.0.1:3306")
 

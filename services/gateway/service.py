@@ -74,6 +74,7 @@ async def submit_job(
     except BaseException:
         await _discard(state, job_id, blob_id)
         raise
+    log.info("job %s submitted: %d bytes, %s", job_id, size, upload.container)
     return job
 
 
