@@ -6,6 +6,7 @@ import logging
 import uuid
 from pathlib import PurePath
 
+from services.gateway.precheck import check_against_source, needs_source
 from services.gateway.state import GatewayState
 from services.gateway.uploads import MultipartUpload
 from shared.errors import AppError
@@ -41,10 +42,14 @@ async def submit_job(
     # Only now are the file name and every form field known: fields may follow the file.
     filename = clean_filename(upload.filename)
     try:
-        options = ConversionOptions.from_form(upload.fields).normalized()
-    except AppError:
+        parsed = ConversionOptions.from_form(upload.fields)
+        local = state.blobs.local_path(blob_id)
+        if local is not None and needs_source(parsed):
+            await check_against_source(local, parsed)
+    except BaseException:
         await state.blobs.delete(blob_id)
         raise
+    options = parsed.normalized()
     job = Job(
         id=job_id,
         user_id=user.user_id,
