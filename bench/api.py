@@ -36,16 +36,15 @@ from bench.common import (
     REPO,
     bench_stack,
     dependencies,
-    free_port,
     h264_aac,
     login,
     percentile,
     table,
     upload,
-    wait_for_port,
     write_results,
     ws_url,
 )
+from tests.support.net import free_port, wait_for_port
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 

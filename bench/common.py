@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,8 +34,9 @@ import websockets  # noqa: E402
 from services.cli.embedded import nx_27017_command  # noqa: E402
 from shared.ffmpeg_path import ffmpeg_executable  # noqa: E402
 from tests.support.amqp import delete_topology  # noqa: E402
+from tests.support.net import free_port, wait_for_port  # noqa: E402
 from tests.support.smtp import SmtpCatcher  # noqa: E402
-from tests.support.stack import SERVICES, Stack  # noqa: E402
+from tests.support.stack import Stack, running_stack  # noqa: E402
 
 RESULTS_DIR = REPO / "bench" / "results"
 CACHE_DIR = Path(os.environ.get("BENCH_CACHE", str(REPO / "bench" / ".cache")))
@@ -181,24 +181,6 @@ def raw_ffmpeg_mp3(source: Path, output: Path) -> float:
 # --- dependencies and the stack ---------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_for_port(port: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on port {port} after {timeout}s")
-
-
 @dataclass
 class Deps:
     root: Path
@@ -274,56 +256,14 @@ async def bench_stack(deps: Deps, backend: str, **env: str) -> AsyncIterator[Ben
         "VAR_DIR": str(var_dir),
         "BLOB_DIR": str(var_dir / "blobs"),
         "LOG_LEVEL": "WARNING",
+        "CONVERTER_CONCURRENCY": str(os.cpu_count() or 1),  # the product's default
         **env,
     }
     try:
-        with parallel_stack(overrides, var_dir / "logs") as stack:
+        with running_stack(overrides, var_dir / "logs") as stack:
             yield BenchStack(stack, deps, backend, var_dir, f"bench{tag}", prefix)
     finally:
         await delete_topology(AMQP_URL, prefix)
-
-
-@contextlib.contextmanager
-def parallel_stack(overrides: dict[str, str], log_dir: Path) -> Iterator[Stack]:
-    """tests.support.stack.running_stack, but auth, notification and converter start together
-    (then the gateway, which fetches auth's keys): stack start-up halves on a busy machine."""
-    ports = {name: free_port() for name in SERVICES}
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("MONGO_", "SMTP_", "DATABASE_"))
-    }
-    env.update(
-        {
-            "AUTH_URLS": f"http://127.0.0.1:{ports['auth']}",
-            "NOTIFICATION_URLS": f"http://127.0.0.1:{ports['notification']}",
-            "PUBLIC_URL": f"http://127.0.0.1:{ports['gateway']}",
-            "CONVERTER_CONCURRENCY": str(os.cpu_count() or 1),  # the product's default
-            **overrides,
-        }
-    )
-    log_dir.mkdir(parents=True, exist_ok=True)
-    stack = Stack(env=env, ports=ports, log_dir=log_dir)
-
-    def launch(name: str) -> None:
-        log = (log_dir / f"{name}.log").open("ab")
-        stack.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "services.cli.main", "serve", name, "--port", str(ports[name])],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-    try:
-        first = [n for n in SERVICES if n != "gateway"]
-        for name in first:
-            launch(name)
-        for name in first:
-            stack.wait_ready(name, timeout=120)
-        launch("gateway")
-        stack.wait_ready("gateway", timeout=120)
-        yield stack
-    finally:
-        for name in reversed(list(stack.procs)):
-            stack.stop(name)
 
 
 async def login(client: httpx.AsyncClient) -> str:

@@ -29,7 +29,6 @@ from bench.common import (
     bench_stack,
     curl_download,
     dependencies,
-    free_port,
     login,
     padded_mp4,
     table,
@@ -39,6 +38,7 @@ from bench.common import (
 )
 from shared.blobstore import BlobStore, FileBlobStore, GridFSBlobStore
 from shared.mongo import mongo_client
+from tests.support.net import free_port
 
 TARGET = 0.8
 

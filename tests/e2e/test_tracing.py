@@ -16,10 +16,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.conftest import StackFactory, free_port
+from tests.conftest import StackFactory
 from tests.e2e.test_pipeline import upload, wait_final
 from tests.faults.conftest import client_and_user
 from tests.support.media import MediaFactory
+from tests.support.net import free_port
 from tests.support.smtp import SmtpCatcher
 
 Span = tuple[str, str, str]  # service, trace id, span name

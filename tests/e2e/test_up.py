@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port
 from tests.support.amqp import delete_topology
 from tests.support.media import decode
+from tests.support.net import free_port
 
 
 async def read_until(

@@ -12,10 +12,11 @@ import httpx
 
 from services.cli.embedded import nx_27017_command
 from shared.topology import Topology
-from tests.conftest import StackFactory, free_port, wait_for_port
+from tests.conftest import StackFactory
 from tests.e2e.test_pipeline import auth, upload, wait_final
 from tests.faults.conftest import client_and_user
 from tests.support.media import MediaFactory
+from tests.support.net import free_port, wait_for_port
 from tests.support.smtp import SmtpCatcher
 
 

@@ -29,7 +29,8 @@ from shared.settings import Settings
 from shared.tokens import JWKS_PATH
 from shared.topology import Topology
 from tests.support.amqp import delete_topology
-from tests.support.smtp import SmtpCatcher, free_port
+from tests.support.net import free_port
+from tests.support.smtp import SmtpCatcher
 
 
 @pytest.fixture

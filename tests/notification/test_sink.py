@@ -10,7 +10,8 @@ from pathlib import Path
 from services.notification import templates
 from services.notification.mailer import MailDeliveryError, SmtpMailer, compose
 from services.notification.sink import MailSink, parse_message, run_sink
-from tests.support.smtp import download_link, free_port
+from tests.support.net import free_port
+from tests.support.smtp import download_link
 
 LINK = "http://127.0.0.1:8000/v1/downloads/job1.1999999999.mac"
 

@@ -18,9 +18,10 @@ from shared.jobs import Job, SourceInfo
 from shared.jobstore import JobStore
 from shared.mongo import mongo_client
 from shared.topology import Topology
-from tests.conftest import StackFactory, free_port
+from tests.conftest import StackFactory
 from tests.e2e.test_pipeline import upload, wait_final
 from tests.faults.conftest import client_and_user
+from tests.support.net import free_port
 from tests.support.smtp import SmtpCatcher
 from tests.support.stack import Stack
 
