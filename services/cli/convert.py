@@ -65,7 +65,8 @@ class Reporter:
         self.progress.update(self.tasks[item.source], completed=done)
 
     def state(self, item: FileJob, state: str, percent: int | None = None) -> None:
-        if item.status == state and percent is None:
+        changed = item.status != state
+        if not changed and percent is None:
             return
         item.status = state
         if self.tty:
@@ -76,7 +77,8 @@ class Reporter:
                 )
             else:
                 self.progress.update(task, description=f"{item.source.name}: {state}")
-        elif percent is None:
+        elif changed:
+            # Without a terminal: one line per state change, not per percent.
             print(f"{item.source.name}: {state}", flush=True)
 
 

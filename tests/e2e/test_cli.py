@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -64,3 +65,37 @@ async def test_cli_reports_a_failure_and_exits_1(
     assert code == 1
     assert "cityCC0.mpg: failed: the file has no audio track" in stderr
     assert not (tmp_path / "cityCC0.mp3").exists()
+
+
+async def test_ctrl_c_cancels_the_running_job(
+    stack: Stack,
+    client: httpx.AsyncClient,
+    user: dict[str, str],
+    media: MediaFactory,
+    tmp_path: Path,
+) -> None:
+    from tests.e2e.test_cancel import long_tone
+
+    env = {
+        **os.environ,
+        "VIDEO2MP3_EMAIL": user["email"],
+        "VIDEO2MP3_PASSWORD": "correct horse battery staple",
+        "XDG_CONFIG_HOME": str(tmp_path),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli.main", "convert", str(long_tone(media)),
+        "-o", str(tmp_path), "--server", stack.gateway_url,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    while True:  # wait until the server is converting it
+        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+        assert line, "the CLI ended early"
+        if "converting" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    await asyncio.wait_for(proc.wait(), 30)
+    assert proc.returncode == 130
+    jobs = (await client.get("/v1/jobs", headers={"Authorization": user["authorization"]})).json()
+    assert [j["status"] for j in jobs["items"]] == ["cancelled"]
+    assert not list(tmp_path.glob("*.mp3"))
