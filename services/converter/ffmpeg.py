@@ -1,8 +1,8 @@
-"""Build and run the FFmpeg command that turns one audio track of a probed file into an MP3.
+"""Run one FFmpeg command (built by `plan.py`) and describe what it produced.
 
-`build_mp3_command` and `describe_failure` are pure; `run_ffmpeg` owns the subprocess: progress
-from stdout, a bounded stderr tail, and a kill of the whole process group on timeout or
-cancellation so no FFmpeg outlives the job that started it.
+`describe_failure` is pure; `run_ffmpeg` owns the subprocess: progress from stdout, a bounded
+stderr tail, and a kill of the whole process group on timeout or cancellation so no FFmpeg
+outlives the job that started it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import av
 import av.error
 
-from services.converter.probe import INPUT_OPTIONS, MediaInfo, codec_name
+from services.converter.probe import INPUT_OPTIONS, codec_name
 from services.converter.progress import ProgressParser
 from shared.errors import ErrorCode, MediaError
 from shared.jobs import OutputInfo
@@ -30,8 +30,6 @@ STDERR_TAIL_BYTES = 8 * 1024
 MIN_TIMEOUT = 60.0
 MAX_TIMEOUT = 4 * 3600.0
 UNKNOWN_DURATION_TIMEOUT = 3600.0
-LAME_QUALITIES = range(10)
-MAX_MP3_CHANNELS = 2
 
 
 class FFmpegFailed(MediaError):
@@ -43,63 +41,6 @@ class FFmpegFailed(MediaError):
         super().__init__(detail, code=code)
         self.stderr = stderr
         self.returncode = returncode
-
-
-def build_mp3_command(
-    ffmpeg: str,
-    source: Path,
-    output: Path,
-    info: MediaInfo,
-    *,
-    track: int = 0,
-    quality: int = 2,
-    title: str | None = None,
-) -> list[str]:
-    """The argv (never a shell line) converting audio track `track` of `source` to MP3.
-
-    `output` should be a temporary path that is renamed once FFmpeg succeeds: the VBR (Xing)
-    header is written at the end, so a half-written file is never a valid result.
-    """
-    if quality not in LAME_QUALITIES:
-        raise ValueError(f"LAME VBR quality must be 0..9, got {quality}")
-    if not info.audio_tracks:
-        raise MediaError("the file has no audio track", code=ErrorCode.NO_AUDIO_STREAM)
-    if not 0 <= track < len(info.audio_tracks):
-        raise MediaError(
-            f"the file has no audio track {track} (it has {len(info.audio_tracks)})",
-            code=ErrorCode.NO_AUDIO_STREAM,
-        )
-    channels = info.audio_tracks[track].channels
-    # LAME encodes mono or stereo only; anything wider (5.1, 7.1) or unknown is mixed down by
-    # libswresample's standard matrix, which folds centre and surrounds into left/right.
-    downmix = ["-ac", "2"] if channels is None or channels > MAX_MP3_CHANNELS else []
-    metadata = ["-metadata", f"title={title}"] if title else []
-    return [
-        ffmpeg,
-        "-nostdin",
-        "-hide_banner",
-        "-loglevel", "error",
-        "-y",
-        # Input side: the demuxer the probe saw, no protocol but plain files, and a `file:`
-        # URL so a name like "a.mp4 -i http://x/" or "http:x" is only ever a file name.
-        "-protocol_whitelist", "file",
-        "-format_whitelist", info.format_name,
-        "-f", info.format_name,
-        "-i", f"file:{source.resolve()}",
-        "-map", f"0:a:{track}",
-        "-vn", "-sn", "-dn",
-        # The source's tags and chapters may carry anything (GPS, device ids); start clean.
-        "-map_metadata", "-1",
-        "-map_chapters", "-1",
-        *metadata,
-        "-c:a", "libmp3lame",
-        "-q:a", str(quality),
-        *downmix,
-        "-progress", "pipe:1",
-        "-nostats",
-        "-f", "mp3",
-        f"file:{output.resolve()}",
-    ]  # fmt: skip
 
 
 def timeout_for(duration: float | None) -> float:
@@ -330,29 +271,3 @@ def _inspect_output_sync(path: Path) -> OutputMedia:
         raise MediaError(
             "the converter produced an unreadable file", code=ErrorCode.CONVERSION_FAILED
         ) from exc
-
-
-async def convert_to_mp3(
-    source: Path,
-    output: Path,
-    info: MediaInfo,
-    *,
-    ffmpeg: str,
-    track: int = 0,
-    quality: int = 2,
-    title: str | None = None,
-    on_progress: ProgressCallback | None = None,
-    timeout: float | None = None,
-) -> OutputMedia:
-    """Build, run and check one conversion: the whole media side of a job in one call."""
-    cmd = build_mp3_command(ffmpeg, source, output, info, track=track, quality=quality, title=title)
-    await run_ffmpeg(
-        cmd,
-        duration=info.duration,
-        on_progress=on_progress,
-        timeout=timeout if timeout is not None else timeout_for(info.duration),
-    )
-    result = await inspect_output(output)
-    if result.duration is None or result.duration <= 0:
-        raise MediaError("the converter produced no audio", code=ErrorCode.CONVERSION_FAILED)
-    return result

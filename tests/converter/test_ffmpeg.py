@@ -1,3 +1,9 @@
+"""Running FFmpeg: the commands `plan.py` builds, run by `run_ffmpeg` and `pipeline.convert`.
+
+Progress, timeouts, cancellation, failure codes and path redaction are checked on the
+product's real path: commands from `build_output_command`, conversions through `convert`.
+"""
+
 from __future__ import annotations
 
 import asyncio
@@ -10,17 +16,18 @@ import pytest
 
 from services.converter.ffmpeg import (
     FFmpegFailed,
-    build_mp3_command,
-    convert_to_mp3,
     describe_failure,
     inspect_output,
     run_ffmpeg,
     timeout_for,
 )
+from services.converter.pipeline import ConversionResult, FractionCallback, convert
+from services.converter.plan import build_output_command, plan_conversion
 from services.converter.probe import MediaInfo, probe
 from shared.errors import ErrorCode, MediaError
 from shared.ffmpeg_path import ffmpeg_executable
 from shared.jobs import AudioTrack
+from shared.options import ConversionOptions
 from tests.converter.test_probe import faststart_mp4, truncated_copy, two_track_mkv
 from tests.support.media import MediaFactory, decode
 
@@ -77,12 +84,47 @@ def channel_rms(path: Path) -> list[float]:
     return [(s / count) ** 0.5 for s in sums]
 
 
+def output_command(
+    source: Path,
+    output: Path,
+    info: MediaInfo,
+    options: ConversionOptions | None = None,
+    *,
+    ffmpeg: str = FFMPEG,
+) -> list[str]:
+    """The command the pipeline runs to write `output` (single pass, no cover)."""
+    plan = plan_conversion(info, options or ConversionOptions(), source.name)
+    return build_output_command(ffmpeg, source, output, info, plan)
+
+
+async def convert_file(
+    source: Path,
+    workdir: Path,
+    info: MediaInfo | None = None,
+    options: ConversionOptions | None = None,
+    *,
+    on_progress: FractionCallback | None = None,
+    timeout: float | None = None,
+) -> ConversionResult:
+    """`pipeline.convert` as the service calls it; `info` defaults to a fresh probe."""
+    return await convert(
+        source,
+        workdir,
+        info if info is not None else await probe(source),
+        options or ConversionOptions(),
+        ffmpeg=FFMPEG,
+        filename=source.name,
+        on_progress=on_progress,
+        timeout=timeout,
+    )
+
+
 # --- the command (pure) ---
 
 
 def test_command_for_a_stereo_source(tmp_path: Path) -> None:
-    source, output = tmp_path / "in.mp4", tmp_path / "out.mp3.part"
-    cmd = build_mp3_command("/usr/bin/ffmpeg", source, output, info_with(2))
+    source, output = tmp_path / "in.mp4", tmp_path / "output.mp3"
+    cmd = output_command(source, output, info_with(2), ffmpeg="/usr/bin/ffmpeg")
     assert cmd == [
         "/usr/bin/ffmpeg",
         "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
@@ -93,7 +135,9 @@ def test_command_for_a_stereo_source(tmp_path: Path) -> None:
         "-map", "0:a:0",
         "-vn", "-sn", "-dn",
         "-map_metadata", "-1", "-map_chapters", "-1",
+        "-metadata", "title=in",
         "-c:a", "libmp3lame", "-q:a", "2",
+        "-id3v2_version", "4", "-write_id3v1", "0",
         "-progress", "pipe:1", "-nostats",
         "-f", "mp3",
         f"file:{output}",
@@ -102,19 +146,21 @@ def test_command_for_a_stereo_source(tmp_path: Path) -> None:
 
 def test_command_downmixes_surround_and_unknown_layouts(tmp_path: Path) -> None:
     for channels in (6, 8, None):
-        cmd = build_mp3_command(FFMPEG, tmp_path / "a", tmp_path / "b", info_with(channels))
+        cmd = output_command(tmp_path / "a", tmp_path / "b", info_with(channels))
         assert cmd[cmd.index("-ac") + 1] == "2"
+        assert cmd[cmd.index("-af") + 1] == "aformat=channel_layouts=stereo"
     for channels in (1, 2):
-        cmd = build_mp3_command(FFMPEG, tmp_path / "a", tmp_path / "b", info_with(channels))
+        cmd = output_command(tmp_path / "a", tmp_path / "b", info_with(channels))
         assert "-ac" not in cmd
+        assert "-af" not in cmd
 
 
 def test_command_picks_the_track_quality_and_title(tmp_path: Path) -> None:
     info = info_with(2, 6, format_name="matroska")
-    cmd = build_mp3_command(
-        FFMPEG, tmp_path / "a", tmp_path / "b", info, track=1, quality=5, title="Talk"
-    )
+    options = ConversionOptions(audio_track=1, quality=5, title="Talk")
+    cmd = output_command(tmp_path / "a", tmp_path / "b", info, options)
     assert cmd[cmd.index("-map") + 1] == "0:a:1"
+    assert cmd[cmd.index("-format_whitelist") + 1] == "matroska"
     assert cmd[cmd.index("-f") + 1] == "matroska"
     assert cmd[cmd.index("-q:a") + 1] == "5"
     assert cmd[cmd.index("-ac") + 1] == "2"  # the chosen track's channels count
@@ -123,22 +169,11 @@ def test_command_picks_the_track_quality_and_title(tmp_path: Path) -> None:
 
 def test_command_keeps_a_hostile_name_in_one_argument(tmp_path: Path) -> None:
     source = Path("relative dir") / "a.mp4 -i http:127.0.0.1:9 -f mp3"
-    cmd = build_mp3_command(FFMPEG, source, tmp_path / "b", info_with(2))
+    cmd = output_command(source, tmp_path / "b", info_with(2))
     assert cmd.count("-i") == 1
     assert cmd[cmd.index("-i") + 1] == f"file:{source.resolve()}"
     assert Path(cmd[cmd.index("-i") + 1].removeprefix("file:")).is_absolute()
-
-
-def test_command_rejects_missing_tracks_and_bad_quality(tmp_path: Path) -> None:
-    a, b = tmp_path / "a", tmp_path / "b"
-    with pytest.raises(MediaError) as caught:
-        build_mp3_command(FFMPEG, a, b, info_with())
-    assert caught.value.code is ErrorCode.NO_AUDIO_STREAM
-    with pytest.raises(MediaError) as caught:
-        build_mp3_command(FFMPEG, a, b, info_with(2), track=1)
-    assert caught.value.code is ErrorCode.NO_AUDIO_STREAM
-    with pytest.raises(ValueError, match="quality"):
-        build_mp3_command(FFMPEG, a, b, info_with(2), quality=10)
+    assert cmd[cmd.index("-protocol_whitelist") + 1] == "file"
 
 
 def test_timeout_scales_with_duration_and_is_bounded() -> None:
@@ -204,44 +239,42 @@ def test_failures_get_a_code_and_a_short_reason(
 
 async def test_converts_the_10s_clip(media: MediaFactory, tmp_path: Path) -> None:
     source = media.h264_aac(10)
-    info = await probe(source)
-    output = tmp_path / "out.mp3.part"
-    result = await convert_to_mp3(source, output, info, ffmpeg=FFMPEG)
+    result = await convert_file(source, tmp_path)
+    output = result.output
 
+    assert output == tmp_path / "output.mp3"
+    assert result.path == "encode"
     decoded = decode(output)
     assert decoded.codec.startswith("mp3")
     assert decoded.channels == 2
     assert decoded.sample_rate == 44100
     assert decoded.duration == pytest.approx(10, abs=0.15)
 
-    assert result.codec == "mp3"
-    assert result.channels == 2
-    assert result.sample_rate == 44100
-    assert result.duration == pytest.approx(decoded.duration, abs=0.05)
-    assert result.bitrate
-    assert 8_000 < result.bitrate < 320_000
+    described = result.media
+    assert described.codec == "mp3"
+    assert described.channels == 2
+    assert described.sample_rate == 44100
+    assert described.duration == pytest.approx(decoded.duration, abs=0.05)
+    assert described.bitrate
+    assert 8_000 < described.bitrate < 320_000
 
-    described = await inspect_output(output)
-    assert described == result
+    assert await inspect_output(output) == described
     view = result.to_output_info(output.stat().st_size, "clip.mp3")
     assert (view.codec, view.channels, view.filename) == ("mp3", 2, "clip.mp3")
     assert view.content_type == "audio/mpeg"
 
 
 async def test_converts_bigbuckbunny_51_to_stereo(shared_media: Path, tmp_path: Path) -> None:
-    source = shared_media / "bigbuckbunny.mp4"
-    info = await probe(source)
-    output = tmp_path / "bunny.mp3"
-    result = await convert_to_mp3(source, output, info, ffmpeg=FFMPEG)
-    decoded = decode(output)
+    result = await convert_file(shared_media / "bigbuckbunny.mp4", tmp_path)
+    decoded = decode(result.output)
     assert decoded.channels == 2
     assert decoded.sample_rate == 48000
     assert decoded.duration == pytest.approx(5.312, abs=0.15)
-    assert result.channels == 2
+    assert result.media.channels == 2
     # Real music at -q:a 2 lands near LAME's ~190 kbit/s VBR target.
-    assert result.bitrate
-    assert 120_000 < result.bitrate < 260_000
-    left, right = channel_rms(output)
+    assert result.media.bitrate
+    assert 120_000 < result.media.bitrate < 260_000
+    left, right = channel_rms(result.output)
     assert left > 0.01
     assert right > 0.01
 
@@ -268,9 +301,10 @@ async def test_51_downmix_puts_each_channel_where_it_belongs(
         )  # fmt: skip
         info = await probe(source)
         assert info.audio_tracks[0].channels == 6
-        output = tmp_path / f"{name}.mp3"
-        await convert_to_mp3(source, output, info, ffmpeg=FFMPEG)
-        rms[name] = channel_rms(output)
+        workdir = tmp_path / name
+        workdir.mkdir()
+        result = await convert_file(source, workdir, info)
+        rms[name] = channel_rms(result.output)
 
     left, right = rms["front_left"]
     assert left > 0.1
@@ -285,23 +319,30 @@ async def test_51_downmix_puts_each_channel_where_it_belongs(
 
 async def test_converts_the_second_track_only(media: MediaFactory, tmp_path: Path) -> None:
     source = two_track_mkv(media)
-    info = await probe(source)
-    output = tmp_path / "commentary.mp3"
-    result = await convert_to_mp3(source, output, info, ffmpeg=FFMPEG, track=1)
-    decoded = decode(output)
+    result = await convert_file(source, tmp_path, options=ConversionOptions(audio_track=1))
+    assert result.track == 1
+    decoded = decode(result.output)
     assert (decoded.channels, decoded.sample_rate) == (1, 22050)
     assert decoded.duration == pytest.approx(4, abs=0.15)
-    assert result.channels == 1
+    assert result.media.channels == 1
+
+
+async def test_track_out_of_range_fails_before_ffmpeg(media: MediaFactory, tmp_path: Path) -> None:
+    with pytest.raises(MediaError) as caught:
+        await convert_file(two_track_mkv(media), tmp_path, options=ConversionOptions(audio_track=2))
+    assert caught.value.code is ErrorCode.NO_AUDIO_STREAM
+    assert list(tmp_path.iterdir()) == []
 
 
 async def test_hostile_file_name_converts_as_a_file(media: MediaFactory, tmp_path: Path) -> None:
     source = tmp_path / "my clip -i http:127.0.0.1:9 -f mp3 x.mp4"
     source.symlink_to(media.h264_aac(10))
-    output = tmp_path / "out -y file:elsewhere.mp3"
-    info = await probe(source)
-    await convert_to_mp3(source, output, info, ffmpeg=FFMPEG)
-    assert decode(output).duration == pytest.approx(10, abs=0.15)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([source.name, output.name])
+    workdir = tmp_path / "out -y file:elsewhere"
+    workdir.mkdir()
+    result = await convert_file(source, workdir)
+    assert decode(result.output).duration == pytest.approx(10, abs=0.15)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([source.name, workdir.name])
+    assert [p.name for p in workdir.iterdir()] == ["output.mp3"]
 
 
 async def test_progress_is_monotonic_and_reaches_the_end(
@@ -314,8 +355,7 @@ async def test_progress_is_monotonic_and_reaches_the_end(
     async def on_progress(seconds: float) -> None:
         seen.append(seconds)
 
-    output = tmp_path / "long.mp3"
-    cmd = build_mp3_command(FFMPEG, source, output, info)
+    cmd = output_command(source, tmp_path / "output.mp3", info)
     await run_ffmpeg(cmd, duration=info.duration, on_progress=on_progress, timeout=120)
     assert len(seen) >= 2, seen
     assert seen == sorted(seen)
@@ -325,43 +365,57 @@ async def test_progress_is_monotonic_and_reaches_the_end(
     assert all(0 <= s <= info.duration for s in seen)
 
 
+async def test_conversion_progress_is_a_monotonic_fraction(
+    media: MediaFactory, tmp_path: Path
+) -> None:
+    seen: list[float] = []
+
+    async def on_progress(fraction: float) -> None:
+        seen.append(fraction)
+
+    await convert_file(long_clip(media), tmp_path, on_progress=on_progress)
+    assert len(seen) >= 2, seen
+    assert seen == sorted(seen)
+    assert len(set(seen)) == len(seen)
+    assert all(0 <= f <= 1 for f in seen)
+    assert seen[-1] == pytest.approx(1.0, abs=0.01)
+
+
 async def test_timeout_kills_ffmpeg(media: MediaFactory, tmp_path: Path) -> None:
     source = long_clip(media)
     info = await probe(source)
-    output = tmp_path / "timeout-marker.mp3"
+    workdir = tmp_path / "timeout-marker"
+    workdir.mkdir()
     pids: list[int] = []
 
-    async def on_progress(seconds: float) -> None:
-        pids.extend(pids_running(str(output)))
+    async def on_progress(fraction: float) -> None:
+        pids.extend(pids_running(str(workdir)))
 
-    cmd = build_mp3_command(FFMPEG, source, output, info)
     started = time.monotonic()
     with pytest.raises(MediaError) as caught:
-        await run_ffmpeg(cmd, duration=info.duration, on_progress=on_progress, timeout=1.5)
+        await convert_file(source, workdir, info, on_progress=on_progress, timeout=1.5)
     assert time.monotonic() - started < 5
     assert caught.value.code is ErrorCode.TIMEOUT
     assert caught.value.detail == "conversion took too long"
     assert pids, "ffmpeg never reported progress before the timeout"
     assert not any(process_exists(pid) for pid in pids)
-    assert pids_running(str(output)) == []
+    assert pids_running(str(workdir)) == []
 
 
 async def test_cancellation_kills_ffmpeg(media: MediaFactory, tmp_path: Path) -> None:
     source = long_clip(media)
     info = await probe(source)
-    output = tmp_path / "cancel-marker.mp3"
+    workdir = tmp_path / "cancel-marker"
+    workdir.mkdir()
     running = asyncio.Event()
     pids: list[int] = []
 
-    async def on_progress(seconds: float) -> None:
+    async def on_progress(fraction: float) -> None:
         if not pids:
-            pids.extend(pids_running(str(output)))
+            pids.extend(pids_running(str(workdir)))
         running.set()
 
-    cmd = build_mp3_command(FFMPEG, source, output, info)
-    task = asyncio.create_task(
-        run_ffmpeg(cmd, duration=info.duration, on_progress=on_progress, timeout=120)
-    )
+    task = asyncio.create_task(convert_file(source, workdir, info, on_progress=on_progress))
     await asyncio.wait_for(running.wait(), 30)
     assert pids
     assert all(process_exists(pid) for pid in pids)
@@ -369,21 +423,22 @@ async def test_cancellation_kills_ffmpeg(media: MediaFactory, tmp_path: Path) ->
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not any(process_exists(pid) for pid in pids)
+    assert pids_running(str(workdir)) == []
 
 
 async def test_failing_progress_callback_kills_ffmpeg(media: MediaFactory, tmp_path: Path) -> None:
     source = long_clip(media)
     info = await probe(source)
-    output = tmp_path / "callback-marker.mp3"
+    workdir = tmp_path / "callback-marker"
+    workdir.mkdir()
     pids: list[int] = []
 
-    async def on_progress(seconds: float) -> None:
-        pids.extend(pids_running(str(output)))
+    async def on_progress(fraction: float) -> None:
+        pids.extend(pids_running(str(workdir)))
         raise RuntimeError("broker gone")
 
-    cmd = build_mp3_command(FFMPEG, source, output, info)
     with pytest.raises(RuntimeError, match="broker gone"):
-        await run_ffmpeg(cmd, duration=info.duration, on_progress=on_progress, timeout=120)
+        await convert_file(source, workdir, info, on_progress=on_progress)
     assert pids
     assert not any(process_exists(pid) for pid in pids)
 
@@ -392,13 +447,10 @@ async def test_truncated_mp4_with_index_at_end_fails_clearly(
     media: MediaFactory, tmp_path: Path
 ) -> None:
     cut = truncated_copy(media.h264_aac(10), tmp_path / "cut.mp4")
-
-    async def probe_and_convert() -> None:
-        info = await probe(cut)
-        await convert_to_mp3(cut, tmp_path / "out.mp3", info, ffmpeg=FFMPEG)
-
+    workdir = tmp_path / "work"
+    workdir.mkdir()
     with pytest.raises(MediaError) as caught:
-        await probe_and_convert()
+        await convert_file(cut, workdir)  # probing included
     assert caught.value.code is ErrorCode.UNREADABLE_MEDIA
 
 
@@ -407,8 +459,10 @@ async def test_truncated_faststart_mp4_fails_at_conversion(
 ) -> None:
     cut = truncated_copy(faststart_mp4(media), tmp_path / "cut.mp4")
     info = await probe(cut)  # the index is intact, so this succeeds
+    workdir = tmp_path / "work"
+    workdir.mkdir()
     with pytest.raises(FFmpegFailed) as caught:
-        await convert_to_mp3(cut, tmp_path / "out.mp3", info, ffmpeg=FFMPEG)
+        await convert_file(cut, workdir, info)
     assert caught.value.code is ErrorCode.UNREADABLE_MEDIA
     assert caught.value.detail == "the file is incomplete or truncated"
     assert caught.value.returncode == 0
@@ -420,20 +474,19 @@ async def test_unreadable_input_bypassing_probe(tmp_path: Path) -> None:
     """If the file changed after probing, FFmpeg's own error still maps to a code."""
     source = tmp_path / "junk.mp4"
     source.write_bytes(b"not a video at all" * 100)
-    cmd = build_mp3_command(FFMPEG, source, tmp_path / "out.mp3", info_with(2))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
     with pytest.raises(FFmpegFailed) as caught:
-        await run_ffmpeg(cmd, duration=10, on_progress=None, timeout=30)
+        await convert_file(source, workdir, info_with(2), timeout=30)
     assert caught.value.code is ErrorCode.UNREADABLE_MEDIA
     assert caught.value.returncode not in (0, None)
 
 
 async def test_failure_detail_hides_server_paths(media: MediaFactory, tmp_path: Path) -> None:
     source = media.h264_aac(10)
-    info = await probe(source)
-    output = tmp_path / "no such dir" / "out.mp3"
-    cmd = build_mp3_command(FFMPEG, source, output, info)
+    workdir = tmp_path / "no such dir"  # never created: FFmpeg cannot open the output
     with pytest.raises(FFmpegFailed) as caught:
-        await run_ffmpeg(cmd, duration=info.duration, on_progress=None, timeout=30)
+        await convert_file(source, workdir, timeout=30)
     assert caught.value.code is ErrorCode.CONVERSION_FAILED
     assert caught.value.detail.startswith("ffmpeg failed")
     assert str(tmp_path) not in caught.value.detail
