@@ -117,18 +117,25 @@ class Job(BaseModel):
     def from_document(cls, doc: dict[str, Any]) -> Job:
         return cls.model_validate(doc)
 
-    def public_view(self) -> dict[str, Any]:
-        """The job as the contract shows it: no storage ids, a download URL when done."""
-        output: dict[str, Any] | None = None
-        if (
+    @property
+    def downloadable(self) -> bool:
+        return (
             self.output is not None
             and self.status is JobStatus.COMPLETED
             and not self.output_expired
-        ):
+        )
+
+    def public_view(self, stream_url: str | None = None) -> dict[str, Any]:
+        """The job as the contract shows it: no storage ids, a download URL when done, and (when
+        given) a short-lived signed URL that players and plain links can use without a token."""
+        output: dict[str, Any] | None = None
+        if self.output is not None and self.downloadable:
             output = {
                 **self.output.model_dump(mode="json"),
                 "download_url": f"/v1/jobs/{self.id}/download",
             }
+            if stream_url:
+                output["stream_url"] = stream_url
         return {
             "id": self.id,
             "status": str(self.status),

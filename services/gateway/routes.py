@@ -16,13 +16,28 @@ from services.gateway.uploads import MultipartUpload
 from shared.errors import Conflict, ErrorCode, Gone, NotFound
 from shared.http import error_responses
 from shared.jobs import Job, JobStatus, utcnow
-from shared.links import verify_download_token
+from shared.links import sign_download_token, verify_download_token
 from shared.logs import correlation_id as current_correlation_id
 from shared.logs import new_correlation_id
 from shared.notices import MarkRead, NotificationList
 from shared.options import ConversionOptions
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
+
+# Signed links in job views live briefly: long enough to play or download, short enough that a
+# leaked page is harmless soon. The emailed link has its own, longer lifetime.
+STREAM_LINK_TTL = 3600
+
+
+def view(state: State, job: Job) -> dict[str, Any]:
+    """The public job, with a short-lived `stream_url` for an `<audio>` element (which cannot
+    send a bearer token) once it is done."""
+    stream_url = None
+    if job.downloadable:
+        token = sign_download_token(state.settings.link_key, job.id, STREAM_LINK_TTL)
+        stream_url = f"/v1/downloads/{token}"
+    return job.public_view(stream_url)
+
 
 _UPLOAD_DOC: dict[str, Any] = {
     "requestBody": {
@@ -65,12 +80,12 @@ async def list_jobs(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> JobPage:
     jobs, next_cursor = await state.jobs.list_for_user(user.user_id, limit, cursor)
-    return JobPage(items=[j.public_view() for j in jobs], next_cursor=next_cursor)
+    return JobPage(items=[view(state, j) for j in jobs], next_cursor=next_cursor)
 
 
 @router.get("/jobs/{job_id}", responses=error_responses(401, 404))
 async def get_job(job_id: str, user: CurrentUser, state: State) -> dict[str, Any]:
-    return (await state.jobs.get_owned(job_id, user.user_id)).public_view()
+    return view(state, await state.jobs.get_owned(job_id, user.user_id))
 
 
 @router.delete("/jobs/{job_id}", status_code=204, responses=error_responses(401, 404))

@@ -99,6 +99,11 @@ async def test_upload_convert_email_download(
     assert by_link.status_code == 200, (link, by_link.text)
     assert by_link.content == direct.content
 
+    # The short-lived stream link needs no token (an <audio> element cannot send one) and seeks.
+    streamed = await client.get(job["output"]["stream_url"], headers={"Range": "bytes=0-99"})
+    assert streamed.status_code == 206
+    assert streamed.content == direct.content[:100]
+
     ranged = await client.get(
         job["output"]["download_url"], headers={**auth(user), "Range": "bytes=100-199"}
     )
