@@ -30,11 +30,13 @@ from tests.web.browser import (
 )
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser, Page, WebSocket
+    from playwright.async_api import Browser, Locator, Page, Response, WebSocket
 
 pytestmark = ON_FILE_BACKEND
 
 SESSION_KEY = "video2mp3.session"
+# The signed, token-free link of a finished job that the player and the download use.
+STREAM_URL = re.compile(r"^/v1/downloads/[^/]+$")
 
 
 def collect_ws_messages(page: Page) -> list[dict[str, Any]]:
@@ -52,9 +54,35 @@ def collect_ws_messages(page: Page) -> list[dict[str, Any]]:
     return messages
 
 
+def collect_stream_responses(page: Page) -> list[tuple[int, str | None]]:
+    """(status, Range header) of every response to a signed `/v1/downloads/` link."""
+    seen: list[tuple[int, str | None]] = []
+
+    async def on_response(response: Response) -> None:
+        if "/v1/downloads/" in response.url:
+            seen.append((response.status, await response.request.header_value("range")))
+
+    page.on("response", on_response)
+    return seen
+
+
 async def stored_session(page: Page) -> dict[str, Any] | None:
     raw = await page.evaluate(f"localStorage.getItem({SESSION_KEY!r})")
     return json.loads(raw) if raw else None
+
+
+async def download_and_check(page: Page, link: Locator, folder: Path) -> None:
+    """Click a download link: the file saved is an MP3 of the 5 s test clip."""
+    async with page.expect_download() as info:
+        await link.click()
+    download = await info.value
+    assert download.suggested_filename.endswith(".mp3")
+    folder.mkdir()
+    target = folder / download.suggested_filename
+    await download.save_as(target)
+    decoded = decode(target)
+    assert decoded.codec == "mp3"
+    assert abs(decoded.duration - 5.0) < 0.2
 
 
 async def test_login_page_shows_errors_inline(stack: Stack, page: Page) -> None:
@@ -97,6 +125,7 @@ async def test_convert_listen_and_download(
     stack: Stack, page: Page, media: MediaFactory, tmp_path: Path
 ) -> None:
     messages = collect_ws_messages(page)
+    streamed = collect_stream_responses(page)
     await register(page, stack.gateway_url)
     await expect(page.locator("#history-empty")).to_be_visible()
     await expect(page.locator("#live-state")).to_have_attribute("data-state", "live")
@@ -122,9 +151,12 @@ async def test_convert_listen_and_download(
     assert messages[0]["type"] == "snapshot"
     assert await card.get_attribute("data-progress") == "100"
 
-    # The player plays it, and its duration is the video's.
+    # The player streams the signed link (no blob of the whole file), and only its metadata
+    # until it plays; it plays it, and its duration is the video's.
     audio = card.locator("audio")
-    await expect(audio).to_have_attribute("src", re.compile(r"^blob:"), timeout=30_000)
+    await expect(audio).to_have_attribute("src", STREAM_URL, timeout=30_000)
+    await expect(audio).to_have_attribute("preload", "metadata")
+    assert not (await audio.evaluate("a => a.currentSrc")).startswith("blob:")
     duration = await audio.evaluate(
         """a => new Promise((resolve, reject) => {
              if (a.readyState >= 1) return resolve(a.duration);
@@ -145,6 +177,22 @@ async def test_convert_listen_and_download(
     )
     assert played > 0.2, played
 
+    # The link serves ranges: the player asked for them, and seeking lands where it was sent.
+    landed = await audio.evaluate(
+        """async a => {
+             a.currentTime = 3.5;
+             if (a.seeking) await new Promise(r => a.addEventListener("seeked", r, {once: true}));
+             await a.play();
+             await new Promise(r => setTimeout(r, 300));
+             const t = a.currentTime;
+             a.pause();
+             return t;
+           }"""
+    )
+    assert 3.4 <= landed <= 5.0, landed
+    assert any(status == 206 for status, _ in streamed), streamed
+    assert any(ranged for _, ranged in streamed), streamed
+
     # The meta line shows duration and sizes.
     await expect(card.locator(".job-meta")).to_contain_text("0:05")
     await expect(card.locator(".meta-output")).to_contain_text("MP3")
@@ -153,16 +201,42 @@ async def test_convert_listen_and_download(
     await expect(page.locator("#notification-badge")).to_have_text("1", timeout=20_000)
     await screenshot(page, "done")
 
-    # Download through the button: a real file that decodes to the same duration.
-    async with page.expect_download() as info:
-        await card.get_by_role("button", name=re.compile(r"^Download")).click()
-    download = await info.value
-    assert download.suggested_filename.endswith(".mp3")
-    target = tmp_path / download.suggested_filename
-    await download.save_as(target)
-    decoded = decode(target)
-    assert decoded.codec == "mp3"
-    assert abs(decoded.duration - 5.0) < 0.2
+    # Download through the download_link (the same signed URL): a real file of the same duration.
+    download_link = card.get_by_role("link", name=re.compile(r"^Download"))
+    assert await download_link.get_attribute("href") == await audio.get_attribute("src")
+    await expect(download_link).to_have_attribute("download", re.compile(r"\.mp3$"))
+    await download_and_check(page, download_link, tmp_path / "first")
+
+    # An hour on, the link has expired: the page fetches the job for a new one before it
+    # downloads, and moves the paused player over to it too.
+    await page.evaluate("""() => { const now = Date.now; Date.now = () => now() + 51 * 60_000; }""")
+    old_url = await download_link.get_attribute("href")
+    async with page.expect_request(
+        lambda r: r.method == "GET" and r.url.endswith(f"/v1/jobs/{job_id}")
+    ):
+        await download_and_check(page, download_link, tmp_path / "renewed")
+    await expect(download_link).not_to_have_attribute("href", old_url or "")
+    new_url = await download_link.get_attribute("href")
+    assert new_url is not None
+    assert STREAM_URL.match(new_url)
+    await expect(audio).to_have_attribute("src", new_url)
+
+    # A link the server refuses (as an expired one is): the player fetches a new one itself.
+    refused = "/v1/downloads/not-a-valid-token"
+    async with page.expect_request(
+        lambda r: r.method == "GET" and r.url.endswith(f"/v1/jobs/{job_id}")
+    ):
+        await audio.evaluate("(a, url) => { a.src = url; }", refused)
+    await expect(audio).not_to_have_attribute("src", refused)
+    await expect(audio).to_have_attribute("src", STREAM_URL)
+    assert await audio.evaluate(
+        """a => new Promise((resolve, reject) => {
+             if (a.readyState >= 1) return resolve(true);
+             a.addEventListener("loadedmetadata", () => resolve(true), {once: true});
+             a.addEventListener("error", () => reject(new Error(String(a.error?.message))));
+           })"""
+    )
+    await expect(card.locator(".player-note")).to_be_hidden()
 
     # The notifications panel lists it with the emailed link; opening it clears the badge.
     await page.get_by_role("button", name=re.compile(r"^Notifications")).click()
@@ -201,7 +275,7 @@ async def test_a_video_without_audio_shows_why_it_failed(
     await expect(card.locator(".status-pill")).to_have_text("Failed")
     await expect(card.locator(".job-error")).to_have_text("The file has no audio track.")
     await expect(card.locator("audio")).to_have_count(0)
-    await expect(card.get_by_role("button", name=re.compile(r"^Download"))).to_have_count(0)
+    await expect(card.get_by_role("link", name=re.compile(r"^Download"))).to_have_count(0)
     await expect(page.locator("#notification-badge")).to_have_text("1", timeout=20_000)
     await screenshot(page, "failed")
 
@@ -351,7 +425,7 @@ async def test_phone_width_and_drag_and_drop(
         )
         card = job_card(page, video.name)
         await wait_status(card, "completed")
-        await expect(card.locator("audio")).to_have_attribute("src", re.compile(r"^blob:"))
+        await expect(card.locator("audio")).to_have_attribute("src", STREAM_URL)
         assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
         await screenshot(page, "phone", full_page=True)
     finally:

@@ -1,5 +1,10 @@
 // The history of conversions: one card per job, kept in place and updated as events arrive, so
 // that a playing <audio> is never torn down by an unrelated update.
+//
+// A finished job carries `output.stream_url`: a signed link that needs no bearer token, serves
+// byte ranges and lives for an hour. The player streams from it (so it can seek without loading
+// the whole file) and the download link points at it. Links older than STALE_MS are fetched
+// again (GET /v1/jobs/{id}) before they are used, and a player whose link failed gets a new one.
 
 import { errorFrom } from "./api.js";
 import { formatAbsolute, formatBytes, formatDuration, formatWhen } from "./format.js";
@@ -14,6 +19,10 @@ const STATUS_LABELS = {
   cancelled: "Cancelled",
 };
 const CONFIRM_MS = 4000;
+// Stream links live an hour; past this age one is replaced before it is used.
+const STALE_MS = 50 * 60_000;
+// A player that fails again this soon after getting a new link gives up instead of looping.
+const RETRY_GAP_MS = 10_000;
 
 /** The newer of two views of one job: a job never goes back from final, progress never drops. */
 function merge(old, next) {
@@ -48,7 +57,7 @@ export class JobList {
     this.onChange = onChange;
     this.jobs = new Map();
     this.cards = new Map();
-    this.audio = new Map(); // job id -> Promise of {url, blob}
+    this.links = new Map(); // job id -> {url, at}: the latest stream link and when it came
     this.fetching = new Map();
     this.touched = new Map();
     this.observer =
@@ -63,8 +72,8 @@ export class JobList {
   }
 
   clear() {
-    for (const entry of this.audio.values()) entry.then((a) => URL.revokeObjectURL(a.url), () => {});
-    this.audio.clear();
+    for (const card of this.cards.values()) this._stopPlayer(card);
+    this.links.clear();
     this.jobs.clear();
     this.cards.clear();
     this.touched.clear();
@@ -88,6 +97,8 @@ export class JobList {
     const merged = merge(this.jobs.get(job.id), job);
     this.jobs.set(job.id, merged);
     this.touched.set(job.id, Date.now());
+    const url = merged.status === "completed" ? merged.output?.stream_url : null;
+    if (url && this.links.get(job.id)?.url !== url) this.links.set(job.id, { url, at: Date.now() });
     let card = this.cards.get(job.id);
     if (!card) {
       card = this._createCard(merged);
@@ -147,16 +158,20 @@ export class JobList {
     this.upsert(next);
   }
 
-  /** Load one job from the API (deduplicated); a 404 means it is gone. */
+  /** Load one job from the API (deduplicated); a 404 means it is gone. True when it loaded. */
   fetchJob(id) {
     if (this.fetching.has(id)) return this.fetching.get(id);
     const task = (async () => {
       try {
         const response = await this.session.fetch(`/v1/jobs/${encodeURIComponent(id)}`);
         if (response.status === 404) this._remove(id);
-        else if (response.ok) this.upsert(await response.json());
+        else if (response.ok) {
+          this.upsert(await response.json());
+          return true;
+        }
+        return false;
       } catch {
-        // the next snapshot resyncs
+        return false; // the next snapshot resyncs
       } finally {
         this.fetching.delete(id);
       }
@@ -223,8 +238,10 @@ export class JobList {
     meta.replaceChildren(...this._metaParts(job));
     error.hidden = job.status !== "failed";
     error.textContent = job.status === "failed" ? this._reason(job) : "";
-    if (job.status === "completed" && job.output) this._ensurePlayer(card, job);
-    this._renderActions(card, job);
+    const link = job.status === "completed" && job.output ? this.links.get(job.id) : null;
+    if (link) this._ensurePlayer(card, job);
+    this._renderActions(card, job, link);
+    if (link) this._linkChanged(card, link);
   }
 
   _metaParts(job) {
@@ -255,17 +272,27 @@ export class JobList {
     return detail[0].toUpperCase() + detail.slice(1) + (/[.!?]$/.test(detail) ? "" : ".");
   }
 
-  _renderActions(card, job) {
+  _renderActions(card, job, link) {
     const { actions } = card.parts;
-    const key = `${job.status}:${job.output ? "o" : ""}`;
+    const key = `${job.status}:${link ? "o" : ""}`;
     if (actions.dataset.key === key) return;
     actions.dataset.key = key;
     const buttons = [];
-    if (job.status === "completed" && job.output) {
-      const download = el("button", "button button-primary button-small", "Download");
-      download.type = "button";
+    card.parts.download = null;
+    if (link) {
+      // A plain link: the browser downloads it itself (the server names the file too).
+      const download = el("a", "button button-primary button-small", "Download");
+      download.href = link.url;
+      download.download = job.output.filename || "";
       download.setAttribute("aria-label", `Download ${job.output.filename || job.filename}`);
-      download.addEventListener("click", () => this._download(job.id, download));
+      download.addEventListener("click", (event) => this._download(job.id, download, event));
+      // About to be used (or copied, or middle-clicked): renew an old link ahead of the click.
+      const renew = () => {
+        if (this._stale(this.links.get(job.id))) this._freshLink(job.id).catch(() => {});
+      };
+      download.addEventListener("pointerenter", renew);
+      download.addEventListener("focus", renew);
+      card.parts.download = download;
       buttons.push(download);
     }
     if (FINAL.has(job.status)) {
@@ -336,11 +363,10 @@ export class JobList {
     const card = this.cards.get(id);
     if (card) {
       this.observer?.unobserve(card.parts.player);
+      this._stopPlayer(card);
       card.remove();
     }
-    const audio = this.audio.get(id);
-    if (audio) audio.then((a) => URL.revokeObjectURL(a.url), () => {});
-    this.audio.delete(id);
+    this.links.delete(id);
     this.cards.delete(id);
     this.jobs.delete(id);
     this.touched.delete(id);
@@ -349,18 +375,42 @@ export class JobList {
 
   // --- listening and downloading ---
 
+  _stale(link) {
+    return !link || Date.now() - link.at > STALE_MS;
+  }
+
+  /** A stream link young enough to use, fetching the job again when ours is stale (or `force`). */
+  async _freshLink(id, { force = false } = {}) {
+    const link = this.links.get(id);
+    if (!force && !this._stale(link)) return link;
+    const loaded = await this.fetchJob(id);
+    const next = this.links.get(id);
+    if (!loaded || !next || this._stale(next)) {
+      throw new Error("a new link to the file could not be fetched");
+    }
+    return next;
+  }
+
   _ensurePlayer(card, job) {
     const { player } = card.parts;
     if (player.dataset.ready) return;
     player.dataset.ready = "true";
     const audio = el("audio");
     audio.controls = true;
-    audio.preload = "metadata";
+    audio.preload = "metadata"; // only the headers until it plays; the rest streams in ranges
     audio.setAttribute("aria-label", `Listen to ${job.output.filename || job.filename}`);
     const note = el("span", "player-note muted", "Loading audio…");
     player.append(audio, note);
     card.parts.audio = audio;
     card.parts.note = note;
+    card.parts.loaded = null; // the link the player was given, {url, at}
+    audio.addEventListener("loadedmetadata", () => {
+      note.hidden = true;
+      note.textContent = "";
+    });
+    audio.addEventListener("play", () => this._onPlay(card));
+    audio.addEventListener("error", () => this._onAudioError(card));
+    // Lazily: the player gets its link when it scrolls into view.
     if (this.observer) this.observer.observe(player);
     else this._loadAudio(job.id);
   }
@@ -374,51 +424,122 @@ export class JobList {
     }
   }
 
-  /** The finished file as a blob (the download needs the bearer token), fetched once. */
-  _audioBlob(id) {
-    if (!this.audio.has(id)) {
-      const task = (async () => {
-        const response = await this.session.fetch(`/v1/jobs/${encodeURIComponent(id)}/download`);
-        if (!response.ok) throw await errorFrom(response);
-        const blob = await response.blob();
-        return { blob, url: URL.createObjectURL(blob) };
-      })();
-      task.catch(() => this.audio.delete(id));
-      this.audio.set(id, task);
-    }
-    return this.audio.get(id);
-  }
-
+  /** Point the player at the stream link, after making sure that the link is fresh. */
   async _loadAudio(id) {
     const card = this.cards.get(id);
-    if (!card?.parts.audio) return;
+    if (!card?.parts.audio || card.parts.loaded) return;
     try {
-      const { url } = await this._audioBlob(id);
-      card.parts.audio.src = url;
-      card.parts.note.remove();
+      const link = await this._freshLink(id);
+      if (!card.parts.loaded) this._setSource(card, link);
     } catch (error) {
-      card.parts.note.textContent = `The audio could not be loaded: ${error.detail || error}.`;
+      this._audioFailed(card, error);
     }
   }
 
-  async _download(id, button) {
-    const job = this.jobs.get(id);
-    button.disabled = true;
-    button.setAttribute("aria-busy", "true");
+  /**
+   * Give the player a link, keeping its position (and playing on if it was meant to be playing).
+   * Never called while it is playing normally: a playing <audio> is left alone.
+   */
+  _setSource(card, link, { resume = false } = {}) {
+    const { audio } = card.parts;
+    const position = card.parts.loaded ? audio.currentTime : 0;
+    card.parts.loaded = link;
+    audio.src = link.url;
+    if (position > 0 || resume) {
+      audio.addEventListener(
+        "loadedmetadata",
+        () => {
+          if (position > 0) audio.currentTime = position;
+          if (resume) audio.play().catch(() => {});
+        },
+        { once: true },
+      );
+    }
+  }
+
+  /** A new link arrived: move a paused player whose link is stale over to it, and the button. */
+  _linkChanged(card, link) {
+    if (card.parts.download && card.parts.download.href !== new URL(link.url, location.href).href) {
+      card.parts.download.href = link.url;
+    }
+    const { audio, loaded } = card.parts;
+    if (card.parts.refreshing || !audio || !loaded || loaded.url === link.url) return;
+    if (audio.paused && this._stale(loaded)) {
+      this._setSource(card, link);
+    }
+  }
+
+  /** Pressing play on an old link: get a new one first, then play on from the same place. */
+  async _onPlay(card) {
+    const { audio, loaded } = card.parts;
+    if (!loaded || !this._stale(loaded) || card.parts.refreshing) return;
+    card.parts.refreshing = true;
+    audio.pause();
     try {
-      const { url } = await this._audioBlob(id);
-      const link = el("a");
-      link.href = url;
-      link.download = job?.output?.filename || "audio.mp3";
-      link.hidden = true;
-      document.body.append(link);
-      link.click();
-      link.remove();
+      this._setSource(card, await this._freshLink(card.dataset.id), { resume: true });
     } catch (error) {
-      this.announce(`The download failed: ${error.detail || error}`);
+      this._audioFailed(card, error);
     } finally {
-      button.disabled = false;
-      button.removeAttribute("aria-busy");
+      card.parts.refreshing = false;
+    }
+  }
+
+  /** The player could not load its link (most likely expired): fetch a new one, once. */
+  async _onAudioError(card) {
+    const { audio } = card.parts;
+    if (!card.parts.loaded || card.parts.refreshing || !audio.getAttribute("src")) return;
+    const now = Date.now();
+    if (now - (card.parts.retriedAt || 0) < RETRY_GAP_MS) {
+      this._audioFailed(card, audio.error?.message || "the server refused the file");
+      return;
+    }
+    card.parts.retriedAt = now;
+    card.parts.refreshing = true;
+    const resume = !audio.paused;
+    try {
+      this._setSource(card, await this._freshLink(card.dataset.id, { force: true }), { resume });
+    } catch (error) {
+      this._audioFailed(card, error);
+    } finally {
+      card.parts.refreshing = false;
+    }
+  }
+
+  _audioFailed(card, error) {
+    const { note } = card.parts;
+    if (!note || !card.isConnected) return;
+    const reason = String(error?.detail || error?.message || error || "unknown error").replace(/\.$/, "");
+    note.textContent = `The audio could not be loaded: ${reason}.`;
+    note.hidden = false;
+  }
+
+  _stopPlayer(card) {
+    const { audio } = card.parts;
+    if (!audio) return;
+    audio.pause();
+    card.parts.loaded = null;
+    audio.removeAttribute("src");
+    audio.load(); // drops the connection and anything buffered
+  }
+
+  /** The link downloads by itself; when its URL is stale, fetch a new one first. */
+  async _download(id, link, event) {
+    if (link.getAttribute("aria-busy") === "true") {
+      event.preventDefault(); // already fetching a new link
+      return;
+    }
+    if (!this._stale(this.links.get(id))) return;
+    event.preventDefault();
+    link.setAttribute("aria-busy", "true");
+    try {
+      const fresh = await this._freshLink(id);
+      link.href = fresh.url;
+      link.removeAttribute("aria-busy");
+      if (link.isConnected) link.click(); // fresh now, so this one goes through
+    } catch (error) {
+      this.announce(`The download failed: ${error.detail || error.message || error}`);
+    } finally {
+      link.removeAttribute("aria-busy");
     }
   }
 
