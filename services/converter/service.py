@@ -159,7 +159,7 @@ class Converter:
                 output = await self._produce(job, workdir, correlation_id)
             except MediaError as exc:
                 FFMPEG_FAILURES.labels(str(exc.code)).inc()
-                await self._fail(job, correlation_id, exc.code, exc.detail)
+                await self.fail(job, correlation_id, exc.code, exc.detail)
                 return
             elapsed = time.monotonic() - started
             CONVERSION_SECONDS.observe(elapsed)
@@ -293,9 +293,6 @@ class Converter:
                 await self.jobs.set_progress(job.id, value)
 
         return report
-
-    async def _fail(self, job: Job, correlation_id: str, code: ErrorCode, detail: str) -> None:
-        await self.fail(job, correlation_id, code, detail)
 
     async def fail(self, job: Job, correlation_id: str, code: ErrorCode, detail: str) -> None:
         """Record the failure and its event together, then publish the event."""
