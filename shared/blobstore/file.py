@@ -130,23 +130,42 @@ class _TempFile:
 
 async def _copy_stream(out: ThreadFile, chunks: AsyncIterable[bytes], block: int) -> int:
     # Small pieces (an HTTP body arrives in ~64 KiB) are gathered into one write per block, so
-    # the cost of a thread hop is paid per MiB, not per piece.
+    # the cost of a thread hop is paid per MiB, not per piece. One block is written in a thread
+    # while the next is gathered: awaiting each write before reading on stalled the socket
+    # (the server stops reading while its small body buffer is full), halving upload speed.
     size = 0
     pending: list[bytes] = []
     pending_len = 0
-    async for chunk in chunks:
-        if not chunk:
-            continue
-        pending.append(chunk)
-        pending_len += len(chunk)
-        if pending_len >= block:
+    writing: asyncio.Future[None] | None = None
+    try:
+        async for chunk in chunks:
+            if not chunk:
+                continue
+            pending.append(chunk)
+            pending_len += len(chunk)
+            if pending_len >= block:
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(out.call(write_all, b"".join(pending)))
+                size += pending_len
+                pending, pending_len = [], 0
+        if writing is not None:
+            await writing
+            writing = None
+        if pending:
             await out.call(write_all, b"".join(pending))
             size += pending_len
-            pending, pending_len = [], 0
-    if pending:
-        await out.call(write_all, b"".join(pending))
-        size += pending_len
+    finally:
+        if writing is not None:
+            # Only after a failure: the caller discards the file next (ThreadFile.close waits
+            # for the thread), and the write's own error, if any, is not the one to raise.
+            writing.add_done_callback(_retrieve)
     return size
+
+
+def _retrieve(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _temp_prefix(final: Path) -> str:
