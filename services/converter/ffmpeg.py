@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import re
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,10 @@ from shared.jobs import OutputInfo
 ProgressCallback = Callable[[float], Awaitable[None]]
 
 STDERR_TAIL_BYTES = 8 * 1024
+# Linux's default pipe holds 64 KiB: FFmpeg would wake for every 64 KiB of a piped source. 1 MiB
+# is the unprivileged maximum (fs.pipe-max-size).
+STDIN_PIPE_BYTES = 1024 * 1024
+F_SETPIPE_SZ = 1031
 MIN_TIMEOUT = 60.0
 MAX_TIMEOUT = 4 * 3600.0
 UNKNOWN_DURATION_TIMEOUT = 3600.0
@@ -60,8 +65,13 @@ async def run_ffmpeg(
     duration: float | None,
     on_progress: ProgressCallback | None,
     timeout: float,
+    stdin: AsyncIterable[bytes] | None = None,
 ) -> str:
     """Run FFmpeg to completion, reporting seconds done (non-decreasing) to `on_progress`.
+
+    With `stdin`, its bytes are written into FFmpeg's standard input (a command reading
+    `pipe:0`) while FFmpeg runs; an error raised by `stdin` itself (the blob store failing
+    mid-read) is raised in place of whatever FFmpeg made of the cut-off input.
 
     Returns the (bounded, path-redacted) tail of stderr, which is where filters such as
     loudnorm print what they measured. Raises FFmpegFailed (a MediaError) on a failed run or a
@@ -70,7 +80,7 @@ async def run_ffmpeg(
     """
     process = await asyncio.create_subprocess_exec(
         *cmd,
-        stdin=asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         # Its own process group, so a kill reaches anything FFmpeg may spawn as well.
@@ -80,11 +90,17 @@ async def run_ffmpeg(
     assert process.stderr is not None
     tail = _Tail(STDERR_TAIL_BYTES)
     stderr_task = asyncio.create_task(_drain(process.stderr, tail))
+    feed_task: asyncio.Task[None] | None = None
+    if stdin is not None:
+        assert process.stdin is not None
+        feed_task = asyncio.create_task(_feed(process.stdin, stdin))
     try:
         async with asyncio.timeout(timeout):
             await _follow_progress(process.stdout, duration, on_progress)
             returncode = await process.wait()
             await stderr_task
+            if feed_task is not None:
+                await feed_task
     except TimeoutError:
         await _kill_and_reap(process)
         raise MediaError("conversion took too long", code=ErrorCode.TIMEOUT) from None
@@ -92,16 +108,42 @@ async def run_ffmpeg(
         # Cancellation, a failing progress callback, or anything else: never leave FFmpeg
         # running (or unreaped) behind us.
         await _kill_and_reap(process)
-        if not stderr_task.done():
-            stderr_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await stderr_task
+        for task in (stderr_task, feed_task):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     stderr = _redact(tail.text(), cmd)
     if returncode != 0 or _input_was_truncated(stderr):
         code, detail = describe_failure(stderr, returncode, truncated_tail=tail.truncated)
         raise FFmpegFailed(detail, code=code, stderr=stderr, returncode=returncode)
     return stderr
+
+
+async def _feed(pipe: asyncio.StreamWriter, chunks: AsyncIterable[bytes]) -> None:
+    """Write `chunks` into FFmpeg's stdin, then close it (end of input)."""
+    _widen_pipe(pipe)
+    try:
+        async for chunk in chunks:
+            pipe.write(chunk)
+            await pipe.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        # FFmpeg stopped reading: it reached `-to`, or failed and says why on stderr.
+        pass
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()  # stops the blob read (and its prefetch) when FFmpeg ended early
+        pipe.close()
+
+
+def _widen_pipe(pipe: asyncio.StreamWriter) -> None:
+    transport_pipe = pipe.transport.get_extra_info("pipe")
+    if transport_pipe is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        fcntl.fcntl(transport_pipe.fileno(), F_SETPIPE_SZ, STDIN_PIPE_BYTES)
 
 
 async def _follow_progress(

@@ -9,21 +9,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.converter.ffmpeg import OutputMedia, inspect_output, run_ffmpeg, timeout_for
 from services.converter.loudness import Measurement, parse_measurement
 from services.converter.plan import (
+    STDIN,
     ConversionPath,
     ConversionPlan,
+    Source,
     build_cover_command,
     build_measure_command,
     build_output_command,
     plan_conversion,
 )
 from services.converter.probe import MediaInfo
+from services.converter.source import StoredSource
 from shared.errors import ErrorCode, MediaError
 from shared.jobs import OutputInfo
 from shared.options import ConversionOptions
@@ -58,7 +61,7 @@ class ConversionResult:
 
 
 async def convert(
-    source: Path,
+    source: Path | StoredSource,
     workdir: Path,
     info: MediaInfo,
     options: ConversionOptions,
@@ -70,6 +73,11 @@ async def convert(
 ) -> ConversionResult:
     """Convert `source` (already probed as `info`) as `options` ask; the result lives in `workdir`.
 
+    A local `source` is read in place. A `StoredSource` is piped into FFmpeg as it is fetched
+    when the container reads front to back and one pass from the start does the job (no
+    loudness measurement, no cover frame, no start offset); otherwise, or if the piped run
+    fails, it is copied into `workdir` first.
+
     `filename` is the upload's name (the title when no tag gives one). `timeout` bounds the
     whole conversion, every pass included. Raises MediaError with a stable code for anything
     the file or the options cause; FFmpeg never outlives a cancellation or a timeout.
@@ -79,6 +87,14 @@ async def convert(
         timeout = timeout_for(plan.expected_duration or info.duration) * plan.passes
     deadline = time.monotonic() + timeout
     progress = _Progress(on_progress, plan)
+    output = workdir / f"output.{options.output_extension}"
+
+    if isinstance(source, StoredSource):
+        if _pipeable(info, plan):
+            media = await _try_piped(ffmpeg, source, output, info, plan, progress, deadline)
+            if media is not None:
+                return _result(output, media, plan, options, None, None)
+        source = await _local_copy(source, workdir)
 
     cover = await _grab_cover(ffmpeg, source, workdir, info, plan, deadline)
 
@@ -92,12 +108,62 @@ async def convert(
         )
         measured = parse_measurement(stderr)
 
-    output = workdir / f"output.{options.output_extension}"
+    media = await _write_output(
+        ffmpeg, source, output, info, plan, progress, deadline, measured=measured, cover=cover
+    )
+    return _result(output, media, plan, options, cover, measured)
+
+
+def _pipeable(info: MediaInfo, plan: ConversionPlan) -> bool:
+    return info.sequential and plan.passes == 1 and plan.cover_at is None and plan.start is None
+
+
+async def _try_piped(
+    ffmpeg: str,
+    stored: StoredSource,
+    output: Path,
+    info: MediaInfo,
+    plan: ConversionPlan,
+    progress: _Progress,
+    deadline: float,
+) -> OutputMedia | None:
+    """The piped run's output, or None when it failed for a reason a local copy may not have."""
+    try:
+        return await _write_output(
+            ffmpeg, STDIN, output, info, plan, progress, deadline, stdin=stored.chunks()
+        )
+    except MediaError as exc:
+        if exc.code is ErrorCode.TIMEOUT:
+            raise
+        # A demuxer that needed a seek after all, or a damaged file: the copy either converts
+        # it or fails with the file's own reason.
+        log.info("piped conversion failed (%s); retrying from a local copy", exc.detail)
+        return None
+
+
+async def _local_copy(stored: StoredSource, workdir: Path) -> Path:
+    return await stored.copy_to(workdir / "source")
+
+
+async def _write_output(
+    ffmpeg: str,
+    source: Source,
+    output: Path,
+    info: MediaInfo,
+    plan: ConversionPlan,
+    progress: _Progress,
+    deadline: float,
+    *,
+    measured: Measurement | None = None,
+    cover: Path | None = None,
+    stdin: AsyncIterator[bytes] | None = None,
+) -> OutputMedia:
     await run_ffmpeg(
         build_output_command(ffmpeg, source, output, info, plan, measured=measured, cover=cover),
         duration=plan.expected_duration,
         on_progress=progress.stage(plan.passes - 1),
         timeout=_remaining(deadline),
+        stdin=stdin,
     )
     media = await inspect_output(output)
     if media.duration is None or media.duration <= 0:
@@ -105,13 +171,25 @@ async def convert(
             f"audio track {plan.track} holds no sound to convert", code=ErrorCode.NO_AUDIO_STREAM
         )
     log.info(
-        "converted track %d via %s to %s (%.1f s%s)",
+        "converted track %d via %s to %s (%.1f s%s%s)",
         plan.track,
         plan.path,
         plan.format,
         media.duration,
         ", with cover" if cover else "",
+        ", piped" if stdin is not None else "",
     )
+    return media
+
+
+def _result(
+    output: Path,
+    media: OutputMedia,
+    plan: ConversionPlan,
+    options: ConversionOptions,
+    cover: Path | None,
+    measured: Measurement | None,
+) -> ConversionResult:
     return ConversionResult(
         output=output,
         media=media,

@@ -4,8 +4,9 @@
 (track, trim, channels, rate, tags, stream copy or encode); the `*_command` builders turn a plan
 into argv lists. Nothing here runs a process, so every decision is unit-tested directly.
 
-Every command reads the upload the same guarded way: `-protocol_whitelist file`, `-f` pinned to
-the demuxer the probe saw, and the path as a single `file:` argument, never a shell line.
+Every command reads the upload the same guarded way: `-protocol_whitelist` with the one protocol
+needed, `-f` pinned to the demuxer the probe saw, and the path as a single `file:` argument
+(or `pipe:0`, when the converter pipes a blob in), never a shell line.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from shared.errors import MediaError
 from shared.options import OPTIONS_ERROR_CODE, OPUS_SAMPLE_RATE, ConversionOptions
 
 ConversionPath = Literal["copy", "encode"]
+
+Source = Path | Literal["stdin"]
+"""A local file, or "stdin" when the converter writes the upload into FFmpeg's standard input."""
+STDIN: Source = "stdin"
 
 # Container durations are rounded and sometimes a frame longer than the audio; an `end`
 # this close to the reported duration is taken to mean "the end".
@@ -175,7 +180,7 @@ def _head(ffmpeg: str, loglevel: str = "error") -> list[str]:
 
 
 def _source_input(
-    source: Path, info: MediaInfo, *, start: float | None = None, end: float | None = None
+    source: Source, info: MediaInfo, *, start: float | None = None, end: float | None = None
 ) -> list[str]:
     # Input-side `-ss`/`-to` seek fast and still cut sample-accurately when decoding
     # (FFmpeg trims the decoded frames); `-to` is a position in the source, not a length.
@@ -184,15 +189,21 @@ def _source_input(
         trim += ["-ss", f"{start:.3f}"]
     if end is not None:
         trim += ["-to", f"{end:.3f}"]
+    protocol, url = ("pipe", "pipe:0") if source == STDIN else ("file", f"file:{_path(source)}")
     return [
-        "-protocol_whitelist", "file",
+        "-protocol_whitelist", protocol,
         # Nested demuxers inherit this list: a playlist smuggled inside the container (the
         # AVI GAB2 subtitle trick) cannot be opened as HLS or concat.
         "-format_whitelist", info.format_name,
         "-f", info.format_name,
         *trim,
-        "-i", f"file:{source.resolve()}",
+        "-i", url,
     ]  # fmt: skip
+
+
+def _path(source: Source) -> Path:
+    assert isinstance(source, Path)
+    return source.resolve()
 
 
 def _progress() -> list[str]:
@@ -208,7 +219,7 @@ def _pre_filters(plan: ConversionPlan) -> list[str]:
 
 
 def build_measure_command(
-    ffmpeg: str, source: Path, info: MediaInfo, plan: ConversionPlan
+    ffmpeg: str, source: Source, info: MediaInfo, plan: ConversionPlan
 ) -> list[str]:
     """First loudness pass: decode the chosen (trimmed, mixed) audio, print loudnorm's JSON."""
     chain = [*_pre_filters(plan), loudness.measure_filter(plan.loudness_target)]
@@ -225,7 +236,7 @@ def build_measure_command(
 
 
 def build_cover_command(
-    ffmpeg: str, source: Path, info: MediaInfo, at: float, output: Path
+    ffmpeg: str, source: Source, info: MediaInfo, at: float, output: Path
 ) -> list[str]:
     """One JPEG from the first real video stream (`V` skips attached pictures) at `at`."""
     return [
@@ -243,7 +254,7 @@ def build_cover_command(
 
 def build_output_command(
     ffmpeg: str,
-    source: Path,
+    source: Source,
     output: Path,
     info: MediaInfo,
     plan: ConversionPlan,

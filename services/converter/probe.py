@@ -1,15 +1,17 @@
 """Read what an uploaded file contains (container, duration, audio tracks) with PyAV.
 
-Nothing here runs FFmpeg or touches the network: the file is opened through libavformat's
-`file` protocol only, in a worker thread so the event loop never blocks on disk or parsing.
+Nothing here runs FFmpeg: a local file is opened through libavformat's `file` protocol only,
+a blob elsewhere (GridFS) through a `BlobFile`, always in a worker thread so the event loop
+never blocks on disk or parsing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,17 @@ REFUSED_DEMUXERS = frozenset(
 
 # Every nested open (playlists, references, `-i` of the converter) is held to this list.
 INPUT_OPTIONS = {"protocol_whitelist": "file"}
+
+# Demuxers that read a file front to back with no seek back, so FFmpeg can take the bytes from
+# a pipe while they are still being fetched. MP4/MOV qualifies only when its index (`moov`)
+# precedes the media (`mdat`), see `_index_first`. AVI and ASF are left out: their demuxers
+# look for an index at the end.
+SEQUENTIAL_DEMUXERS = frozenset(
+    {"matroska", "mpegts", "mpeg", "flv", "ogg", "mp3", "aac", "flac", "wav"}
+)
+MOV_DEMUXER = "mov"
+# Top-level boxes looked at before giving up on finding `moov` or `mdat`.
+MAX_TOP_LEVEL_BOXES = 64
 
 # ISO 639-2 for "undetermined": what muxers write when nobody set a language.
 UNDETERMINED_LANGUAGE = "und"
@@ -93,6 +106,8 @@ class MediaInfo:
     """Per audio track, when the file has more than one; empty otherwise."""
     has_video: bool = False
     """A real video stream (not a cover picture) that a cover frame can be taken from."""
+    sequential: bool = False
+    """FFmpeg can read the file front to back from a pipe (see SEQUENTIAL_DEMUXERS)."""
 
     @property
     def default_track(self) -> int:
@@ -143,23 +158,62 @@ class MediaInfo:
         )
 
 
-async def probe(path: Path) -> MediaInfo:
-    """Describe `path`, or raise MediaError(unreadable_media) if it is not audio or video.
+async def probe(source: Path | io.RawIOBase) -> MediaInfo:
+    """Describe `source`, or raise MediaError(unreadable_media) if it is not audio or video.
 
-    A missing file raises FileNotFoundError: that is the caller's bug, not the user's upload.
+    `source` is a local path or a seekable binary file object (a `BlobFile`), read in a worker
+    thread. A missing file raises FileNotFoundError: that is the caller's bug, not the user's
+    upload.
     """
-    return await asyncio.to_thread(probe_sync, path)
+    return await asyncio.to_thread(probe_sync, source)
 
 
-def probe_sync(path: Path) -> MediaInfo:
-    if not path.is_file():
-        raise FileNotFoundError(path)
+def probe_sync(source: Path | io.RawIOBase) -> MediaInfo:
+    if isinstance(source, Path):
+        if not source.is_file():
+            raise FileNotFoundError(source)
+        with source.open("rb") as raw:
+            return _probe(f"file:{source.resolve()}", raw)
+    return _probe(source, source)
+
+
+def _probe(target: str | io.RawIOBase, raw: io.RawIOBase | io.BufferedReader) -> MediaInfo:
     try:
         # `file:` stops a name such as "http:x.mp4" or "a:b" from being read as a protocol.
-        with av.open(f"file:{path.resolve()}", container_options=INPUT_OPTIONS) as container:
-            return _describe(container)
+        with av.open(target, "r", container_options=INPUT_OPTIONS) as container:
+            info = _describe(container)
     except av.error.FFmpegError as exc:
         raise MediaError(UNREADABLE_DETAIL, code=ErrorCode.UNREADABLE_MEDIA) from exc
+    if info.format_name in SEQUENTIAL_DEMUXERS or (
+        info.format_name == MOV_DEMUXER and _index_first(raw)
+    ):
+        info = replace(info, sequential=True)
+    return info
+
+
+def _index_first(raw: io.RawIOBase | io.BufferedReader) -> bool:
+    """Whether an ISO BMFF file's `moov` (or a fragment's `moof`) comes before any `mdat`."""
+    raw.seek(0, io.SEEK_END)
+    size = raw.tell()
+    pos = 0
+    for _ in range(MAX_TOP_LEVEL_BOXES):
+        if pos + 8 > size:
+            return False
+        raw.seek(pos)
+        header = raw.read(16)
+        if len(header) < 8:
+            return False
+        length, kind = int.from_bytes(header[:4], "big"), header[4:8]
+        if kind in (b"moov", b"moof"):
+            return True
+        if kind == b"mdat":
+            return False
+        if length == 1 and len(header) == 16:
+            length = int.from_bytes(header[8:16], "big")
+        if length < 8:  # 0 means "to the end of the file"; smaller values are damage
+            return False
+        pos += length
+    return False
 
 
 def _describe(container: av.container.InputContainer) -> MediaInfo:

@@ -17,9 +17,10 @@ from datetime import timedelta
 from pathlib import Path, PurePath
 
 from services.converter.pipeline import convert
-from services.converter.probe import probe
+from services.converter.probe import MediaInfo, probe
 from services.converter.progress import ProgressThrottle, percent
 from services.converter.retention import RetentionPolicy
+from services.converter.source import StoredSource
 from shared.blobstore import BlobStore
 from shared.errors import AppError, ErrorCode, MediaError
 from shared.events import (
@@ -189,9 +190,6 @@ class Converter:
                 # Cancelled or deleted while we worked: the output must not outlive the job.
                 await self.blobs.delete(self.output_blob_id(job.id))
                 return
-            if self.retention.source_days == 0 and job.source_blob_id:
-                await self.blobs.delete(job.source_blob_id)
-                await self.jobs.drop_source(job.id)
             await self._announce(
                 JobProgress(
                     correlation_id=correlation_id,
@@ -200,6 +198,11 @@ class Converter:
             )
             JOBS_FINISHED.labels("completed").inc()
             await self.publish_outbox(job.id, completed)
+            # After the news, not before: removing a large GridFS source takes a while and the
+            # user waits for nothing of it. A crash here leaves it to the retention sweep.
+            if self.retention.source_days == 0 and job.source_blob_id:
+                await self.blobs.delete(job.source_blob_id)
+                await self.jobs.drop_source(job.id)
         finally:
             await asyncio.to_thread(shutil.rmtree, workdir, True)
 
@@ -230,17 +233,17 @@ class Converter:
     def output_blob_id(job_id: str) -> str:
         return f"{job_id}-out"
 
-    async def _source_path(self, job: Job, workdir: Path) -> Path:
-        """The stored source itself when it is on local disk (no copy), else a temp copy."""
+    async def _source(self, job: Job) -> tuple[Path | StoredSource, MediaInfo]:
+        """The stored source itself when it is on local disk (no copy), else a handle that
+        `convert` pipes into FFmpeg or copies; probed either way."""
         assert job.source_blob_id is not None
         local = self.blobs.local_path(job.source_blob_id)
         if local is not None:
-            return local
-        copy = workdir / "source"
-        with copy.open("wb") as sink:
-            async for chunk in self.blobs.read(job.source_blob_id):
-                await asyncio.to_thread(sink.write, chunk)
-        return copy
+            return local, await probe(local)
+        stored = StoredSource(
+            self.blobs, job.source_blob_id, await self.blobs.size(job.source_blob_id)
+        )
+        return stored, await stored.probe()
 
     async def _produce(self, job: Job, workdir: Path, correlation_id: str) -> OutputInfo:
         if not job.source_blob_id:
@@ -249,8 +252,7 @@ class Converter:
             options = ConversionOptions.parse(job.options)
         except InvalidOptions as exc:
             raise MediaError(exc.detail, code=exc.code) from None
-        source = await self._source_path(job, workdir)
-        info = await probe(source)
+        source, info = await self._source(job)
         await self.jobs.set_source(job.id, info.to_source_info(job.source.size))
         if not info.audio_tracks:
             raise MediaError("the file has no audio track", code=ErrorCode.NO_AUDIO_STREAM)

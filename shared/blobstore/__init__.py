@@ -8,10 +8,12 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.blobstore.base import BlobNotFound, BlobStore, InvalidBlobId, validate_blob_id
 from shared.blobstore.file import FileBlobStore
+from shared.blobstore.filelike import BlobFile
 from shared.blobstore.gridfs import GridFSBlobStore
 from shared.settings import Settings
 
 __all__ = [
+    "BlobFile",
     "BlobNotFound",
     "BlobStore",
     "FileBlobStore",

@@ -45,7 +45,8 @@ async def test_sources_go_and_outputs_expire(
         job = await wait_final(client, user, response.json()["id"])
         assert job["status"] == "completed"
         assert job["expires_at"] is not None
-        assert blob_files(stack, "-src") == []  # deleted right after the conversion
+        # Deleted right after job.completed is published, so at most a moment after.
+        await eventually(lambda: blob_files(stack, "-src") == [], timeout=10)
         assert len(blob_files(stack, "-out")) == 1
         assert (
             await client.get(job["output"]["download_url"], headers=auth(user))
