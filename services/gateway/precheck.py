@@ -1,13 +1,15 @@
 """Options that only make sense against the file itself (trim inside it, an existing track):
-checked at upload when the stored bytes are on local disk, so the client gets a 422 instead of
-a job that fails later. Elsewhere (GridFS) the converter reports the same error on the job."""
+checked at upload against the stored bytes, so the client gets a 422 instead of a job that fails
+later. A local blob is probed in place; a GridFS one through ranged reads (`BlobFile`), which
+fetch only the blocks the demuxer asks for."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import asyncio
 
 from services.converter.plan import check_options
 from services.converter.probe import probe
+from shared.blobstore import BlobFile, BlobStore
 from shared.errors import ErrorCode, MediaError
 from shared.options import ConversionOptions, InvalidOptions
 
@@ -23,9 +25,13 @@ def _field_of(detail: str) -> str:
     return "audio_track"
 
 
-async def check_against_source(path: Path, options: ConversionOptions) -> None:
+async def check_against_source(
+    blobs: BlobStore, blob_id: str, size: int, options: ConversionOptions
+) -> None:
+    local = blobs.local_path(blob_id)
+    source = local or BlobFile(blobs, blob_id, size, asyncio.get_running_loop())
     try:
-        info = await probe(path)
+        info = await probe(source)
     except MediaError:
         return  # an unreadable file is the converter's to report, on the job
     try:

@@ -43,9 +43,8 @@ async def submit_job(
     filename = clean_filename(upload.filename)
     try:
         parsed = ConversionOptions.from_form(upload.fields)
-        local = state.blobs.local_path(blob_id)
-        if local is not None and needs_source(parsed):
-            await check_against_source(local, parsed)
+        if needs_source(parsed):
+            await check_against_source(state.blobs, blob_id, size, parsed)
     except BaseException:
         await state.blobs.delete(blob_id)
         raise

@@ -84,20 +84,13 @@ async def test_end_past_the_source_is_refused(
 ) -> None:
     before = await stored_blobs(stack)
     response = await upload_with(client, user, media.h264_aac(3), end="30")
-    if stack.env["BLOB_STORE"] == "file":
-        # The stored file is on local disk: checked at upload, nothing kept.
-        assert response.status_code == 422
-        assert response.json()["code"] == "invalid_options"
-        assert response.json()["errors"][0]["field"] == "end"
-        assert "past the end" in response.json()["detail"]
-        assert await stored_blobs(stack) == before
-        track = await upload_with(client, user, media.h264_aac(3), audio_track="3")
-        assert track.status_code == 422
-        assert track.json()["errors"][0]["field"] == "audio_track"
-        return
-    # GridFS: the bytes are not local to the gateway; the converter fails the job the same way.
-    assert response.status_code == 202
-    job = await wait_final(client, user, response.json()["id"])
-    assert job["status"] == "failed"
-    assert job["error"]["code"] == "invalid_options"
-    assert "past the end" in job["error"]["detail"]
+    # Checked at upload on both backends (GridFS through ranged reads); nothing is kept.
+    assert response.status_code == 422
+    assert response.json()["code"] == "invalid_options"
+    assert response.json()["errors"][0]["field"] == "end"
+    assert "past the end" in response.json()["detail"]
+    assert await stored_blobs(stack) == before
+    track = await upload_with(client, user, media.h264_aac(3), audio_track="3")
+    assert track.status_code == 422
+    assert track.json()["errors"][0]["field"] == "audio_track"
+    assert await stored_blobs(stack) == before
