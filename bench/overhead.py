@@ -1,6 +1,6 @@
 """Our overhead: upload response -> job.completed, against raw FFmpeg plus bare blob I/O.
 
-    uv run python bench/overhead.py [--seconds 10,60,600] [--repeat 3] [--backends file,gridfs]
+    uv run python bench/overhead.py [--seconds 10,60,600] [--repeat 5] [--backends file,gridfs]
 
 For each generated H.264/AAC video (320x240, 25 fps, 128 kbit/s AAC) and each blob-store
 backend, a job is uploaded and the time from the upload's response to `job.completed` on the
@@ -229,7 +229,7 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
 async def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", default="10,60,600")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--backends", default="file,gridfs")
     args = parser.parse_args(argv)
     sources = {int(s): h264_aac(int(s)) for s in args.seconds.split(",")}

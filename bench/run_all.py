@@ -3,7 +3,8 @@
     uv run python bench/run_all.py [--quick]
 
 Each benchmark starts (and removes) its own stack and writes bench/results/<name>.json; this
-writes bench/results/summary.json. About 8-10 minutes on 2 cores; --quick halves the repeats.
+writes bench/results/summary.json. About 7 minutes on 2 cores (401 s measured); --quick
+runs fewer repeats.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ async def main() -> None:
         print(f"== {name} took {took[name]} s\n", flush=True)
 
     t0 = time.monotonic()
-    ov = await overhead.main(["--repeat", str(repeat)])
+    # Five runs per size: FFmpeg alone varies by +-15 % between runs on this VM.
+    ov = await overhead.main(["--repeat", str(repeat + 2)])
     timed("overhead", t0)
     for r in ov["rows"]:
         rows.append(
@@ -96,7 +98,7 @@ async def main() -> None:
     )
 
     t0 = time.monotonic()
-    tr = await transfer.main(["--repeat", "2"])
+    tr = await transfer.main(["--repeat", str(repeat + 1)])
     timed("transfer", t0)
     for r in tr["rows"]:
         rows.append(
