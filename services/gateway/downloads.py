@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from urllib.parse import quote
 
 from fastapi.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from shared.blobstore import BlobStore
 from shared.errors import AppError, ErrorCode
+from shared.pathsend import PATHSEND
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _UNSAFE_ASCII = re.compile(r"[^A-Za-z0-9 ._()\-]")
@@ -64,6 +67,9 @@ async def blob_response(
     if byte_range is None:
         headers["Content-Length"] = str(size)
         body = blobs.read(blob_id) if size else _empty()
+        local = blobs.local_path(blob_id)
+        if local is not None and size:
+            return LocalFileResponse(local, body, headers=headers, media_type=content_type)
         return StreamingResponse(body, 200, headers=headers, media_type=content_type)
     start, end = byte_range
     headers["Content-Length"] = str(end - start + 1)
@@ -71,6 +77,33 @@ async def blob_response(
     return StreamingResponse(
         blobs.read(blob_id, start, end), 206, headers=headers, media_type=content_type
     )
+
+
+class LocalFileResponse(StreamingResponse):
+    """A whole file on this host's disk: handed to the server to send with sendfile(2) where it
+    offers `http.response.pathsend` (our uvicorn protocol, shared.pathsend), else streamed from
+    `body` like any other blob."""
+
+    def __init__(
+        self,
+        path: Path,
+        body: AsyncIterator[bytes],
+        *,
+        headers: Mapping[str, str],
+        media_type: str,
+    ) -> None:
+        super().__init__(body, 200, headers=headers, media_type=media_type)
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if PATHSEND not in scope.get("extensions", {}):
+            await super().__call__(scope, receive, send)
+            return
+        await self.body_iterator.aclose()  # type: ignore[attr-defined]
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        await send({"type": PATHSEND, "path": str(self.path)})
 
 
 async def _empty() -> AsyncIterator[bytes]:

@@ -1,0 +1,144 @@
+"""Zero-copy file bodies under uvicorn: the ASGI `http.response.pathsend` extension.
+
+uvicorn sends every response body through Python: a file is read into memory and written into
+the transport, which for a large download costs more than the network itself. `PathsendProtocol`
+is uvicorn's httptools protocol plus the `http.response.pathsend` extension: an app that sends
+`{"type": "http.response.pathsend", "path": ...}` after its `http.response.start` (with a
+`Content-Length`) has the kernel's sendfile(2) move the file from the page cache to the socket.
+
+uvloop has no `loop.sendfile` and lets nothing else watch a transport's socket, so the copy runs
+in a small dedicated thread pool that waits for the socket with poll(2) on its own. When every
+thread is busy, or the response has no `Content-Length`, the file is streamed as ordinary body
+messages instead. TLS connections never get the extension (sendfile would bypass the cipher).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+PATHSEND = "http.response.pathsend"
+
+SENDFILE_THREADS = 16
+# One sendfile(2) call moves at most this much, so a stop request is seen between calls.
+SENDFILE_BLOCK = 8 * 1024 * 1024
+STREAM_BLOCK = 1024 * 1024
+POLL_MS = 500
+# A client that takes nothing for this long is dropped (the connection is closed).
+STALL_TIMEOUT = 60.0
+
+_pool = ThreadPoolExecutor(SENDFILE_THREADS, thread_name_prefix="sendfile")
+_slots = threading.BoundedSemaphore(SENDFILE_THREADS)
+
+Send = Callable[[Any], Awaitable[None]]
+
+
+class PathsendProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol (httptools) offering `http.response.pathsend`."""
+
+    def on_headers_complete(self) -> None:
+        scope: Any = self.scope
+        if self.scheme == "http":
+            scope["extensions"] = {**scope.get("extensions", {}), PATHSEND: {}}
+        super().on_headers_complete()
+        cycle = self.cycle
+        # An upgrade (WebSocket) creates no cycle for this request.
+        if cycle is not None and cycle.scope is scope:
+            cycle.send = _with_pathsend(cycle, cycle.send)  # type: ignore[method-assign,assignment]
+
+
+def _with_pathsend(cycle: RequestResponseCycle, send: Send) -> Send:
+    async def send_with_pathsend(message: Any) -> None:
+        if message["type"] != PATHSEND:
+            await send(message)
+            return
+        if cycle.disconnected:
+            return
+        path = str(message["path"])
+        length = cycle.expected_content_length
+        if cycle.scope["method"] == "HEAD" or (length == 0 and not cycle.chunked_encoding):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        if cycle.chunked_encoding or not _slots.acquire(blocking=False):
+            await _stream(path, send)
+            return
+        try:
+            sent = await _sendfile(cycle, path, length)
+        finally:
+            _slots.release()
+        if sent < length:
+            # The client went away, stalled, or the file shrank: the response cannot be
+            # completed, and the connection must not carry another one.
+            cycle.transport.close()
+            cycle.disconnected = True
+            return
+        cycle.expected_content_length = 0
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    return send_with_pathsend
+
+
+async def _sendfile(cycle: RequestResponseCycle, path: str, length: int) -> int:
+    """Bytes of `path` sent on the cycle's socket, from offset 0 up to `length`."""
+    transport = cycle.transport
+    deadline = time.monotonic() + STALL_TIMEOUT
+    # The status line and headers (and any rest of a previous response on this connection)
+    # must be on the wire before the file's bytes.
+    while transport.get_write_buffer_size():
+        if transport.is_closing() or time.monotonic() > deadline:
+            return 0
+        await asyncio.sleep(0.001)
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return 0
+    stop = threading.Event()
+    loop = asyncio.get_running_loop()
+    future = loop.run_in_executor(_pool, _send_blocking, sock.fileno(), path, length, stop)
+    try:
+        return await future
+    except OSError:
+        return 0
+    except asyncio.CancelledError:
+        stop.set()
+        raise
+
+
+def _send_blocking(sock_fd: int, path: str, length: int, stop: threading.Event) -> int:
+    poller = select.poll()
+    poller.register(sock_fd, select.POLLOUT)
+    sent = 0
+    last_progress = time.monotonic()
+    with open(path, "rb") as source:
+        while sent < length and not stop.is_set():
+            try:
+                count = os.sendfile(
+                    sock_fd, source.fileno(), sent, min(SENDFILE_BLOCK, length - sent)
+                )
+            except BlockingIOError:
+                poller.poll(POLL_MS)
+                if time.monotonic() - last_progress > STALL_TIMEOUT:
+                    break
+                continue
+            if count == 0:
+                break  # the file is shorter than announced
+            sent += count
+            last_progress = time.monotonic()
+    return sent
+
+
+async def _stream(path: str, send: Send) -> None:
+    source = await asyncio.to_thread(open, path, "rb")
+    try:
+        while chunk := await asyncio.to_thread(source.read, STREAM_BLOCK):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    finally:
+        await asyncio.to_thread(source.close)
+    await send({"type": "http.response.body", "body": b"", "more_body": False})

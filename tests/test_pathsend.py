@@ -1,0 +1,138 @@
+"""The zero-copy file bodies of shared.pathsend, under a real uvicorn server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from shared import pathsend
+from shared.pathsend import PATHSEND, PathsendProtocol
+from tests.support.net import free_port
+
+SIZE = 24 * 1024 * 1024 + 123  # several sendfile blocks and not a multiple of any of them
+
+
+class _Server(uvicorn.Server):
+    def install_signal_handlers(self) -> None:  # the test owns the process's signals
+        pass
+
+
+@pytest.fixture(scope="module")
+def big_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("pathsend") / "big.bin"
+    path.write_bytes(os.urandom(SIZE))
+    return path
+
+
+def _app(path: Path, seen: list[dict[str, Any]]) -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        seen.append(dict(scope.get("extensions") or {}))
+        if scope["path"] == "/small":
+            body = b"plain body"
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-length", str(len(body)).encode())],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        headers = [] if scope["path"] == "/chunked" else [(b"content-length", str(SIZE).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": PATHSEND, "path": str(path)})
+
+    return app
+
+
+@pytest.fixture
+async def server(big_file: Path) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    seen: list[dict[str, Any]] = []
+    port = free_port()
+    config = uvicorn.Config(
+        _app(big_file, seen),
+        host="127.0.0.1",
+        port=port,
+        http=PathsendProtocol,
+        lifespan="off",
+        log_level="warning",
+    )
+    instance = _Server(config)
+    task = asyncio.create_task(instance.serve())
+    while not instance.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}", seen
+    finally:
+        instance.should_exit = True
+        await task
+
+
+async def test_file_goes_out_whole_and_the_connection_serves_the_next_request(
+    server: tuple[str, list[dict[str, Any]]], big_file: Path
+) -> None:
+    url, seen = server
+    expected = big_file.read_bytes()
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        for _ in range(2):  # the same keep-alive connection, twice
+            response = await client.get("/file")
+            assert response.status_code == 200
+            assert int(response.headers["content-length"]) == SIZE
+            assert response.content == expected
+        small = await client.get("/small")
+        assert small.content == b"plain body"
+    assert all(PATHSEND in extensions for extensions in seen)
+
+
+async def test_without_content_length_or_free_threads_the_file_is_streamed(
+    server: tuple[str, list[dict[str, Any]]], big_file: Path
+) -> None:
+    url, _ = server
+    expected = big_file.read_bytes()
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        chunked = await client.get("/chunked")
+        assert chunked.headers.get("transfer-encoding") == "chunked"
+        assert chunked.content == expected
+        for _ in range(pathsend.SENDFILE_THREADS):
+            assert pathsend._slots.acquire(blocking=False)
+        try:
+            busy = await client.get("/file")
+        finally:
+            for _ in range(pathsend.SENDFILE_THREADS):
+                pathsend._slots.release()
+        assert busy.content == expected
+
+
+async def test_a_client_that_leaves_mid_file_frees_its_thread(
+    server: tuple[str, list[dict[str, Any]]],
+) -> None:
+    url, _ = server
+    port = int(url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /file HTTP/1.1\r\nhost: test\r\n\r\n")
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert b"200 OK" in head
+    await reader.readexactly(1024 * 1024)
+    # An abortive close (RST), as a client that crashed would leave.
+    raw: socket.socket = writer.get_extra_info("socket")
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    writer.close()
+    for _ in range(200):
+        if pathsend._slots._value == pathsend.SENDFILE_THREADS:  # type: ignore[attr-defined]
+            break
+        await asyncio.sleep(0.05)
+    assert pathsend._slots._value == pathsend.SENDFILE_THREADS  # type: ignore[attr-defined]
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        assert (await client.get("/small")).content == b"plain body"
