@@ -46,14 +46,17 @@ http {{
 
 
 @contextlib.contextmanager
-def static_server(root: Path, port: int) -> Iterator[tuple[str, str]]:
-    """Serves `root/www`; PUT /up/NAME stores a file. Yields (base URL, server name)."""
+def static_server(root: Path, port: int, *, python: bool = False) -> Iterator[tuple[str, str]]:
+    """Serves `root/www`; PUT /up/NAME stores a file. Yields (base URL, server name).
+
+    `python` picks the bare uvicorn app even where nginx is installed: the floor of any Python
+    server on this machine, against which the gateway's own work is measured."""
     (root / "www" / "up").mkdir(parents=True, exist_ok=True)
     (root / "body").mkdir(exist_ok=True)
     nginx = shutil.which("nginx") or (
         "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
     )
-    if nginx:
+    if nginx and not python:
         conf = root / "nginx.conf"
         # As root, nginx's workers would run as `nobody` and could not write the PUT files.
         user = "user root;" if os.geteuid() == 0 else ""

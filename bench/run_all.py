@@ -107,7 +107,12 @@ async def main() -> None:
                 r["ratio"],
                 ">= 0.8" if r["target"] else "report",
                 "-" if r["meets_target"] is None else verdict(r["meets_target"]),
-                f"{r['mb_per_s']} vs {r['ceiling_mb_per_s']} MB/s",
+                f"{r['mb_per_s']} vs {r['ceiling_mb_per_s']} MB/s"
+                + (
+                    f"; bare uvicorn {r['python_floor_mb_per_s']}"
+                    if r["python_floor_mb_per_s"]
+                    else ""
+                ),
             ]
         )
 

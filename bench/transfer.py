@@ -11,7 +11,9 @@ streams it. Rounds alternate which server goes first and start from a flushed pa
 The verdict uses the median of `--repeat` rounds (on this VM one 1 GiB write into the page
 cache takes 0.6 to 3.5 s from one second to the next, for nginx and us alike, so a best-of
 mostly measures luck); the best-of ratio is printed beside it. Target >= 0.8 of the ceiling
-with the file backend.
+with the file backend. Uploads are also timed against a bare uvicorn app that only writes the
+body to a file (bench/ceiling.py with `python=True`): what any server on our stack pays before
+doing any work of its own.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import asyncio
 import os
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +72,27 @@ def settle() -> None:
     os.sync()
 
 
+@dataclass
+class Runs:
+    """Seconds per transfer: ours, the ceiling's, and the bare Python server's uploads."""
+
+    ups: list[float] = field(default_factory=list)
+    downs: list[float] = field(default_factory=list)
+    ceiling_ups: list[float] = field(default_factory=list)
+    ceiling_downs: list[float] = field(default_factory=list)
+    floor_ups: list[float] = field(default_factory=list)
+
+
 async def interleaved_runs(
-    bs: BenchStack, ceiling_base: str, ceiling_www: Path, store: BlobStore, src: Path, repeat: int
-) -> tuple[list[float], list[float], list[float], list[float]]:
-    """(ours up, ours down, ceiling up, ceiling down).
+    bs: BenchStack,
+    ceiling: tuple[str, Path],
+    floor: tuple[str, Path],
+    store: BlobStore,
+    src: Path,
+    repeat: int,
+) -> Runs:
+    """Each round: an upload to nginx, the gateway and the bare Python server, and a download
+    from nginx and the gateway.
 
     Rounds alternate which server goes first (nginx, gateway, gateway, nginx, ...): on this VM
     the cost of writing 1 GiB into the page cache depends on what the previous second did, so
@@ -80,16 +100,18 @@ async def interleaved_runs(
     from bench.common import curl_upload
 
     src_size = src.stat().st_size  # noqa: ASYNC240
-    ups: list[float] = []
-    downs: list[float] = []
-    c_ups: list[float] = []
-    c_downs: list[float] = []
+    runs = Runs()
+    ups, downs, c_ups, c_downs = runs.ups, runs.downs, runs.ceiling_ups, runs.ceiling_downs
+    ceiling_base, ceiling_www = ceiling
+
+    async def put(base: str, www: Path, i: int, into: list[float]) -> None:
+        await asyncio.to_thread(settle)
+        into.append(await asyncio.to_thread(curl_put, f"{base}/up/x{i}.bin", src))
+        # Removed like the gateway's source blob, so both leave the page cache alike.
+        (www / "up" / f"x{i}.bin").unlink()
 
     async def ceiling_up(i: int) -> None:
-        await asyncio.to_thread(settle)
-        c_ups.append(await asyncio.to_thread(curl_put, f"{ceiling_base}/up/x{i}.bin", src))
-        # Removed like the gateway's source blob, so both leave the page cache alike.
-        (ceiling_www / "up" / f"x{i}.bin").unlink()
+        await put(ceiling_base, ceiling_www, i, c_ups)
 
     async def ceiling_down() -> None:
         await asyncio.to_thread(settle)
@@ -107,6 +129,7 @@ async def interleaved_runs(
             ups.append(up)
             if not nginx_first:
                 await ceiling_up(i)
+            await put(*floor, i, runs.floor_ups)
             job = await wait_job(client, token, job_id, timeout=900)
             assert job["status"] == "completed", job
             await store.write_file(f"{job_id}-out", src)
@@ -121,7 +144,7 @@ async def interleaved_runs(
             if not nginx_first:
                 await ceiling_down()
             await client.delete(f"/v1/jobs/{job_id}", headers=auth)
-    return ups, downs, c_ups, c_downs
+    return runs
 
 
 async def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -140,8 +163,12 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             # Page cache warm for both sides alike.
             src.read_bytes() if mib <= 2048 else None
             env = {"MAX_UPLOAD_BYTES": str((mib + 64) * MIB)}
-            with static_server(work / f"static-{backend}", free_port()) as (base, server):
-                (work / f"static-{backend}" / "www" / "file.bin").hardlink_to(src)
+            static, bare = work / f"static-{backend}", work / f"bare-{backend}"
+            with (
+                static_server(static, free_port()) as (base, server),
+                static_server(bare, free_port(), python=True) as (floor_base, _),
+            ):
+                (static / "www" / "file.bin").hardlink_to(src)
                 async with bench_stack(deps, backend, **env) as bs:
                     mongo = mongo_client(deps.mongo_url, timeout=60)
                     store: BlobStore = (
@@ -150,16 +177,27 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                         else FileBlobStore(bs.blob_dir)
                     )
                     try:
-                        ups, downs, c_up, c_down = await interleaved_runs(
-                            bs, base, work / f"static-{backend}" / "www", store, src, args.repeat
+                        runs = await interleaved_runs(
+                            bs,
+                            (base, static / "www"),
+                            (floor_base, bare / "www"),
+                            store,
+                            src,
+                            args.repeat,
                         )
                     finally:
                         await mongo.close()
             size = src.stat().st_size
             src.unlink()
-            for direction, ours, ceiling in (("upload", ups, c_up), ("download", downs, c_down)):
+            for direction, ours, ceiling in (
+                ("upload", runs.ups, runs.ceiling_ups),
+                ("download", runs.downs, runs.ceiling_downs),
+            ):
                 mbps, cmbps = size / median(ours) / 1e6, size / median(ceiling) / 1e6
                 best = (size / min(ours)) / (size / min(ceiling))
+                floor = (
+                    round(size / median(runs.floor_ups) / 1e6, 1) if direction == "upload" else None
+                )
                 rows.append(
                     {
                         "backend": backend,
@@ -172,6 +210,10 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "ceiling": server,
                         "target": TARGET if backend == "file" else None,
                         "meets_target": mbps / cmbps >= TARGET if backend == "file" else None,
+                        "python_floor_mb_per_s": floor,
+                        "python_floor_runs_s": (
+                            [round(v, 3) for v in runs.floor_ups] if floor else None
+                        ),
                         "runs_s": [round(v, 3) for v in ours],
                         "ceiling_runs_s": [round(v, 3) for v in ceiling],
                     }
@@ -189,6 +231,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "",
                 "MB/s",
                 "ceiling MB/s",
+                "bare uvicorn MB/s",
                 "ceiling",
             ],
             [
@@ -202,6 +245,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "-" if r["meets_target"] is None else verdict(r["meets_target"]),
                     r["mb_per_s"],
                     r["ceiling_mb_per_s"],
+                    r["python_floor_mb_per_s"] or "-",
                     r["ceiling"],
                 ]
                 for r in rows
