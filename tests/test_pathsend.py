@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -127,12 +128,12 @@ async def test_a_client_that_leaves_mid_file_frees_its_thread(
     await reader.readexactly(1024 * 1024)
     # An abortive close (RST), as a client that crashed would leave.
     raw: socket.socket = writer.get_extra_info("socket")
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.close()
     for _ in range(200):
-        if pathsend._slots._value == pathsend.SENDFILE_THREADS:  # type: ignore[attr-defined]
+        if pathsend._slots._value == pathsend.SENDFILE_THREADS:
             break
         await asyncio.sleep(0.05)
-    assert pathsend._slots._value == pathsend.SENDFILE_THREADS  # type: ignore[attr-defined]
+    assert pathsend._slots._value == pathsend.SENDFILE_THREADS
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         assert (await client.get("/small")).content == b"plain body"
