@@ -16,14 +16,10 @@ import uvicorn
 
 from shared import pathsend
 from shared.pathsend import PATHSEND, PathsendProtocol
+from tests.support.asgi import serving
 from tests.support.net import free_port
 
 SIZE = 24 * 1024 * 1024 + 123  # several sendfile blocks and not a multiple of any of them
-
-
-class _Server(uvicorn.Server):
-    def install_signal_handlers(self) -> None:  # the test owns the process's signals
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -67,17 +63,8 @@ async def server(big_file: Path) -> AsyncIterator[tuple[str, list[dict[str, Any]
         lifespan="off",
         log_level="warning",
     )
-    instance = _Server(config)
-    task = asyncio.create_task(instance.serve())
-    while not instance.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    try:
+    async with serving(config):
         yield f"http://127.0.0.1:{port}", seen
-    finally:
-        instance.should_exit = True
-        await task
 
 
 async def test_file_goes_out_whole_and_the_connection_serves_the_next_request(

@@ -19,6 +19,7 @@ from starlette.routing import Route
 from tests.conftest import StackFactory
 from tests.e2e.test_pipeline import upload, wait_final
 from tests.faults.conftest import client_and_user
+from tests.support.asgi import serving
 from tests.support.media import MediaFactory
 from tests.support.net import free_port
 from tests.support.smtp import SmtpCatcher
@@ -47,15 +48,8 @@ async def otlp_receiver() -> AsyncIterator[tuple[str, list[Span]]]:
 
     port = free_port()
     app = Starlette(routes=[Route("/v1/traces", traces, methods=["POST"])])
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
-    try:
+    async with serving(uvicorn.Config(app, port=port, log_level="warning", lifespan="off")):
         yield f"http://127.0.0.1:{port}", spans
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def test_one_trace_from_upload_to_email(

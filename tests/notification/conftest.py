@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -29,6 +27,7 @@ from shared.settings import Settings
 from shared.tokens import JWKS_PATH
 from shared.topology import Topology
 from tests.support.amqp import delete_topology
+from tests.support.asgi import serving
 from tests.support.net import free_port
 from tests.support.smtp import SmtpCatcher
 
@@ -41,14 +40,6 @@ def smtp() -> Iterator[SmtpCatcher]:
         yield catcher
     finally:
         catcher.stop()
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its signal handlers: the test process keeps its own Ctrl-C."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 @dataclass
@@ -90,19 +81,11 @@ async def token_issuer() -> AsyncIterator[TokenIssuer]:
         return {"keys": [jwk]}
 
     port = free_port()
-    server = _QuietServer(
-        uvicorn.Config(jwks_app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    config = uvicorn.Config(
+        jwks_app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
     )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    try:
+    async with serving(config):
         yield TokenIssuer(key, kid, f"http://127.0.0.1:{port}")
-    finally:
-        server.should_exit = True
-        await task
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,34 @@
+"""An ASGI app served by a real uvicorn inside the test process, on the test's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+
+import uvicorn
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn without its signal handlers: the test process keeps its own Ctrl-C."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def serving(config: uvicorn.Config) -> AsyncIterator[QuietServer]:
+    """Serve `config` until the block ends; a server that fails to start raises here."""
+    server = QuietServer(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("uvicorn stopped before it started serving")
+        await asyncio.sleep(0.02)
+    try:
+        yield server
+    finally:
+        server.should_exit = True
+        await task
