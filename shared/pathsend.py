@@ -67,11 +67,12 @@ def _with_pathsend(cycle: RequestResponseCycle, send: Send) -> Send:
         if cycle.scope["method"] == "HEAD" or (length == 0 and not cycle.chunked_encoding):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
-        if cycle.chunked_encoding or not _slots.acquire(blocking=False):
+        sock = cycle.transport.get_extra_info("socket")
+        if cycle.chunked_encoding or sock is None or not _slots.acquire(blocking=False):
             await _stream(path, send)
             return
         try:
-            sent = await _sendfile(cycle, path, length)
+            sent = await _sendfile(cycle, sock.fileno(), path, length)
         finally:
             _slots.release()
         if sent < length:
@@ -86,8 +87,8 @@ def _with_pathsend(cycle: RequestResponseCycle, send: Send) -> Send:
     return send_with_pathsend
 
 
-async def _sendfile(cycle: RequestResponseCycle, path: str, length: int) -> int:
-    """Bytes of `path` sent on the cycle's socket, from offset 0 up to `length`."""
+async def _sendfile(cycle: RequestResponseCycle, sock_fd: int, path: str, length: int) -> int:
+    """Bytes of `path` sent on `sock_fd` (the cycle's socket), from offset 0 up to `length`."""
     transport = cycle.transport
     deadline = time.monotonic() + STALL_TIMEOUT
     # The status line and headers (and any rest of a previous response on this connection)
@@ -96,12 +97,9 @@ async def _sendfile(cycle: RequestResponseCycle, path: str, length: int) -> int:
         if transport.is_closing() or time.monotonic() > deadline:
             return 0
         await asyncio.sleep(0.001)
-    sock = transport.get_extra_info("socket")
-    if sock is None:
-        return 0
     stop = threading.Event()
     loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(_pool, _send_blocking, sock.fileno(), path, length, stop)
+    future = loop.run_in_executor(_pool, _send_blocking, sock_fd, path, length, stop)
     try:
         return await future
     except OSError:
