@@ -43,7 +43,7 @@ def service_port(name: str, settings: Settings) -> int:
 def serve(name: str, port: int | None = None, host: str | None = None) -> int:
     import uvicorn
 
-    from shared.pathsend import PathsendProtocol
+    from shared.server_protocol import ServerProtocol
 
     settings = get_settings()
     setup_logging(name, settings.log_level, settings.log_json)
@@ -56,7 +56,7 @@ def serve(name: str, port: int | None = None, host: str | None = None) -> int:
         log_config=None,
         access_log=False,
         lifespan="on",
-        http=PathsendProtocol,
+        http=ServerProtocol,
         timeout_graceful_shutdown=35,
         ws_ping_interval=20,
         ws_ping_timeout=20,

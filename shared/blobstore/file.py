@@ -14,6 +14,7 @@ from pathlib import Path
 
 from shared.blobstore._aio import ThreadFile, off_loop, pread_blocks, run_to_completion, write_all
 from shared.blobstore.base import MIB, BlobNotFound, byte_span, validate_blob_id
+from shared.blobstore.writeback import start_writeback
 
 # Group-readable so that services running as different users of one group can share a volume.
 FILE_MODE = 0o640
@@ -146,7 +147,7 @@ async def _copy_stream(out: ThreadFile, chunks: AsyncIterable[bytes], block: int
             if pending_len >= block:
                 if writing is not None:
                     await writing
-                writing = asyncio.ensure_future(out.call(write_all, b"".join(pending)))
+                writing = asyncio.ensure_future(out.call(_write_block, b"".join(pending), size))
                 size += pending_len
                 pending, pending_len = [], 0
         if writing is not None:
@@ -161,6 +162,11 @@ async def _copy_stream(out: ThreadFile, chunks: AsyncIterable[bytes], block: int
             # for the thread), and the write's own error, if any, is not the one to raise.
             writing.add_done_callback(_retrieve)
     return size
+
+
+def _write_block(fd: int, data: bytes, offset: int) -> None:
+    write_all(fd, data)
+    start_writeback(fd, offset, len(data))
 
 
 def _retrieve(fut: asyncio.Future[None]) -> None:
