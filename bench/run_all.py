@@ -109,7 +109,8 @@ async def main() -> None:
                 "-" if r["meets_target"] is None else verdict(r["meets_target"]),
                 f"{r['mb_per_s']} vs {r['ceiling_mb_per_s']} MB/s"
                 + (
-                    f"; bare uvicorn {r['python_floor_mb_per_s']}"
+                    f"; {r['ratio_durable']} of nginx+fsync; "
+                    f"bare uvicorn {r['python_floor_mb_per_s']}"
                     if r["python_floor_mb_per_s"]
                     else ""
                 ),
