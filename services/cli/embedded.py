@@ -17,11 +17,19 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
+# Ports this process handed out: the kernel can offer a just-closed port again at once, and two
+# services of one stack given the same port is a failure that names neither.
+_given: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+    while True:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port: int = s.getsockname()[1]
+        if port not in _given:
+            _given.add(port)
+            return port
 
 
 async def wait_for_port(port: int, timeout: float, host: str = "127.0.0.1") -> None:
