@@ -77,13 +77,19 @@ async def server() -> AsyncIterator[tuple[int, Seen]]:
         lifespan="off",
         log_level="warning",
     )
+    fds = _open_fds()
     async with serving(config):
         yield port, seen
     for _ in range(100):  # every reader thread is back in the pool once the server is down
-        if bulkbody._slots._value == bulkbody.READER_THREADS:
+        if bulkbody._slots._value == bulkbody.READER_THREADS and _open_fds() <= fds:
             break
         await asyncio.sleep(0.05)
     assert bulkbody._slots._value == bulkbody.READER_THREADS
+    assert _open_fds() <= fds  # and each closed its own descriptor for the socket
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
 
 
 def _post(path: str, body: bytes, *extra: str) -> bytes:

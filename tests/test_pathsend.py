@@ -72,6 +72,7 @@ async def test_file_goes_out_whole_and_the_connection_serves_the_next_request(
 ) -> None:
     url, seen = server
     expected = big_file.read_bytes()
+    fds = _open_fds()
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         for _ in range(2):  # the same keep-alive connection, twice
             response = await client.get("/file")
@@ -81,6 +82,16 @@ async def test_file_goes_out_whole_and_the_connection_serves_the_next_request(
         small = await client.get("/small")
         assert small.content == b"plain body"
     assert all(PATHSEND in extensions for extensions in seen)
+    # The sending thread's own descriptor for the socket is closed with each file.
+    for _ in range(100):
+        if _open_fds() <= fds:
+            break
+        await asyncio.sleep(0.05)
+    assert _open_fds() <= fds
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
 
 
 async def test_without_content_length_or_free_threads_the_file_is_streamed(
