@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import select
 import threading
@@ -27,6 +28,8 @@ from typing import Any
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+log = logging.getLogger(__name__)
 
 BULK_MIN = 1024 * 1024
 BLOCK = 1024 * 1024
@@ -144,7 +147,10 @@ class BulkBody:
         self.cycle.message_event.set()
 
     def _finished(self, future: asyncio.Future[bool]) -> None:
-        self.complete = not future.cancelled() and future.exception() is None and future.result()
+        error = None if future.cancelled() else future.exception()
+        if error is not None:
+            log.error("reading a request body failed", exc_info=error)
+        self.complete = not future.cancelled() and error is None and future.result()
         self.done = True
         protocol = self.protocol
         protocol.bulk = None
@@ -213,21 +219,35 @@ def _bulk_receive(
         if not tried:
             tried = True
             bulk = _start(protocol, cycle)
-        if bulk is None or (bulk.done and not bulk.chunks):
+        if bulk is None:
             return await receive()
+        if bulk.done and not bulk.chunks:
+            return await _after_body(cycle, receive)
         # Until the thread is gone, uvicorn's own receive() must not run: it resumes reading,
         # and its parser is still in the middle of this body.
         while not (bulk.chunks or bulk.done or cycle.disconnected or cycle.response_complete):
-            await cycle.message_event.wait()
+            try:
+                await cycle.message_event.wait()
+            except asyncio.CancelledError:
+                if not cycle.response_complete:
+                    bulk.stop.set()  # the request is abandoned (a forced shutdown)
+                raise
             cycle.message_event.clear()
         if cycle.disconnected or cycle.response_complete:
             return {"type": "http.disconnect"}
         if not bulk.chunks:
-            return await receive()
+            return await _after_body(cycle, receive)
         body = bulk.take()
         return {"type": "http.request", "body": body, "more_body": bool(bulk.chunks) or bulk.more}
 
     return bulk_receive
+
+
+async def _after_body(cycle: RequestResponseCycle, receive: Receive) -> Any:
+    # The events our blocks set are spent: uvicorn's receive() would take one left set for an
+    # empty `http.request` instead of waiting for the disconnect or the end of the response.
+    cycle.message_event.clear()
+    return await receive()
 
 
 def _start(protocol: BulkBodyProtocol, cycle: RequestResponseCycle) -> BulkBody | None:
@@ -246,19 +266,31 @@ def _start(protocol: BulkBodyProtocol, cycle: RequestResponseCycle) -> BulkBody 
     sock = protocol.transport.get_extra_info("socket")
     if sock is None or not _slots.acquire(blocking=False):
         return None
+    try:
+        # The thread's own descriptor: the socket outlives a transport closed under it.
+        fd = os.dup(sock.fileno())
+    except OSError:  # out of descriptors: uvicorn reads this body
+        _slots.release()
+        return None
+    bulk = BulkBody(protocol, cycle, fd, remaining)
+    head = bytes(cycle.body)
+    if head:
+        # What uvicorn read with the headers goes first.
+        bulk.chunks.append(head)
+        bulk.credits.acquire()
+    protocol.flow.pause_reading()
+    try:
+        bulk.start()
+    except RuntimeError:  # the pool is shut down (the interpreter is exiting)
+        os.close(fd)
+        _slots.release()
+        protocol.flow.resume_reading()
+        return None
+    cycle.body = bytearray()
+    protocol.bulk = bulk
     if cycle.waiting_for_100_continue:
         protocol.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         cycle.waiting_for_100_continue = False
-    protocol.flow.pause_reading()
-    # The thread's own descriptor: the socket outlives a transport closed under it.
-    bulk = BulkBody(protocol, cycle, os.dup(sock.fileno()), remaining)
-    if cycle.body:
-        # What uvicorn read with the headers goes first.
-        bulk.chunks.append(bytes(cycle.body))
-        bulk.credits.acquire()
-        cycle.body = bytearray()
-    protocol.bulk = bulk
-    bulk.start()
     return bulk
 
 

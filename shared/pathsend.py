@@ -73,10 +73,7 @@ def _with_pathsend(cycle: RequestResponseCycle, send: Send) -> Send:
         if cycle.chunked_encoding or sock is None or not _slots.acquire(blocking=False):
             await _stream(path, send)
             return
-        try:
-            sent = await _sendfile(cycle, sock.fileno(), path, length)
-        finally:
-            _slots.release()
+        sent = await _sendfile(cycle, sock.fileno(), path, length)
         if sent < length:
             # The client went away, stalled, or the file shrank: the response cannot be
             # completed, and the connection must not carry another one.
@@ -90,23 +87,23 @@ def _with_pathsend(cycle: RequestResponseCycle, send: Send) -> Send:
 
 
 async def _sendfile(cycle: RequestResponseCycle, sock_fd: int, path: str, length: int) -> int:
-    """Bytes of `path` sent on `sock_fd` (the cycle's socket), from offset 0 up to `length`."""
-    transport = cycle.transport
-    deadline = time.monotonic() + STALL_TIMEOUT
-    # The status line and headers (and any rest of a previous response on this connection)
-    # must be on the wire before the file's bytes.
-    while transport.get_write_buffer_size():
-        if transport.is_closing() or time.monotonic() > deadline:
-            return 0
-        await asyncio.sleep(0.001)
-    if transport.is_closing():
+    """Bytes of `path` sent on `sock_fd` (the cycle's socket), from offset 0 up to `length`.
+
+    Called holding a slot; the slot is free again once no thread works for this response."""
+    try:
+        owned_fd = await _ready_socket(cycle.transport, sock_fd)
+    except BaseException:
+        _slots.release()
+        raise
+    if owned_fd is None:
+        _slots.release()
         return 0
-    # The thread writes to its own descriptor: were the transport closed meanwhile, its number
-    # could be reused by the next connection, which must never receive this file's bytes.
-    owned_fd = os.dup(sock_fd)
     stop = threading.Event()
     loop = asyncio.get_running_loop()
     future = loop.run_in_executor(_pool, _send_blocking, owned_fd, path, length, stop)
+    # Released when the thread is done, not when this task is: a cancelled response's thread
+    # still runs until it sees `stop`.
+    future.add_done_callback(lambda _: _slots.release())
     try:
         return await future
     except OSError:
@@ -114,6 +111,26 @@ async def _sendfile(cycle: RequestResponseCycle, sock_fd: int, path: str, length
     except asyncio.CancelledError:
         stop.set()
         raise
+
+
+async def _ready_socket(transport: asyncio.Transport, sock_fd: int) -> int | None:
+    """A descriptor of the socket for the thread alone, once the headers are on the wire;
+    None if the connection closes (or stalls) first."""
+    deadline = time.monotonic() + STALL_TIMEOUT
+    # The status line and headers (and any rest of a previous response on this connection)
+    # must be on the wire before the file's bytes.
+    while transport.get_write_buffer_size():
+        if transport.is_closing() or time.monotonic() > deadline:
+            return None
+        await asyncio.sleep(0.001)
+    if transport.is_closing():
+        return None
+    # The thread writes to its own descriptor: were the transport closed meanwhile, its number
+    # could be reused by the next connection, which must never receive this file's bytes.
+    try:
+        return os.dup(sock_fd)
+    except OSError:  # out of descriptors
+        return None
 
 
 def _send_blocking(sock_fd: int, path: str, length: int, stop: threading.Event) -> int:

@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import struct
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,7 +17,7 @@ import uvicorn
 
 from shared import bulkbody
 from shared.server_protocol import ServerProtocol
-from tests.support.asgi import serving
+from tests.support.asgi import serving_in_thread
 from tests.support.net import free_port
 
 SIZE = 8 * 1024 * 1024 + 321  # several blocks, and not a multiple of one
@@ -74,11 +75,13 @@ async def server() -> AsyncIterator[tuple[int, Seen]]:
         host="127.0.0.1",
         port=port,
         http=ServerProtocol,
+        loop="uvloop",
         lifespan="off",
         log_level="warning",
     )
-    fds = _open_fds()
-    async with serving(config):
+    with serving_in_thread(config):
+        # Counted with the server up: uvloop opens a few descriptors once per process.
+        fds = _open_fds()
         yield port, seen
     for _ in range(100):  # every reader thread is back in the pool once the server is down
         if bulkbody._slots._value == bulkbody.READER_THREADS and _open_fds() <= fds:
@@ -136,7 +139,7 @@ async def test_bodies_arrive_whole_over_keep_alive_and_pipelining(
 async def test_expect_100_continue_is_answered_before_the_body(
     server: tuple[int, Seen], payload: bytes
 ) -> None:
-    port, _ = server
+    port, seen = server
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     request = _post("/a", payload, "expect: 100-continue")
     head, body = request.split(b"\r\n\r\n", 1)
@@ -147,6 +150,7 @@ async def test_expect_100_continue_is_answered_before_the_body(
     assert await _response(reader) == (200, _expect(payload))
     await sending
     writer.close()
+    assert seen.requests[0]["threads"] > 0
 
 
 async def test_an_early_answer_drains_the_body_and_keeps_the_connection(
@@ -214,3 +218,29 @@ async def _wait_for(condition: Any, timeout: float = 10) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("condition not met in time")
+
+
+async def test_a_forced_shutdown_stops_a_reader_waiting_for_a_slow_client(payload: bytes) -> None:
+    seen = Seen()
+    port = free_port()
+    config = uvicorn.Config(
+        _app(seen),
+        host="127.0.0.1",
+        port=port,
+        http=ServerProtocol,
+        loop="uvloop",
+        lifespan="off",
+        log_level="critical",
+        timeout_graceful_shutdown=1,
+    )
+    with serving_in_thread(config) as server:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        await _send(writer, _post("/a", payload)[: 3 * 1024 * 1024])
+        await _wait_for(lambda: bool(seen.requests) and seen.requests[0]["threads"] > 0)
+        stopping = time.monotonic()
+        server.should_exit = True
+        # The client sends nothing more: without the stop, the reader would wait for it until
+        # the stall timeout (60 s) and hold the process's exit.
+        await _wait_for(lambda: bulkbody._slots._value == bulkbody.READER_THREADS, timeout=15)
+    assert time.monotonic() - stopping < 15
+    writer.close()

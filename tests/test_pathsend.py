@@ -15,8 +15,9 @@ import pytest
 import uvicorn
 
 from shared import pathsend
-from shared.pathsend import PATHSEND, PathsendProtocol
-from tests.support.asgi import serving
+from shared.pathsend import PATHSEND
+from shared.server_protocol import ServerProtocol
+from tests.support.asgi import serving_in_thread
 from tests.support.net import free_port
 
 SIZE = 24 * 1024 * 1024 + 123  # several sendfile blocks and not a multiple of any of them
@@ -59,11 +60,12 @@ async def server(big_file: Path) -> AsyncIterator[tuple[str, list[dict[str, Any]
         _app(big_file, seen),
         host="127.0.0.1",
         port=port,
-        http=PathsendProtocol,
+        http=ServerProtocol,
+        loop="uvloop",
         lifespan="off",
         log_level="warning",
     )
-    async with serving(config):
+    with serving_in_thread(config):
         yield f"http://127.0.0.1:{port}", seen
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
@@ -32,3 +34,24 @@ async def serving(config: uvicorn.Config) -> AsyncIterator[QuietServer]:
     finally:
         server.should_exit = True
         await task
+
+
+@contextlib.contextmanager
+def serving_in_thread(config: uvicorn.Config) -> Iterator[QuietServer]:
+    """Serve `config` on its own event loop in a thread, as `video2mp3 serve` runs it (uvloop
+    with `loop="auto"`): code that reasons about the loop's transports is tested on that loop."""
+    server = QuietServer(config)
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn stopped before it started serving")
+        time.sleep(0.02)
+    try:
+        yield server
+    finally:
+        server.should_exit = True
+        thread.join(60)
+        if thread.is_alive():
+            raise RuntimeError("uvicorn did not stop")
