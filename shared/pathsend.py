@@ -151,9 +151,13 @@ def _corked(sock_fd: int) -> Iterator[None]:
     nginx gets from `tcp_nopush`). Uncorking at the end pushes out the last partial segment."""
     # A dup of the descriptor is the same socket, so its options are the connection's (and
     # closing the socket object closes only the dup).
+    cork = getattr(socket, "TCP_CORK", None)  # Linux's; elsewhere the file goes out uncorked
+    if cork is None:
+        yield
+        return
     with socket.socket(fileno=os.dup(sock_fd)) as sock:
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, cork, 1)
         except OSError:  # not TCP (a Unix socket): nothing to cork
             yield
             return
@@ -161,7 +165,7 @@ def _corked(sock_fd: int) -> Iterator[None]:
             yield
         finally:
             with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+                sock.setsockopt(socket.IPPROTO_TCP, cork, 0)
 
 
 def _sendfile_loop(
