@@ -13,11 +13,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import uvicorn
 
 from shared import bulkbody
-from shared.server_protocol import ServerProtocol
-from tests.support.asgi import serving_in_thread
+from tests.support.asgi import open_fds, served_as_product, serving_in_thread
 from tests.support.net import free_port
 
 SIZE = 8 * 1024 * 1024 + 321  # several blocks, and not a multiple of one
@@ -70,29 +68,16 @@ def _app(seen: Seen) -> Any:
 async def server() -> AsyncIterator[tuple[int, Seen]]:
     seen = Seen()
     port = free_port()
-    config = uvicorn.Config(
-        _app(seen),
-        host="127.0.0.1",
-        port=port,
-        http=ServerProtocol,
-        loop="uvloop",
-        lifespan="off",
-        log_level="warning",
-    )
-    with serving_in_thread(config):
+    with serving_in_thread(served_as_product(_app(seen), port)):
         # Counted with the server up: uvloop opens a few descriptors once per process.
-        fds = _open_fds()
+        fds = open_fds()
         yield port, seen
     for _ in range(100):  # every reader thread is back in the pool once the server is down
-        if bulkbody._slots._value == bulkbody.READER_THREADS and _open_fds() <= fds:
+        if bulkbody._slots._value == bulkbody.READER_THREADS and open_fds() <= fds:
             break
         await asyncio.sleep(0.05)
     assert bulkbody._slots._value == bulkbody.READER_THREADS
-    assert _open_fds() <= fds  # and each closed its own descriptor for the socket
-
-
-def _open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+    assert open_fds() <= fds  # and each closed its own descriptor for the socket
 
 
 def _post(path: str, body: bytes, *extra: str) -> bytes:
@@ -223,16 +208,7 @@ async def _wait_for(condition: Any, timeout: float = 10) -> None:
 async def test_a_forced_shutdown_stops_a_reader_waiting_for_a_slow_client(payload: bytes) -> None:
     seen = Seen()
     port = free_port()
-    config = uvicorn.Config(
-        _app(seen),
-        host="127.0.0.1",
-        port=port,
-        http=ServerProtocol,
-        loop="uvloop",
-        lifespan="off",
-        log_level="critical",
-        timeout_graceful_shutdown=1,
-    )
+    config = served_as_product(_app(seen), port, log_level="critical", timeout_graceful_shutdown=1)
     with serving_in_thread(config) as server:
         _, writer = await asyncio.open_connection("127.0.0.1", port)
         await _send(writer, _post("/a", payload)[: 3 * 1024 * 1024])

@@ -12,12 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from shared import pathsend
 from shared.pathsend import PATHSEND
-from shared.server_protocol import ServerProtocol
-from tests.support.asgi import serving_in_thread
+from tests.support.asgi import open_fds, served_as_product, serving_in_thread
 from tests.support.net import free_port
 
 SIZE = 24 * 1024 * 1024 + 123  # several sendfile blocks and not a multiple of any of them
@@ -56,16 +54,7 @@ def _app(path: Path, seen: list[dict[str, Any]]) -> Any:
 async def server(big_file: Path) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
     seen: list[dict[str, Any]] = []
     port = free_port()
-    config = uvicorn.Config(
-        _app(big_file, seen),
-        host="127.0.0.1",
-        port=port,
-        http=ServerProtocol,
-        loop="uvloop",
-        lifespan="off",
-        log_level="warning",
-    )
-    with serving_in_thread(config):
+    with serving_in_thread(served_as_product(_app(big_file, seen), port)):
         yield f"http://127.0.0.1:{port}", seen
 
 
@@ -74,7 +63,7 @@ async def test_file_goes_out_whole_and_the_connection_serves_the_next_request(
 ) -> None:
     url, seen = server
     expected = big_file.read_bytes()
-    fds = _open_fds()
+    fds = open_fds()
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         for _ in range(2):  # the same keep-alive connection, twice
             response = await client.get("/file")
@@ -86,14 +75,10 @@ async def test_file_goes_out_whole_and_the_connection_serves_the_next_request(
     assert all(PATHSEND in extensions for extensions in seen)
     # The sending thread's own descriptor for the socket is closed with each file.
     for _ in range(100):
-        if _open_fds() <= fds:
+        if open_fds() <= fds:
             break
         await asyncio.sleep(0.05)
-    assert _open_fds() <= fds
-
-
-def _open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+    assert open_fds() <= fds
 
 
 async def test_without_content_length_or_free_threads_the_file_is_streamed(

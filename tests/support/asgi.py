@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import uvicorn
 
@@ -55,3 +57,18 @@ def serving_in_thread(config: uvicorn.Config) -> Iterator[QuietServer]:
         thread.join(60)
         if thread.is_alive():
             raise RuntimeError("uvicorn did not stop")
+
+
+def served_as_product(app: Any, port: int, **overrides: Any) -> uvicorn.Config:
+    """`app` on loopback under the server `video2mp3 serve` runs: our protocol on uvloop."""
+    from shared.server_protocol import ServerProtocol
+
+    settings: dict[str, Any] = {"lifespan": "off", "log_level": "warning", **overrides}
+    return uvicorn.Config(
+        app, host="127.0.0.1", port=port, http=ServerProtocol, loop="uvloop", **settings
+    )
+
+
+def open_fds() -> int:
+    """Descriptors this process holds (Linux)."""
+    return len(os.listdir("/proc/self/fd"))
