@@ -26,6 +26,7 @@ from services.converter.plan import (
     plan_conversion,
 )
 from services.converter.probe import MediaInfo
+from services.converter.remux import copies_in_process, copy_mp3
 from services.converter.source import StoredSource
 from shared.errors import ErrorCode, MediaError
 from shared.jobs import OutputInfo
@@ -158,26 +159,41 @@ async def _write_output(
     cover: Path | None = None,
     stdin: AsyncIterator[bytes] | None = None,
 ) -> OutputMedia:
-    await run_ffmpeg(
-        build_output_command(ffmpeg, source, output, info, plan, measured=measured, cover=cover),
-        duration=plan.expected_duration,
-        on_progress=progress.stage(plan.passes - 1),
-        timeout=_remaining(deadline),
-        stdin=stdin,
-    )
+    in_process = stdin is None and copies_in_process(source, plan, cover)
+    if in_process:
+        assert isinstance(source, Path)
+        await copy_mp3(
+            source,
+            output,
+            info,
+            plan,
+            on_progress=progress.stage(plan.passes - 1),
+            timeout=_remaining(deadline),
+        )
+    else:
+        await run_ffmpeg(
+            build_output_command(
+                ffmpeg, source, output, info, plan, measured=measured, cover=cover
+            ),
+            duration=plan.expected_duration,
+            on_progress=progress.stage(plan.passes - 1),
+            timeout=_remaining(deadline),
+            stdin=stdin,
+        )
     media = await inspect_output(output)
     if media.duration is None or media.duration <= 0:
         raise MediaError(
             f"audio track {plan.track} holds no sound to convert", code=ErrorCode.NO_AUDIO_STREAM
         )
     log.info(
-        "converted track %d via %s to %s (%.1f s%s%s)",
+        "converted track %d via %s to %s (%.1f s%s%s%s)",
         plan.track,
         plan.path,
         plan.format,
         media.duration,
         ", with cover" if cover else "",
         ", piped" if stdin is not None else "",
+        ", in process" if in_process else "",
     )
     return media
 
