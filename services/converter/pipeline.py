@@ -159,7 +159,7 @@ async def _write_output(
     cover: Path | None = None,
     stdin: AsyncIterator[bytes] | None = None,
 ) -> OutputMedia:
-    in_process = stdin is None and copies_in_process(source, plan, cover)
+    in_process = stdin is None and copies_in_process(source, info, plan, cover)
     if in_process:
         assert isinstance(source, Path)
         await copy_mp3(

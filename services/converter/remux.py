@@ -25,7 +25,7 @@ import av.error
 
 from services.converter.ffmpeg import describe_failure
 from services.converter.plan import ConversionPlan
-from services.converter.probe import INPUT_OPTIONS, MediaInfo
+from services.converter.probe import INPUT_OPTIONS, MOV_DEMUXER, MediaInfo
 from services.converter.tags import OUTPUT_KEYS
 from shared.errors import ErrorCode, MediaError
 
@@ -37,7 +37,9 @@ PROGRESS_INTERVAL = 0.5
 MUXER_OPTIONS = {"id3v2_version": "4", "write_id3v1": "0"}
 
 
-def copies_in_process(source: object, plan: ConversionPlan, cover: Path | None) -> bool:
+def copies_in_process(
+    source: object, info: MediaInfo, plan: ConversionPlan, cover: Path | None
+) -> bool:
     """Whether `copy_mp3` can write this plan's output."""
     return (
         isinstance(source, Path)
@@ -46,6 +48,10 @@ def copies_in_process(source: object, plan: ConversionPlan, cover: Path | None) 
         and cover is None
         and plan.start is None
         and plan.end is None
+        # MP4/MOV stays with the command line: it reports a cut-off file ("partial file", an
+        # error for us) and carries the stream's length into the LAME tag's end padding;
+        # through PyAV a cut file would pass and the decoded length would be off.
+        and info.format_name != MOV_DEMUXER
     )
 
 
@@ -64,8 +70,10 @@ async def copy_mp3(
     MediaError(timeout) after `timeout` seconds. On cancellation or timeout the copy is stopped
     and waited for, so nothing writes into the job's directory after this returns.
     """
-    job = _Copy(source, output, info, plan)
+    job = _Copy(source, output, info, plan, timeout)
     worker = asyncio.ensure_future(asyncio.to_thread(job.run))
+    # Retrieved here too, so a failure while stopping is never logged as unretrieved.
+    worker.add_done_callback(_retrieve)
     reported = -1.0
     try:
         async with asyncio.timeout(timeout):
@@ -78,10 +86,27 @@ async def copy_mp3(
     except TimeoutError:
         raise MediaError("conversion took too long", code=ErrorCode.TIMEOUT) from None
     finally:
-        if not worker.done():
-            job.stop.set()
-            await asyncio.wait({worker})
+        await _stopped(job, worker)
     worker.result()
+
+
+async def _stopped(job: _Copy, worker: asyncio.Future[None]) -> None:
+    """Stop the copy and wait until its thread is done, even through further cancellations:
+    the caller removes the job's directory next."""
+    job.stop.set()
+    cancelled = False
+    while not worker.done():
+        try:
+            await asyncio.wait({worker})
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+def _retrieve(worker: asyncio.Future[None]) -> None:
+    if not worker.cancelled():
+        worker.exception()
 
 
 class _Copy:
@@ -90,24 +115,33 @@ class _Copy:
     # The thread keeps the last packet's raw timestamp: turning each into seconds (Fraction
     # arithmetic) would cost a third of the copy.
 
-    def __init__(self, source: Path, output: Path, info: MediaInfo, plan: ConversionPlan) -> None:
+    def __init__(
+        self, source: Path, output: Path, info: MediaInfo, plan: ConversionPlan, timeout: float
+    ) -> None:
         self.source = source
         self.output = output
         self.info = info
         self.plan = plan
+        self.timeout = timeout
         self.stop = threading.Event()
+        self.first_pts: int | None = None
         self.pts: int | None = None
         self.time_base: Fraction | None = None
 
     @property
     def seconds(self) -> float:
-        pts, time_base = self.pts, self.time_base
-        return float(pts * time_base) if pts is not None and time_base is not None else 0.0
+        """Media time copied, counted from the first packet (as FFmpeg's progress is)."""
+        first, pts, time_base = self.first_pts, self.pts, self.time_base
+        if first is None or pts is None or time_base is None:
+            return 0.0
+        return max(0.0, float((pts - first) * time_base))
 
     def run(self) -> None:
         try:
             self._copy()
-        except av.error.FFmpegError as exc:
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            # ValueError: PyAV refusing the stream, e.g. a file swapped after the probe for one
+            # whose track is no longer MP3.
             code, detail = describe_failure(self._redact(str(exc)), None)
             raise MediaError(detail, code=code) from exc
 
@@ -118,6 +152,10 @@ class _Copy:
             "r",
             format=self.info.format_name,
             options=options,
+            # PyAV's interrupt callback: one read stuck longer than the whole job may take (a
+            # demuxer resyncing through garbage) is ended, since `stop` is seen only between
+            # packets.
+            timeout=(None, self.timeout),
         ) as source:
             if self.plan.track >= len(source.streams.audio):
                 raise MediaError(
@@ -146,9 +184,11 @@ class _Copy:
         for packet in source.demux(track):
             if self.stop.is_set():
                 return
-            if packet.dts is None:
+            if packet.size == 0:
                 continue  # the demuxer's end-of-stream marker
             if packet.pts is not None:
+                if self.first_pts is None:
+                    self.first_pts = packet.pts
                 self.pts = packet.pts
             packet.stream = stream
             target.mux(packet)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -36,10 +38,28 @@ def mp3_tracks_mkv(media: MediaFactory) -> Path:
     )  # fmt: skip
 
 
+def mp3_in_ts_at_an_hour(media: MediaFactory) -> Path:
+    """MPEG-TS whose timestamps start one hour in, as a cut from a broadcast does."""
+    return media.make(
+        "mp3_at_3600.ts",
+        [
+            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100:duration=20",
+            "-c:a", "libmp3lame", "-b:a", "128k", "-output_ts_offset", "3600",
+        ],
+    )  # fmt: skip
+
+
+def mp3_in_mp4(media: MediaFactory) -> Path:
+    return media.make(
+        "mp3.mp4",
+        ["-f", "lavfi", "-i", "sine=duration=3", "-c:a", "libmp3lame", "-b:a", "128k"],
+    )
+
+
 async def plan_for(source: Path, form: dict[str, str]) -> tuple[MediaInfo, ConversionPlan]:
     info = await probe(source)
     plan = plan_conversion(info, ConversionOptions.from_form(form), source.name)
-    assert copies_in_process(source, plan, None)
+    assert copies_in_process(source, info, plan, None)
     return info, plan
 
 
@@ -90,8 +110,12 @@ async def test_writes_what_the_command_line_writes(
     assert decode(ours).sample_rate == expected_rate
 
 
-async def test_reports_progress_up_to_the_end(media: MediaFactory, tmp_path: Path) -> None:
-    source = media.mp3_in_avi(20)
+@pytest.mark.parametrize("kind", ["avi", "ts"])
+async def test_reports_progress_up_to_the_end(
+    media: MediaFactory, tmp_path: Path, kind: str
+) -> None:
+    # MPEG-TS timestamps rarely start at zero: progress counts from the first packet.
+    source = media.mp3_in_avi(20) if kind == "avi" else mp3_in_ts_at_an_hour(media)
     info, plan = await plan_for(source, {})
     seen: list[float] = []
 
@@ -109,19 +133,59 @@ async def _assert_nothing_writes_after(output: Path) -> None:
     assert (output.stat().st_size if output.exists() else -1) == size
 
 
+@pytest.mark.parametrize("cancellations", [1, 2])
 async def test_a_cancelled_copy_has_stopped_when_it_returns(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, cancellations: int
 ) -> None:
     source = media.mp3_in_avi(600)
     info, plan = await plan_for(source, {})
     output = tmp_path / "out.mp3"
     task = asyncio.create_task(copy_mp3(source, output, info, plan, on_progress=None, timeout=60))
     await asyncio.sleep(0.02)
-    task.cancel()
+    for _ in range(cancellations):
+        # A second cancellation (a user's cancel, then shutdown) can land while the copy stops.
+        task.cancel()
+        await asyncio.sleep(0)
     with pytest.raises(asyncio.CancelledError):
         await task
     await _assert_nothing_writes_after(output)
     assert output.stat().st_size < source.stat().st_size // 3  # stopped, not finished
+
+
+async def test_a_copy_blocked_in_a_read_is_waited_for_through_two_cancellations(
+    media: MediaFactory, tmp_path: Path
+) -> None:
+    # The source is a FIFO fed by this test, so the copy's thread sits in a read, where it
+    # cannot see the stop flag, until the test closes the writing end.
+    real = media.mp3_in_avi(4)
+    info, plan = await plan_for(real, {})
+    fifo = tmp_path / "source.avi"
+    os.mkfifo(fifo)
+    release = threading.Event()
+
+    def feed() -> None:
+        with open(fifo, "wb") as pipe:
+            pipe.write(real.read_bytes()[: 64 * 1024])
+            pipe.flush()
+            release.wait(30)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        task = asyncio.create_task(
+            copy_mp3(fifo, tmp_path / "out.mp3", info, plan, on_progress=None, timeout=60)
+        )
+        await asyncio.sleep(0.3)
+        for _ in range(2):
+            task.cancel()
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.3)
+        assert not task.done()  # still waiting for the thread, which is still reading
+    finally:
+        release.set()
+        feeder.join()
+    with pytest.raises(asyncio.CancelledError):
+        await task
 
 
 async def test_a_timed_out_copy_fails_with_timeout_and_stops(
@@ -149,6 +213,21 @@ async def test_an_unreadable_source_gets_a_code_and_no_server_path(
     assert str(tmp_path) not in str(caught.value)
 
 
+async def test_a_source_whose_track_is_no_longer_mp3_fails_with_a_code(
+    media: MediaFactory, tmp_path: Path
+) -> None:
+    source = shutil.copy(media.mp3_in_avi(4), tmp_path / "clip.avi")
+    info, plan = await plan_for(Path(source), {})
+    aac = media.clip(
+        "aac.avi", video=["-c:v", "mpeg4"], audio=["-c:a", "aac", "-b:a", "96k"], seconds=4
+    )
+    shutil.copy(aac, source)  # swapped after the probe
+
+    with pytest.raises(MediaError) as caught:
+        await copy_mp3(Path(source), tmp_path / "out.mp3", info, plan, on_progress=None, timeout=60)
+    assert caught.value.code is ErrorCode.CONVERSION_FAILED
+
+
 async def test_only_plain_local_copies_run_in_process(media: MediaFactory, tmp_path: Path) -> None:
     source = media.mp3_in_avi(4)
     info = await probe(source)
@@ -156,8 +235,14 @@ async def test_only_plain_local_copies_run_in_process(media: MediaFactory, tmp_p
     def plan(form: dict[str, str]) -> ConversionPlan:
         return plan_conversion(info, ConversionOptions.from_form(form), "clip.avi")
 
-    assert copies_in_process(source, plan({}), None)
-    assert not copies_in_process(source, plan({}), tmp_path / "cover.jpg")
-    assert not copies_in_process(source, plan({"bitrate": "128"}), None)
-    assert not copies_in_process(source, plan({"start": "1"}), None)
-    assert not copies_in_process("pipe:0", plan({}), None)
+    assert copies_in_process(source, info, plan({}), None)
+    assert not copies_in_process(source, info, plan({}), tmp_path / "cover.jpg")
+    assert not copies_in_process(source, info, plan({"bitrate": "128"}), None)
+    assert not copies_in_process(source, info, plan({"start": "1"}), None)
+    assert not copies_in_process("pipe:0", info, plan({}), None)
+    # MP4/MOV: the command line reports a cut-off file and writes the exact end padding.
+    mp4 = mp3_in_mp4(media)
+    mp4_info = await probe(mp4)
+    mp4_plan = plan_conversion(mp4_info, ConversionOptions.from_form({}), "a.mp4")
+    assert mp4_plan.path == "copy"
+    assert not copies_in_process(mp4, mp4_info, mp4_plan, None)
