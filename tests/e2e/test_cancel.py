@@ -14,14 +14,6 @@ from tests.support.media import MediaFactory
 from tests.support.stack import Stack
 
 
-def long_tone(media: MediaFactory) -> Path:
-    """30 minutes of FLAC: small to upload, several seconds to encode."""
-    return media.make(
-        "tone_1800s.flac",
-        ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100:duration=1800", "-c:a", "flac"],
-    )
-
-
 def converter_temp_entries(stack: Stack) -> list[Path]:
     """Job temp dirs inside every converter's own (per-process) temp root."""
     root = Path(stack.env["VAR_DIR"]) / "tmp" / "converter"
@@ -31,7 +23,7 @@ def converter_temp_entries(stack: Stack) -> list[Path]:
 async def test_cancel_mid_conversion_leaves_nothing(
     stack: Stack, client: httpx.AsyncClient, user: dict[str, str], media: MediaFactory
 ) -> None:
-    source = long_tone(media)
+    source = media.long_tone()
     before = await stored_blobs(stack)
     async with connect(ws_url(stack.gateway_url, user["access_token"])) as ws:
         await receive(ws)

@@ -74,8 +74,6 @@ async def test_ctrl_c_cancels_the_running_job(
     media: MediaFactory,
     tmp_path: Path,
 ) -> None:
-    from tests.e2e.test_cancel import long_tone
-
     env = {
         **os.environ,
         "VIDEO2MP3_EMAIL": user["email"],
@@ -83,7 +81,7 @@ async def test_ctrl_c_cancels_the_running_job(
         "XDG_CONFIG_HOME": str(tmp_path),
     }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli.main", "convert", str(long_tone(media)),
+        sys.executable, "-m", "services.cli.main", "convert", str(media.long_tone()),
         "-o", str(tmp_path), "--server", stack.gateway_url,
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip

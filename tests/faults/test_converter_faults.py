@@ -13,7 +13,6 @@ import aio_pika
 from shared.events import JobSubmitted, JobSubmittedPayload
 from shared.topology import Topology
 from tests.conftest import StackFactory
-from tests.e2e.test_cancel import long_tone
 from tests.e2e.test_pipeline import auth, upload, wait_final
 from tests.faults.conftest import client_and_user
 from tests.support.media import MediaFactory, decode
@@ -43,7 +42,7 @@ async def test_kill_9_mid_conversion_completes_once(
 ) -> None:
     async with private_stack(smtp.url) as stack:
         async with client_and_user(stack) as (client, user):
-            response = await upload(client, user, long_tone(media), "killed.flac")
+            response = await upload(client, user, media.long_tone(), "killed.flac")
             job_id = response.json()["id"]
             await wait_status(client, user, job_id, "processing")
             await asyncio.sleep(1)
@@ -111,7 +110,7 @@ async def test_ffmpeg_that_runs_too_long_is_killed(
 ) -> None:
     async with private_stack(smtp.url, FFMPEG_TIMEOUT_BASE="1", FFMPEG_TIMEOUT_FACTOR="0") as stack:
         async with client_and_user(stack) as (client, user):
-            response = await upload(client, user, long_tone(media))
+            response = await upload(client, user, media.long_tone())
             job = await wait_final(client, user, response.json()["id"])
         assert job["status"] == "failed"
         assert job["error"]["code"] == "timeout"
@@ -125,7 +124,7 @@ async def test_sigterm_lets_a_running_job_finish(
     private_stack: StackFactory, smtp: SmtpCatcher, media: MediaFactory
 ) -> None:
     async with private_stack(smtp.url) as stack, client_and_user(stack) as (client, user):
-        response = await upload(client, user, long_tone(media))
+        response = await upload(client, user, media.long_tone())
         job_id = response.json()["id"]
         await wait_status(client, user, job_id, "processing")
         os.kill(stack.procs["converter"].pid, signal.SIGTERM)
@@ -141,7 +140,7 @@ async def test_sigterm_hands_back_what_cannot_finish(
 ) -> None:
     async with private_stack(smtp.url, CONVERTER_SHUTDOWN_GRACE="0.5") as stack:
         async with client_and_user(stack) as (client, user):
-            response = await upload(client, user, long_tone(media), "handed-back.flac")
+            response = await upload(client, user, media.long_tone(), "handed-back.flac")
             job_id = response.json()["id"]
             await wait_status(client, user, job_id, "processing")
             stack.procs["converter"].send_signal(signal.SIGTERM)

@@ -159,6 +159,16 @@ class MediaFactory:
             ],
         )  # fmt: skip
 
+    def long_tone(self) -> Path:
+        """30 minutes of FLAC: small to upload, several seconds to encode."""
+        return self.make(
+            "tone_1800s.flac",
+            [
+                "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100:duration=1800",
+                "-c:a", "flac",
+            ],
+        )  # fmt: skip
+
     def tone(self, seconds: float, amplitude: float, name: str, sample_rate: int = 48000) -> Path:
         """A stereo 1 kHz tone at `amplitude` (1.0 = full scale) as FLAC, for loudness tests."""
         return self.make(
