@@ -8,8 +8,9 @@ where the same demuxer and muxer called from here take ~0.07 s. The output is wh
 metadata, a Xing header.
 
 It is used only where the command line would add nothing: a local file, the copy path, MP3
-out, no cover. The probe already opens every upload with the same library in this process,
-with the same protocol and format whitelists.
+out, no cover, no trim, and any container but MP4/MOV (see `copies_in_process`). The probe
+already opens every upload with the same library in this process, with the same protocol and
+format whitelists.
 """
 
 from __future__ import annotations
