@@ -150,16 +150,31 @@ class Converter:
 
     async def _convert(self, job: Job, correlation_id: str) -> None:
         ref = JobRef(job_id=job.id, user_id=job.user_id)
-        await self._announce(JobStarted(correlation_id=correlation_id, payload=ref))
+        # Published while the temp dir is made and the source probed, not before: awaited
+        # before the first progress event and before any outcome, so it still comes first.
+        announced = asyncio.ensure_future(
+            self._announce(JobStarted(correlation_id=correlation_id, payload=ref))
+        )
+        try:
+            await self._convert_announced(job, correlation_id, announced)
+        finally:
+            if not announced.done():
+                announced.cancel()
+
+    async def _convert_announced(
+        self, job: Job, correlation_id: str, announced: asyncio.Future[None]
+    ) -> None:
+        ref = JobRef(job_id=job.id, user_id=job.user_id)
         workdir = Path(
             await asyncio.to_thread(tempfile.mkdtemp, prefix=f"{job.id}-", dir=self._tmp_root())
         )
         started = time.monotonic()
         try:
             try:
-                output = await self._produce(job, workdir, correlation_id)
+                output = await self._produce(job, workdir, correlation_id, announced)
             except MediaError as exc:
                 FFMPEG_FAILURES.labels(str(exc.code)).inc()
+                await announced
                 await self.fail(job, correlation_id, exc.code, exc.detail)
                 return
             elapsed = time.monotonic() - started
@@ -240,12 +255,13 @@ class Converter:
         local = self.blobs.local_path(job.source_blob_id)
         if local is not None:
             return local, await probe(local)
-        stored = StoredSource(
-            self.blobs, job.source_blob_id, await self.blobs.size(job.source_blob_id)
-        )
+        # The gateway recorded the size it stored: no round trip to the store for it.
+        stored = StoredSource(self.blobs, job.source_blob_id, job.source.size)
         return stored, await stored.probe()
 
-    async def _produce(self, job: Job, workdir: Path, correlation_id: str) -> OutputInfo:
+    async def _produce(
+        self, job: Job, workdir: Path, correlation_id: str, announced: asyncio.Future[None]
+    ) -> OutputInfo:
         if not job.source_blob_id:
             raise MediaError("the job has no source file", code=ErrorCode.UNREADABLE_MEDIA)
         try:
@@ -253,20 +269,30 @@ class Converter:
         except InvalidOptions as exc:
             raise MediaError(exc.detail, code=exc.code) from None
         source, info = await self._source(job)
-        await self.jobs.set_source(job.id, info.to_source_info(job.source.size))
-        if not info.audio_tracks:
-            raise MediaError("the file has no audio track", code=ErrorCode.NO_AUDIO_STREAM)
-        result = await convert(
-            source,
-            workdir,
-            info,
-            options,
-            ffmpeg=self.ffmpeg,
-            filename=job.filename,
-            on_progress=self._progress_reporter(job, correlation_id),
-            timeout=self.timeout_for(info.duration) * (2 if options.normalize else 1),
+        # Written while FFmpeg runs; settled before the job's outcome is (a failed job keeps
+        # its source's description too).
+        recorded = asyncio.ensure_future(
+            self.jobs.set_source(job.id, info.to_source_info(job.source.size))
         )
-        size = await self.blobs.write_file(self.output_blob_id(job.id), result.output)
+        recorded.add_done_callback(_retrieve)
+        try:
+            await announced
+            if not info.audio_tracks:
+                raise MediaError("the file has no audio track", code=ErrorCode.NO_AUDIO_STREAM)
+            result = await convert(
+                source,
+                workdir,
+                info,
+                options,
+                ffmpeg=self.ffmpeg,
+                filename=job.filename,
+                on_progress=self._progress_reporter(job, correlation_id),
+                timeout=self.timeout_for(info.duration) * (2 if options.normalize else 1),
+            )
+            size = await self.blobs.write_file(self.output_blob_id(job.id), result.output)
+        finally:
+            await asyncio.wait({recorded})
+        recorded.result()
         output = result.to_output_info(size, output_filename(job.filename, result.extension))
         return output.model_copy(
             update={"path": result.path, "track": result.track, "cover": result.cover}
@@ -364,3 +390,9 @@ class Converter:
         """Stop every running conversion (shutdown): their messages go back to the queue."""
         for task in self._running.values():
             task.cancel()
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    # Its error is raised by the caller on success; on a failure the job's own error wins.
+    if not task.cancelled():
+        task.exception()
