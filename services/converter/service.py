@@ -155,6 +155,7 @@ class Converter:
         announced = asyncio.ensure_future(
             self._announce(JobStarted(correlation_id=correlation_id, payload=ref))
         )
+        announced.add_done_callback(_log_failure)
         try:
             await self._convert_announced(job, correlation_id, announced)
         finally:
@@ -269,12 +270,13 @@ class Converter:
         except InvalidOptions as exc:
             raise MediaError(exc.detail, code=exc.code) from None
         source, info = await self._source(job)
-        # Written while FFmpeg runs; settled before the job's outcome is (a failed job keeps
-        # its source's description too).
+        # Written while FFmpeg runs. Settled before the output is stored, so a failed write
+        # sends the job back before it leaves an output behind; and before a failure is
+        # recorded, so a failed job keeps its source's description too.
         recorded = asyncio.ensure_future(
             self.jobs.set_source(job.id, info.to_source_info(job.source.size))
         )
-        recorded.add_done_callback(_retrieve)
+        recorded.add_done_callback(_log_failure)
         try:
             await announced
             if not info.audio_tracks:
@@ -289,10 +291,14 @@ class Converter:
                 on_progress=self._progress_reporter(job, correlation_id),
                 timeout=self.timeout_for(info.duration) * (2 if options.normalize else 1),
             )
-            size = await self.blobs.write_file(self.output_blob_id(job.id), result.output)
-        finally:
+            await recorded
+        except asyncio.CancelledError:
+            recorded.cancel()  # a cancel is not held up by a slow database
+            raise
+        except BaseException:
             await asyncio.wait({recorded})
-        recorded.result()
+            raise
+        size = await self.blobs.write_file(self.output_blob_id(job.id), result.output)
         output = result.to_output_info(size, output_filename(job.filename, result.extension))
         return output.model_copy(
             update={"path": result.path, "track": result.track, "cover": result.cover}
@@ -392,7 +398,10 @@ class Converter:
             task.cancel()
 
 
-def _retrieve(task: asyncio.Future[None]) -> None:
-    # Its error is raised by the caller on success; on a failure the job's own error wins.
-    if not task.cancelled():
-        task.exception()
+def _log_failure(task: asyncio.Future[None]) -> None:
+    """Where the job's own error wins over a background step's, the step's is still logged."""
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None:
+        log.warning("a background step of a job failed: %r", error)
