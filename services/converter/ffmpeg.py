@@ -20,6 +20,7 @@ from pathlib import Path
 import av
 import av.error
 
+from services.converter.child import Child, PipeWriter, start_child
 from services.converter.probe import INPUT_OPTIONS, codec_name
 from services.converter.progress import ProgressParser
 from shared.errors import ErrorCode, MediaError
@@ -78,16 +79,7 @@ async def run_ffmpeg(
     truncated input, MediaError(timeout) after `timeout` seconds; on cancellation the process
     group is killed and reaped first.
     """
-    process = await asyncio.create_subprocess_exec(
-        *cmd,
-        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        # Its own process group, so a kill reaches anything FFmpeg may spawn as well.
-        start_new_session=True,
-    )
-    assert process.stdout is not None
-    assert process.stderr is not None
+    process = await start_child(cmd, stdin=stdin is not None)
     tail = _Tail(STDERR_TAIL_BYTES)
     stderr_task = asyncio.create_task(_drain(process.stderr, tail))
     feed_task: asyncio.Task[None] | None = None
@@ -113,6 +105,7 @@ async def run_ffmpeg(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        process.close()
 
     stderr = _redact(tail.text(), cmd)
     if returncode != 0 or _input_was_truncated(stderr):
@@ -121,13 +114,12 @@ async def run_ffmpeg(
     return stderr
 
 
-async def _feed(pipe: asyncio.StreamWriter, chunks: AsyncIterable[bytes]) -> None:
+async def _feed(pipe: PipeWriter, chunks: AsyncIterable[bytes]) -> None:
     """Write `chunks` into FFmpeg's stdin, then close it (end of input)."""
     _widen_pipe(pipe)
     try:
         async for chunk in chunks:
-            pipe.write(chunk)
-            await pipe.drain()
+            await pipe.write(chunk)
     except (BrokenPipeError, ConnectionResetError):
         # FFmpeg stopped reading: it reached `-to`, or failed and says why on stderr.
         pass
@@ -138,12 +130,9 @@ async def _feed(pipe: asyncio.StreamWriter, chunks: AsyncIterable[bytes]) -> Non
         pipe.close()
 
 
-def _widen_pipe(pipe: asyncio.StreamWriter) -> None:
-    transport_pipe = pipe.transport.get_extra_info("pipe")
-    if transport_pipe is None:
-        return
+def _widen_pipe(pipe: PipeWriter) -> None:
     with contextlib.suppress(OSError, ValueError):
-        fcntl.fcntl(transport_pipe.fileno(), F_SETPIPE_SZ, STDIN_PIPE_BYTES)
+        fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, STDIN_PIPE_BYTES)
 
 
 async def _follow_progress(
@@ -167,7 +156,7 @@ async def _drain(stream: asyncio.StreamReader, tail: _Tail) -> None:
         tail.add(chunk)
 
 
-async def _kill_and_reap(process: asyncio.subprocess.Process) -> None:
+async def _kill_and_reap(process: Child) -> None:
     if process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)

@@ -97,7 +97,12 @@ class GridFSBlobStore:
         # is the drivers' default) read correctly too.
         per_query = max(1, self.read_batch_bytes // chunk_size)
         first, last = lo // chunk_size, (hi - 1) // chunk_size
-        ranges = [(a, min(a + per_query, last + 1)) for a in range(first, last + 1, per_query)]
+        # The first chunk comes alone: FFmpeg reading a piped source, or a download's first
+        # byte, waits for it (4 MiB took 12-20 ms on nx-27017, 1 MiB 3 ms). The rest come
+        # `per_query` at a time, one query ahead of the caller.
+        ranges = [(first, first + 1)] + [
+            (a, min(a + per_query, last + 1)) for a in range(first + 1, last + 1, per_query)
+        ]
 
         # One query ahead: the next range is on its way while the caller consumes this one.
         ahead = asyncio.ensure_future(self._fetch(doc["_id"], *ranges[0]))

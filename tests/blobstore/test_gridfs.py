@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from gridfs import AsyncGridFSBucket
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.blobstore import BlobNotFound, GridFSBlobStore
@@ -99,5 +101,46 @@ async def test_check_fails_when_the_server_is_gone() -> None:
     try:
         with pytest.raises(Exception, match=r"."):
             await GridFSBlobStore(client["x"]).check()
+    finally:
+        await client.close()
+
+
+class _ChunkQueries(monitoring.CommandListener):
+    """The chunk ranges each `find` on fs.chunks asked for, as the driver sent them."""
+
+    def __init__(self) -> None:
+        self.ranges: list[tuple[int, int]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        command = event.command
+        if event.command_name == "find" and command.get("find") == "fs.chunks":
+            n = command["filter"]["n"]
+            self.ranges.append((n["$gte"], n["$lt"]))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_the_first_chunk_is_fetched_alone(mongo_url: str) -> None:
+    # A piped FFmpeg and a download's first byte wait for the first query; later ones run
+    # ahead of the reader, a batch at a time.
+    queries = _ChunkQueries()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongo_url, event_listeners=[queries], timeoutMS=30_000
+    )
+    try:
+        db = client[f"blob_{uuid.uuid4().hex[:12]}"]
+        store = GridFSBlobStore(db, chunk_size=1000, read_batch_bytes=3000)
+        data = random_bytes(7_500)
+        await store.write("batched", pieces(data))
+        assert await read_all(store, "batched") == data
+        assert queries.ranges == [(0, 1), (1, 4), (4, 7), (7, 8)]
+        queries.ranges.clear()
+        assert await read_all(store, "batched", 2500, 2600) == data[2500:2601]
+        assert queries.ranges == [(2, 3)]
+        await client.drop_database(db.name)
     finally:
         await client.close()
