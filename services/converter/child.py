@@ -16,6 +16,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 from collections.abc import Sequence
 from typing import IO
 
@@ -68,11 +69,19 @@ class Child:
         self._popen = popen
         self._loop = loop
         self.pid = popen.pid
-        self.stdin = self._writer(popen)
+        self.stdin: PipeWriter | None = None
         self._readers: list[int] = []
-        self.stdout = self._reader(popen.stdout)
-        self.stderr = self._reader(popen.stderr)
-        self._exited = self._watch_exit()
+        try:
+            self.stdin = self._writer(popen)
+            self.stdout = self._reader(popen.stdout)
+            self.stderr = self._reader(popen.stderr)
+            self._exited = self._watch_exit()
+        except BaseException:
+            self.close()
+            for pipe in (popen.stdin, popen.stdout, popen.stderr):
+                if pipe is not None:
+                    pipe.close()
+            raise
 
     @property
     def returncode(self) -> int | None:
@@ -125,23 +134,32 @@ class Child:
         return reader
 
     def _watch_exit(self) -> asyncio.Future[int]:
+        exited: asyncio.Future[int] = self._loop.create_future()
         try:
             pidfd = os.pidfd_open(self.pid)
         except (AttributeError, OSError):
-            # No pidfd (not Linux, or a kernel before 5.3): a worker thread waits instead.
-            return asyncio.ensure_future(asyncio.to_thread(self._popen.wait))
-        exited: asyncio.Future[int] = self._loop.create_future()
+            # No pidfd (not Linux, a kernel before 5.3, a seccomp filter): a thread of its own
+            # waits, not one of the shared pool that the job's file I/O needs.
+            def wait() -> None:
+                returncode = self._popen.wait()
+                self._loop.call_soon_threadsafe(_settle, exited, returncode)
+
+            threading.Thread(target=wait, name=f"wait-{self.pid}", daemon=True).start()
+            return exited
 
         def on_exit() -> None:
             self._loop.remove_reader(pidfd)
             os.close(pidfd)
             # The child is a zombie by now: this reaps it without blocking.
-            returncode = self._popen.wait()
-            if not exited.done():
-                exited.set_result(returncode)
+            _settle(exited, self._popen.wait())
 
         self._loop.add_reader(pidfd, on_exit)
         return exited
+
+
+def _settle(exited: asyncio.Future[int], returncode: int) -> None:
+    if not exited.done():
+        exited.set_result(returncode)
 
 
 async def start_child(cmd: Sequence[str], *, stdin: bool) -> Child:

@@ -86,9 +86,10 @@ def test_a_killed_child_is_reaped_and_its_pipes_closed() -> None:
     assert open_fds() == before
 
 
-def test_starting_ffmpeg_does_not_fork_the_converter() -> None:
-    # Fork handlers run in the parent after fork(); vfork + exec, as CPython's subprocess
-    # does it, runs none. uvloop's own subprocess API forks, which this test can see.
+def test_ffmpeg_is_not_started_through_uvloops_fork() -> None:
+    # uvloop's subprocess API (libuv's fork) runs Python's fork handlers in the parent, which
+    # this test can see; CPython's subprocess, which uses vfork here, runs none. (A regression
+    # to a plain fork inside CPython's subprocess would not show here; its speed would.)
     async def ours() -> None:
         child = await start_child(["true"], stdin=False)
         await child.wait()
@@ -103,3 +104,19 @@ def test_starting_ffmpeg_does_not_fork_the_converter() -> None:
     assert _forks_seen == before
     on_uvloop(uvloops())
     assert _forks_seen > before
+
+
+def test_without_pidfds_a_thread_of_its_own_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As on a kernel before 5.3 or under a seccomp filter that refuses pidfd_open.
+    def refused(pid: int, flags: int = 0) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", refused)
+
+    async def run() -> int:
+        child = await start_child([sys.executable, "-c", "import sys; sys.exit(7)"], stdin=False)
+        code = await asyncio.wait_for(child.wait(), 10)
+        child.close()
+        return code
+
+    assert on_uvloop(run()) == 7
