@@ -157,15 +157,14 @@ class Converter:
         )
         announced.add_done_callback(_log_failure)
         try:
-            await self._convert_announced(job, correlation_id, announced)
+            await self._convert_announced(job, ref, correlation_id, announced)
         finally:
             if not announced.done():
                 announced.cancel()
 
     async def _convert_announced(
-        self, job: Job, correlation_id: str, announced: asyncio.Future[None]
+        self, job: Job, ref: JobRef, correlation_id: str, announced: asyncio.Future[None]
     ) -> None:
-        ref = JobRef(job_id=job.id, user_id=job.user_id)
         workdir = Path(
             await asyncio.to_thread(tempfile.mkdtemp, prefix=f"{job.id}-", dir=self._tmp_root())
         )
