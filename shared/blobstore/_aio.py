@@ -68,13 +68,14 @@ def _undo_result(fut: asyncio.Future[T], undo: Callable[[T], None]) -> None:
 class ThreadFile:
     """A raw descriptor whose blocking calls run in worker threads.
 
-    `close` first waits for a call still running in a thread (possible after the awaiting task
-    was cancelled), so the descriptor number is never closed, and reused, under that call.
+    `close` first waits for every call still running in a thread (possible after the awaiting
+    task was cancelled), so the descriptor number is never closed, and reused, under one.
     """
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self._last: asyncio.Future[Any] | None = None
+        # Calls still running in a thread; several may run at once (writes at their own offsets).
+        self._running: set[asyncio.Future[Any]] = set()
         self.closed = False
 
     @classmethod
@@ -85,22 +86,25 @@ class ThreadFile:
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(fd, *args)` in a worker thread."""
         fut = asyncio.get_running_loop().run_in_executor(None, fn, self.fd, *args)
-        self._last = fut
+        self._running.add(fut)
+        fut.add_done_callback(self._running.discard)
         return await asyncio.shield(fut)
 
     async def close(self) -> None:
         if self.closed:
             return
-        if self._last is not None and not self._last.done():
-            await asyncio.wait([self._last])
+        if self._running:
+            await asyncio.wait(list(self._running))
         self.closed = True
         await asyncio.to_thread(os.close, self.fd)
 
 
-def write_all(fd: int, data: bytes) -> None:
+def pwrite_all(fd: int, data: bytes, offset: int) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
 
 
 async def pread_blocks(f: ThreadFile, start: int, stop: int, block: int) -> AsyncIterator[bytes]:

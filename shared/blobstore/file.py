@@ -8,17 +8,26 @@ import os
 import secrets
 import shutil
 import tempfile
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator
 from datetime import datetime
 from pathlib import Path
 
-from shared.blobstore._aio import ThreadFile, off_loop, pread_blocks, run_to_completion, write_all
+from shared.blobstore._aio import (
+    ThreadFile,
+    off_loop,
+    pread_blocks,
+    pwrite_all,
+    run_to_completion,
+)
 from shared.blobstore.base import MIB, BlobNotFound, byte_span, validate_blob_id
 from shared.blobstore.writeback import start_writeback
 
 # Group-readable so that services running as different users of one group can share a volume.
 FILE_MODE = 0o640
 TEMP_SUFFIX = ".tmp"
+# Enough to keep a thread writing while the loop hands over the next block; each holds a block.
+WRITES_IN_FLIGHT = 3
 
 
 class FileBlobStore:
@@ -131,13 +140,15 @@ class _TempFile:
 
 async def _copy_stream(out: ThreadFile, chunks: AsyncIterable[bytes], block: int) -> int:
     # Small pieces (an HTTP body arrives in ~64 KiB) are gathered into one write per block, so
-    # the cost of a thread hop is paid per MiB, not per piece. One block is written in a thread
-    # while the next is gathered: awaiting each write before reading on stalled the socket
-    # (the server stops reading while its small body buffer is full), halving upload speed.
+    # the cost of a thread hop is paid per MiB, not per piece. Blocks are written by worker
+    # threads while the next ones are gathered, up to WRITES_IN_FLIGHT at once, each at its own
+    # offset: awaiting each write before reading on stalled the socket (the server stops reading
+    # while its small body buffer is full), and with one write at a time the file sat idle
+    # between blocks while the loop woke up to hand over the next (upload 1.25 s/GiB -> 0.96).
     size = 0
     pending: list[bytes] = []
     pending_len = 0
-    writing: asyncio.Future[None] | None = None
+    writes: deque[asyncio.Future[None]] = deque()
     try:
         async for chunk in chunks:
             if not chunk:
@@ -145,27 +156,27 @@ async def _copy_stream(out: ThreadFile, chunks: AsyncIterable[bytes], block: int
             pending.append(chunk)
             pending_len += len(chunk)
             if pending_len >= block:
-                if writing is not None:
-                    await writing
-                writing = asyncio.ensure_future(out.call(_write_block, b"".join(pending), size))
+                while len(writes) >= WRITES_IN_FLIGHT:
+                    await writes.popleft()
+                data = b"".join(pending)
+                writes.append(asyncio.ensure_future(out.call(_write_block, data, size)))
                 size += pending_len
                 pending, pending_len = [], 0
-        if writing is not None:
-            await writing
-            writing = None
+        while writes:
+            await writes.popleft()
         if pending:
-            await out.call(write_all, b"".join(pending))
+            await out.call(_write_block, b"".join(pending), size)
             size += pending_len
     finally:
-        if writing is not None:
+        for write in writes:
             # Only after a failure: the caller discards the file next (ThreadFile.close waits
-            # for the thread), and the write's own error, if any, is not the one to raise.
-            writing.add_done_callback(_retrieve)
+            # for the threads), and a write's own error, if any, is not the one to raise.
+            write.add_done_callback(_retrieve)
     return size
 
 
 def _write_block(fd: int, data: bytes, offset: int) -> None:
-    write_all(fd, data)
+    pwrite_all(fd, data, offset)
     start_writeback(fd, offset, len(data))
 
 
