@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, NetworkTimeout, PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.blobstore.base import BlobNotFound
@@ -112,6 +113,13 @@ def install_error_handlers(app: FastAPI) -> None:
             )
         log.exception("database error", exc_info=exc)
         return error_response(500, "internal error", str(ErrorCode.INTERNAL_ERROR))
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, _: ClientDisconnect) -> JSONResponse:
+        # Nobody reads this answer; the point is that a client hanging up mid-upload is routine
+        # (the partial upload is already removed), not a server error with a traceback.
+        log.info("client went away before its request body ended: %s", request.url.path)
+        return error_response(400, "the request body ended early", str(ErrorCode.INVALID_REQUEST))
 
     @app.exception_handler(BlobNotFound)
     async def blob_missing(_: Request, exc: BlobNotFound) -> JSONResponse:
