@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import select
 import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -99,18 +100,29 @@ async def _sendfile(cycle: RequestResponseCycle, sock_fd: int, path: str, length
         _slots.release()
         return 0
     stop = threading.Event()
-    loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(_pool, _send_blocking, owned_fd, path, length, stop)
-    # Released when the thread is done, not when this task is: a cancelled response's thread
-    # still runs until it sees `stop`.
-    future.add_done_callback(lambda _: _slots.release())
     try:
-        return await future
+        job = _pool.submit(_send_blocking, owned_fd, path, length, stop)
+    except RuntimeError:  # the pool is shut down (the interpreter is exiting)
+        os.close(owned_fd)
+        _slots.release()
+        return 0
+    # On the job itself, not on the task awaiting it: a cancelled response's thread still runs
+    # until it sees `stop`, and its slot is not free before that.
+    job.add_done_callback(functools.partial(_job_done, owned_fd))
+    try:
+        return await asyncio.shield(asyncio.wrap_future(job))
     except OSError:
         return 0
     except asyncio.CancelledError:
         stop.set()
+        job.cancel()  # succeeds only while it waits in the pool's queue
         raise
+
+
+def _job_done(owned_fd: int, job: Future[int]) -> None:
+    if job.cancelled():
+        os.close(owned_fd)  # the job never ran, so _send_blocking never closed it
+    _slots.release()
 
 
 async def _ready_socket(transport: asyncio.Transport, sock_fd: int) -> int | None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import struct
+import types
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -122,3 +124,78 @@ async def test_a_client_that_leaves_mid_file_frees_its_thread(
     assert pathsend._slots._value == pathsend.SENDFILE_THREADS
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         assert (await client.get("/small")).content == b"plain body"
+
+
+class _SentHeaders:
+    """A transport whose response headers are already on the wire."""
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def _descriptors_of(sock: socket.socket) -> list[str]:
+    target = f"socket:[{os.fstat(sock.fileno()).st_ino}]"
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}") == target:
+                found.append(fd)
+    return found
+
+
+async def test_a_cancelled_response_keeps_its_slot_until_its_thread_is_done(
+    tmp_path: Path,
+) -> None:
+    # Sixteen clients that read nothing: every sending thread waits in poll(2). A cancelled
+    # response's slot may only come free once its thread has seen the stop and closed its
+    # descriptor; free before that, the next response would queue in the pool behind busy
+    # threads instead of being streamed, and a queued one cancelled in turn leaked its socket.
+    path = tmp_path / "sparse.bin"
+    with path.open("wb") as f:
+        f.truncate(256 * 1024 * 1024)
+    listener = socket.create_server(("127.0.0.1", 0))
+    pairs = []
+    for _ in range(pathsend.SENDFILE_THREADS):
+        client = socket.create_connection(listener.getsockname())
+        served, _ = listener.accept()
+        served.setblocking(False)
+        pairs.append((client, served))
+    cycle: Any = types.SimpleNamespace(transport=_SentHeaders())
+    tasks = []
+    try:
+        for _, served in pairs:
+            assert pathsend._slots.acquire(blocking=False)  # as send_with_pathsend does
+            length = path.stat().st_size
+            tasks.append(
+                asyncio.create_task(pathsend._sendfile(cycle, served.fileno(), str(path), length))
+            )
+        # Each thread has filled its socket and waits in a poll of POLL_MS (500 ms); the cancel
+        # lands in the middle of one, so the thread sees it only ~250 ms later.
+        await asyncio.sleep(0.75)
+        victim = pairs[3][1]
+        assert len(_descriptors_of(victim)) == 2  # ours and the thread's dup
+        tasks[3].cancel()
+        await asyncio.sleep(0.01)
+        assert pathsend._slots._value == 0, "the slot came free while its thread still ran"
+        for _ in range(100):
+            if pathsend._slots._value == 1:
+                break
+            await asyncio.sleep(0.02)
+        assert pathsend._slots._value == 1
+        assert _descriptors_of(victim) == [str(victim.fileno())]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for _ in range(100):
+            if pathsend._slots._value == pathsend.SENDFILE_THREADS:
+                break
+            await asyncio.sleep(0.02)
+        for client, served in pairs:
+            client.close()
+            served.close()
+        listener.close()
+    assert pathsend._slots._value == pathsend.SENDFILE_THREADS
