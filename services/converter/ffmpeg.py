@@ -86,14 +86,17 @@ async def run_ffmpeg(
     if stdin is not None:
         assert process.stdin is not None
         feed_task = asyncio.create_task(_feed(process.stdin, stdin))
+    deadline = asyncio.timeout(timeout)
     try:
-        async with asyncio.timeout(timeout):
+        async with deadline:
             await _follow_progress(process.stdout, duration, on_progress)
             returncode = await process.wait()
             await stderr_task
             if feed_task is not None:
                 await feed_task
     except TimeoutError:
+        if not deadline.expired():
+            raise  # a timeout of the input's own (a socket's), not of the conversion
         await _kill_and_reap(process)
         raise MediaError("conversion took too long", code=ErrorCode.TIMEOUT) from None
     finally:

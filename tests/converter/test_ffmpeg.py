@@ -443,6 +443,28 @@ async def test_failing_progress_callback_kills_ffmpeg(media: MediaFactory, tmp_p
     assert not any(process_exists(pid) for pid in pids)
 
 
+async def test_a_timeout_of_the_callers_own_is_not_a_conversion_timeout(
+    media: MediaFactory, tmp_path: Path
+) -> None:
+    # A socket timeout (TimeoutError) from the progress callback or the piped input is that
+    # step's failure: reported as the conversion taking too long, the job would fail for good
+    # with `timeout` instead of being retried.
+    source = long_clip(media)
+    info = await probe(source)
+    workdir = tmp_path / "own-timeout-marker"
+    workdir.mkdir()
+    pids: list[int] = []
+
+    async def on_progress(fraction: float) -> None:
+        pids.extend(pids_running(str(workdir)))
+        raise TimeoutError("timed out")
+
+    with pytest.raises(TimeoutError, match="timed out"):
+        await convert_file(source, workdir, info, on_progress=on_progress)
+    assert pids
+    assert not any(process_exists(pid) for pid in pids)
+
+
 async def test_truncated_mp4_with_index_at_end_fails_clearly(
     media: MediaFactory, tmp_path: Path
 ) -> None:
