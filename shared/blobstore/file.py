@@ -190,7 +190,7 @@ def _temp_prefix(final: Path) -> str:
 
 
 def _make_temp(final: Path) -> tuple[int, str]:
-    final.parent.mkdir(parents=True, exist_ok=True)
+    _make_fanout_dir(final.parent)
     fd, name = tempfile.mkstemp(prefix=_temp_prefix(final), suffix=TEMP_SUFFIX, dir=final.parent)
     try:
         os.fchmod(fd, FILE_MODE)
@@ -211,7 +211,7 @@ def _stage_copy(source: Path, final: Path) -> tuple[Path, int]:
     A hard link costs nothing and leaves the source in place; a copy (kernel-side, via
     copy_file_range/sendfile) is the fallback across file systems or where links are refused.
     """
-    final.parent.mkdir(parents=True, exist_ok=True)
+    _make_fanout_dir(final.parent)
     staged = final.parent / f"{_temp_prefix(final)}{secrets.token_hex(6)}{TEMP_SUFFIX}"
     try:
         try:
@@ -233,10 +233,23 @@ def _stage_copy(source: Path, final: Path) -> tuple[Path, int]:
     return staged, size
 
 
+def _make_fanout_dir(directory: Path) -> None:
+    """The blob's directory (`root/ab/`), made durably: a directory just created is on disk only
+    once its parent is fsynced too, and the blobs committed into it must outlive a crash."""
+    if directory.is_dir():
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    _fsync_dir(directory.parent)
+
+
 def _commit(temp: Path, final: Path) -> None:
     os.replace(temp, final)
     # The rename is durable only once the directory entry is on disk too.
-    fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    _fsync_dir(final.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:

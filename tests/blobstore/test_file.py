@@ -20,6 +20,41 @@ async def test_layout(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "blobs").rglob("*")) == ["ab", "abcdef"]
 
 
+@pytest.mark.parametrize("how", ["write", "write_file"])
+async def test_a_new_directory_is_made_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    # Which directories get fsynced is only visible from inside; the real fsync still runs.
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    root = tmp_path / "blobs"
+    root.mkdir()
+    store = FileBlobStore(root)
+    source = tmp_path / "out.mp3"
+    source.write_bytes(b"mp3")
+
+    async def put(blob_id: str) -> None:
+        if how == "write":
+            await store.write(blob_id, pieces(b"bytes"))
+        else:
+            await store.write_file(blob_id, source)
+
+    await put("cd0001")
+    # The new `cd/` entry in the root, and the blob's entry in `cd/`.
+    assert str(root) in synced
+    assert str(root / "cd") in synced
+    synced.clear()
+    await put("cd0002")
+    assert str(root) not in synced  # `cd/` exists already: nothing new in the root
+    assert str(root / "cd") in synced
+
+
 async def test_write_file_leaves_the_source(tmp_path: Path) -> None:
     store = FileBlobStore(tmp_path / "blobs")
     source = tmp_path / "out.mp3"
