@@ -14,7 +14,9 @@ from shared.blobstore import BlobStore
 from shared.errors import AppError, ErrorCode
 from shared.pathsend import PATHSEND
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# ASCII digits, at most 18 of them (beyond any file's size): longer numbers are no range we
+# serve, and Python refuses to parse ones over 4,300 digits long.
+_RANGE = re.compile(r"^bytes=([0-9]{0,18})-([0-9]{0,18})$")
 _UNSAFE_ASCII = re.compile(r"[^A-Za-z0-9 ._()\-]")
 
 
@@ -32,6 +34,9 @@ def content_disposition(filename: str) -> str:
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """The inclusive byte range asked for, None for the whole file; 416 if unsatisfiable."""
     if not header:
+        return None
+    if size == 0:
+        # No byte of an empty file can be asked for; RFC 9110 lets us answer with all of it.
         return None
     match = _RANGE.match(header.strip())
     if match is None or match.group(0) == "bytes=-":

@@ -48,8 +48,12 @@ class MultipartUpload:
         content_type, params = parse_options_header(request.headers.get("content-type", ""))
         if content_type != b"multipart/form-data" or b"boundary" not in params:
             raise Unprocessable("send the video as multipart/form-data with a `file` field")
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        declared = request.headers.get("content-length", "")
+        if (
+            declared.isascii()
+            and declared.isdigit()
+            and (len(declared) > 18 or int(declared) > max_bytes)
+        ):
             raise _too_large(max_bytes)
         self._request = request
         self._max_bytes = max_bytes
