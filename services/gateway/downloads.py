@@ -61,7 +61,10 @@ async def blob_response(
     filename: str,
     content_type: str,
     range_header: str | None,
+    head: bool = False,
 ) -> Response:
+    """The blob as a 200, or one range of it as a 206; for `head`, the same headers alone (what
+    players and download managers probe with before they fetch)."""
     size = await blobs.size(blob_id)
     headers = {
         "Accept-Ranges": "bytes",
@@ -69,6 +72,13 @@ async def blob_response(
         "Cache-Control": "private, no-store",
     }
     byte_range = parse_range(range_header, size)
+    if head:
+        if byte_range is not None:
+            headers["Content-Range"] = f"bytes {byte_range[0]}-{byte_range[1]}/{size}"
+        first, last = byte_range or (0, size - 1)
+        headers["Content-Length"] = str(last - first + 1)
+        status = 200 if byte_range is None else 206
+        return Response(status_code=status, headers=headers, media_type=content_type)
     if byte_range is None:
         headers["Content-Length"] = str(size)
         body = blobs.read(blob_id) if size else _empty()

@@ -94,7 +94,7 @@ async def delete_job(job_id: str, user: CurrentUser, state: State) -> Response:
     return Response(status_code=204)
 
 
-async def _download(state: State, job: Job, range_header: str | None) -> Response:
+async def _download(state: State, job: Job, range_header: str | None, request: Request) -> Response:
     if job.status is JobStatus.COMPLETED and (job.output_expired or _past(job.expires_at)):
         raise Gone("this file has expired and was deleted", code=ErrorCode.OUTPUT_EXPIRED)
     if job.status is not JobStatus.COMPLETED or job.output is None or not job.output_blob_id:
@@ -105,6 +105,7 @@ async def _download(state: State, job: Job, range_header: str | None) -> Respons
         filename=job.output.filename,
         content_type=job.output.content_type,
         range_header=range_header,
+        head=request.method == "HEAD",
     )
 
 
@@ -123,12 +124,24 @@ def _past(moment: datetime | None) -> bool:
 )
 async def download_job(
     job_id: str,
+    request: Request,
     user: CurrentUser,
     state: State,
     range_header: Annotated[str | None, Header(alias="range")] = None,
 ) -> Response:
     job = await state.jobs.get_owned(job_id, user.user_id)
-    return await _download(state, job, range_header)
+    return await _download(state, job, range_header, request)
+
+
+# HEAD beside GET (players and download managers probe with it), kept out of the schema: one
+# function under two methods would give the OpenAPI document a duplicate operation id.
+router.add_api_route(
+    "/jobs/{job_id}/download",
+    download_job,
+    methods=["HEAD"],
+    response_class=Response,
+    include_in_schema=False,
+)
 
 
 @router.get(
@@ -143,6 +156,7 @@ async def download_job(
 )
 async def download_by_link(
     token: str,
+    request: Request,
     state: State,
     range_header: Annotated[str | None, Header(alias="range")] = None,
 ) -> Response:
@@ -150,7 +164,16 @@ async def download_by_link(
     job = await state.jobs.get(job_id)
     if job is None:
         raise NotFound("this file no longer exists")
-    return await _download(state, job, range_header)
+    return await _download(state, job, range_header, request)
+
+
+router.add_api_route(
+    "/downloads/{token}",
+    download_by_link,
+    methods=["HEAD"],
+    response_class=Response,
+    include_in_schema=False,
+)
 
 
 @router.get(

@@ -111,6 +111,17 @@ async def test_upload_convert_email_download(
     assert ranged.content == direct.content[100:200]
     assert ranged.headers["content-range"] == f"bytes 100-199/{len(direct.content)}"
 
+    # HEAD, as players and download managers probe: GET's headers, no body.
+    probed = await client.head(job["output"]["download_url"], headers=auth(user))
+    assert probed.status_code == 200
+    assert probed.content == b""
+    for name in ("content-length", "content-type", "content-disposition", "accept-ranges"):
+        assert probed.headers[name] == direct.headers[name], name
+    probed = await client.head(job["output"]["stream_url"], headers={"Range": "bytes=100-199"})
+    assert probed.status_code == 206
+    assert probed.headers["content-length"] == "100"
+    assert probed.headers["content-range"] == ranged.headers["content-range"]
+
     listed = await client.get("/v1/jobs", headers=auth(user))
     assert [j["id"] for j in listed.json()["items"]] == [job["id"]]
 
