@@ -27,6 +27,9 @@ ALGORITHM = "EdDSA"
 JWKS_PATH = "/.well-known/jwks.json"
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "aud", "iss"]
 JWKS_REFETCH_INTERVAL = 30.0
+# After a failed first load, requests fail at once for this long instead of each waiting for
+# its own fetch in turn: with auth hung, N waiting requests would otherwise take N timeouts.
+JWKS_FIRST_LOAD_RETRY = 1.0
 
 
 class Claims(BaseModel):
@@ -41,6 +44,10 @@ class Claims(BaseModel):
 # Verified tokens remembered per process: an EdDSA check costs more than the rest of a status
 # request. Bounded; each entry dies with its token.
 VERIFIED_CACHE_SIZE = 4096
+
+
+def _auth_unreachable() -> Unavailable:
+    return Unavailable("the auth service is unreachable", code=ErrorCode.AUTH_UNAVAILABLE)
 
 
 def _invalid_token() -> Unauthorized:
@@ -133,7 +140,7 @@ async def fetch_jwks(client: httpx.AsyncClient, auth_urls: list[str]) -> dict[st
         if isinstance(document, dict) and isinstance(document.get("keys"), list):
             return document
         log.warning("auth instance %s answered something that is not a JWKS", base)
-    raise Unavailable("the auth service is unreachable", code=ErrorCode.AUTH_UNAVAILABLE)
+    raise _auth_unreachable()
 
 
 class JwksCache:
@@ -157,6 +164,7 @@ class JwksCache:
         self._clock = clock
         self._verifier: TokenVerifier | None = None
         self._fetched_at: float | None = None
+        self._first_load_failed_at: float | None = None
         # Many requests may see the new kid at once; one of them fetches, the rest reuse it.
         self._lock = asyncio.Lock()
         self._verified: dict[str, Claims] = {}
@@ -183,11 +191,19 @@ class JwksCache:
                 return self._verifier  # another request loaded it while we waited
             if self._verifier is not None and not self._may_refetch():
                 return self._verifier
+            failed_at = self._first_load_failed_at
+            if (
+                self._verifier is None
+                and failed_at is not None
+                and self._clock() - failed_at < JWKS_FIRST_LOAD_RETRY
+            ):
+                raise _auth_unreachable()
             self._fetched_at = self._clock()
             try:
                 jwks = await fetch_jwks(self._client, self._auth_urls)
             except Unavailable:
                 if self._verifier is None:
+                    self._first_load_failed_at = self._clock()
                     raise
                 # Keep serving the keys we have: a token with an unknown kid is then rejected,
                 # tokens signed with known keys still pass while auth is down.

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect, status
 
 from services.gateway.live import Subscriber
 from services.gateway.state import GatewayState
-from shared.errors import AppError
+from shared.errors import AppError, Unavailable
 from shared.security import origin_allowed
 from shared.tokens import Claims, bearer_token
 
@@ -18,15 +19,22 @@ router = APIRouter()
 
 
 async def _authenticate(websocket: WebSocket, state: GatewayState) -> Claims | None:
+    """The caller's claims, or None once the socket is closed: 1008 for a bad or missing token
+    (the contract's code: the client refreshes it), 1013 while auth cannot be asked (the token
+    may be fine: the client retries later)."""
     token = bearer_token(websocket.headers.get("authorization")) or websocket.query_params.get(
         "access_token"
     )
-    if not token:
-        return None
     try:
-        return await state.tokens.verify(token)
-    except AppError:
+        if token:
+            return await state.tokens.verify(token)
+    except Unavailable:
+        await websocket.close(code=status.WS_1013_TRY_AGAIN_LATER, reason="auth is unavailable")
         return None
+    except AppError:
+        pass
+    await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="invalid or missing token")
+    return None
 
 
 @router.websocket("/v1/ws")
@@ -38,25 +46,31 @@ async def live_events(websocket: WebSocket) -> None:
         # token-bearing connection.
         await websocket.close(code=status.WS_1008_POLICY_VIOLATION)
         return
+    # Accept first so that every client, browsers included, sees the close code.
     await websocket.accept()
     user = await _authenticate(websocket, state)
     if user is None:
-        # Accept first so that every client, browsers included, sees the policy-violation code.
-        await websocket.close(
-            code=status.WS_1008_POLICY_VIOLATION, reason="invalid or missing token"
-        )
         return
     subscriber = state.live.subscribe(user.user_id)
     try:
         active = await state.jobs.list_active(user.user_id)
         await websocket.send_json({"type": "snapshot", "jobs": [j.public_view() for j in active]})
         sender = asyncio.create_task(_send_events(websocket, subscriber))
+        # The token was checked once, at connect: the stream ends when the token does, as a
+        # request with it would be refused from then on.
+        deadline = asyncio.timeout(max(0.0, user.expires_at - time.time()))
         try:
-            await _receive_until_closed(websocket)
+            async with deadline:
+                await _receive_until_closed(websocket)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
         finally:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
                 await sender
+        if deadline.expired():
+            await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="token expired")
     except WebSocketDisconnect:
         pass
     finally:
@@ -69,10 +83,14 @@ async def _send_events(websocket: WebSocket, subscriber: Subscriber) -> None:
 
 
 async def _receive_until_closed(websocket: WebSocket) -> None:
-    """Answer application-level pings; return when the client goes away."""
+    """Answer application-level pings, ignore anything else (binary frames included); raise
+    WebSocketDisconnect when the client goes away."""
     while True:
-        message = await websocket.receive_text()
-        if message == "ping" or _is_ping(message):
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", status.WS_1000_NORMAL_CLOSURE))
+        text = message.get("text")
+        if text is not None and (text == "ping" or _is_ping(text)):
             await websocket.send_json({"type": "pong"})
 
 

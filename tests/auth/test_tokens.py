@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -249,3 +250,24 @@ async def test_jwks_cache_without_auth_is_unavailable(key: SigningKey) -> None:
         )
         with pytest.raises(Unavailable):
             await cache.verify(key.sign(claims()))
+
+
+async def test_requests_waiting_on_a_hung_auth_fail_together(key: SigningKey) -> None:
+    # An auth instance that accepts connections and never answers (hung, or SIGSTOPped).
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with httpx.AsyncClient(timeout=0.5) as client:
+            cache = JwksCache(
+                client, [f"http://127.0.0.1:{port}"], issuer=ISSUER, audience=AUDIENCE
+            )
+            started = time.monotonic()
+            results = await asyncio.gather(
+                *(cache.verify(key.sign(claims())) for _ in range(6)), return_exceptions=True
+            )
+            elapsed = time.monotonic() - started
+    finally:
+        server.close()
+    assert all(isinstance(r, Unavailable) for r in results), results
+    # One fetch's timeout, not six of them one after another.
+    assert elapsed < 1.5, elapsed

@@ -136,6 +136,11 @@ async def test_bad_tokens_close_with_1008(stack: Stack, token: str | None) -> No
 
 def _expired_token(stack: Stack) -> str:
     """A token signed by the stack's own key, but past its expiry."""
+    return _token_expiring_in(stack, -3600)
+
+
+def _token_expiring_in(stack: Stack, seconds: int, user_id: str = "someone") -> str:
+    """A token signed by the stack's own key that expires `seconds` from now."""
     import time
     from pathlib import Path
 
@@ -146,11 +151,32 @@ def _expired_token(stack: Stack) -> str:
     key = load_signing_key(settings)
     now = int(time.time())
     claims = {
-        "sub": "someone",
+        "sub": user_id,
         "email": "someone@example.com",
         "iss": settings.jwt_issuer,
         "aud": settings.jwt_audience,
-        "iat": now - 7200,
-        "exp": now - 3600,
+        "iat": now - 60,
+        "exp": now + seconds,
     }
     return key.sign(claims)
+
+
+async def test_the_stream_ends_with_its_token(stack: Stack) -> None:
+    # The token is checked at connect; without this a leaked token would keep its user's events
+    # coming for as long as the socket stays open.
+    async with connect(ws_url(stack.gateway_url, _token_expiring_in(stack, 3))) as ws:
+        assert (await receive(ws))["type"] == "snapshot"
+        with pytest.raises(ConnectionClosed) as closed:
+            await receive(ws, timeout=15)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1008
+    assert closed.value.rcvd.reason == "token expired"
+
+
+async def test_binary_frames_are_ignored(client: httpx.AsyncClient, stack: Stack) -> None:
+    user = await register_and_login(client)
+    async with connect(ws_url(stack.gateway_url, access(user))) as ws:
+        assert (await receive(ws))["type"] == "snapshot"
+        await ws.send(b"\x00\x01 not text")
+        await ws.send("ping")
+        assert (await receive(ws, timeout=10)) == {"type": "pong"}

@@ -81,7 +81,6 @@ export class LiveEvents extends EventTarget {
     const url = `${scheme}//${location.host}/v1/ws?access_token=${encodeURIComponent(token)}`;
     const socket = new WebSocket(url);
     this.socket = socket;
-    let opened = false;
     socket.addEventListener("message", (message) => {
       if (this.socket !== socket) return;
       let event;
@@ -92,7 +91,6 @@ export class LiveEvents extends EventTarget {
       }
       if (!event || typeof event.type !== "string" || event.type === "pong") return;
       if (event.type === "snapshot") {
-        opened = true;
         this.attempt = 0;
         this._setState("live");
       }
@@ -109,8 +107,9 @@ export class LiveEvents extends EventTarget {
       this.socket = null;
       clearInterval(this.pingTimer);
       if (this.stopped) return;
-      if (close.code === POLICY_VIOLATION && !opened) {
-        // The token was refused (it expired, or the keys rotated): refresh before retrying.
+      if (close.code === POLICY_VIOLATION) {
+        // The token was refused, or ran out while the socket was open (it expired, or the keys
+        // rotated): refresh before retrying.
         this.attempt += 1;
         this.retryTimer = setTimeout(() => this._connect(token), this._delay());
         this._setState("reconnecting");
