@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from pymongo.errors import ConnectionFailure, ExecutionTimeout, NetworkTimeout, PyMongoError
+from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,6 +20,7 @@ from shared.blobstore.base import BlobNotFound
 from shared.errors import AppError, ErrorCode
 from shared.logs import correlation_id, new_correlation_id
 from shared.metrics import MetricsMiddleware, metrics_endpoint
+from shared.mongo import DATABASE_OUTAGES
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(PyMongoError)
     async def database_error(_: Request, exc: PyMongoError) -> JSONResponse:
-        if isinstance(exc, ConnectionFailure | ExecutionTimeout | NetworkTimeout):
+        if isinstance(exc, DATABASE_OUTAGES):
             log.warning("database unavailable: %s", exc)
             return error_response(
                 503, "the database is unavailable", str(ErrorCode.DATABASE_UNAVAILABLE)

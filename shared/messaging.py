@@ -3,7 +3,9 @@
 Publishing: persistent messages, publisher confirms, a timeout.
 Consuming: prefetch, manual ack only after the handler has stored its effect; a body that does
 not parse is rejected to the dead-letter queue; a handler failure requeues it (the queue's
-delivery limit dead-letters it eventually).
+delivery limit dead-letters it eventually). An outage of what the handler needs (the database,
+the broker, auth) is no failure of the message: the handler is run again with backoff while the
+message is held, so that an outage cannot use up the delivery limit.
 """
 
 from __future__ import annotations
@@ -26,10 +28,15 @@ from pydantic import ValidationError
 from shared.errors import ErrorCode, Unavailable
 from shared.events import Event, encode_event, parse_event
 from shared.logs import correlation_id
+from shared.mongo import DATABASE_OUTAGES
 from shared.topology import Topology, declare_exchange, declare_topology
 from shared.tracing import continued_span, current_carrier
 
 log = logging.getLogger(__name__)
+
+# Backoff while a dependency is out: 0.5 s, 1 s, 2 s ... then every 30 s.
+OUTAGE_RETRY_FIRST = 0.5
+OUTAGE_RETRY_MAX = 30.0
 
 Handler = Callable[[Event], Awaitable[None]]
 
@@ -109,22 +116,55 @@ async def handle_delivery(message: AbstractIncomingMessage, handler: Handler) ->
         await message.reject(requeue=False)
         return
     correlation_id.set(event.correlation_id)
-    try:
-        with continued_span(f"consume {event.type}", event.trace, job_id=event.payload.job_id):
-            await handler(event)
-    except DeadLetter as exc:
-        log.error("%s %s dead-lettered: %s", event.type, event.event_id, exc)
-        await message.reject(requeue=False)
-        return
-    except asyncio.CancelledError:
-        # Shutting down mid-message: hand it back so another consumer takes it.
-        await asyncio.shield(message.nack(requeue=True))
-        raise
-    except Exception:
-        log.exception("handling %s %s failed; requeued", event.type, event.event_id)
-        await message.nack(requeue=True)
-        return
+    outages = 0
+    while True:
+        try:
+            with continued_span(f"consume {event.type}", event.trace, job_id=event.payload.job_id):
+                await handler(event)
+        except DeadLetter as exc:
+            log.error("%s %s dead-lettered: %s", event.type, event.event_id, exc)
+            await message.reject(requeue=False)
+            return
+        except asyncio.CancelledError:
+            # Shutting down mid-message: hand it back so another consumer takes it.
+            await asyncio.shield(message.nack(requeue=True))
+            raise
+        except Exception as exc:
+            if is_outage(exc):
+                # Held, not requeued: five immediate requeues would dead-letter the message
+                # within a second of the database going away (a lost email, a failed job).
+                # If this process dies meanwhile, the broker hands the message on.
+                delay = min(OUTAGE_RETRY_MAX, OUTAGE_RETRY_FIRST * 2**outages)
+                outages += 1
+                log.warning(
+                    "handling %s %s: %s; trying again in %.1fs",
+                    event.type,
+                    event.event_id,
+                    _describe(exc),
+                    delay,
+                )
+                try:
+                    await asyncio.sleep(delay)
+                except asyncio.CancelledError:
+                    await asyncio.shield(message.nack(requeue=True))
+                    raise
+                continue
+            log.exception("handling %s %s failed; requeued", event.type, event.event_id)
+            await message.nack(requeue=True)
+            return
+        break
     await message.ack()
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether `exc` says a dependency is unavailable rather than that the work itself failed."""
+    if isinstance(exc, Unavailable):  # our own 503s: broker, database, auth
+        return True
+    return isinstance(exc, DATABASE_OUTAGES)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 async def consume(

@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from pymongo import AsyncMongoClient
+from pymongo.errors import ConnectionFailure, ExecutionTimeout
+
+# What a database that is down, unreachable or overloaded raises (NetworkTimeout and
+# ServerSelectionTimeoutError are ConnectionFailures): an outage, no fault of the request.
+DATABASE_OUTAGES = (ConnectionFailure, ExecutionTimeout)
 
 
 def mongo_client(url: str, timeout: float = 10.0) -> AsyncMongoClient[dict[str, Any]]:

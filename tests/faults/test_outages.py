@@ -11,6 +11,7 @@ import aio_pika
 import httpx
 
 from services.cli.embedded import nx_27017_command
+from shared.events import JobCompleted, JobCompletedPayload
 from shared.topology import Topology
 from tests.conftest import StackFactory
 from tests.e2e.test_pipeline import auth, upload, wait_final
@@ -138,6 +139,84 @@ async def test_mongodb_restart(
             assert second.status_code == 202, second.text
             assert (await wait_final(client, user, second.json()["id"]))["status"] == "completed"
             await smtp.wait_for(2, timeout=60)
+    finally:
+        mongo.terminate()
+        mongo.wait(10)
+
+
+async def test_a_short_mongodb_outage_loses_no_mail_and_fails_no_job(
+    private_stack: StackFactory,
+    smtp: SmtpCatcher,
+    media: MediaFactory,
+    tmp_path: Path,
+    amqp_url: str,
+) -> None:
+    # Requeued at once, a message used up the queue's five deliveries within ~1 s of MongoDB
+    # going away and was dead-lettered: the completion mail was never sent, a queued job ended
+    # failed. Both must now wait for the database and go through.
+    data = tmp_path / "mongo"
+    data.mkdir()
+    port = free_port()
+    mongo = subprocess.Popen(
+        nx_27017_command(data, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for_port(port)
+        async with (
+            # A 1 s database timeout (an operation gives up after 3 s): the six deliveries the
+            # queue allows fail within the 30 s outage below.
+            private_stack(
+                smtp.url, MONGO_URL=f"mongodb://127.0.0.1:{port}", NETWORK_TIMEOUT="1"
+            ) as stack,
+            client_and_user(stack) as (client, user),
+        ):
+            topology = Topology(stack.env["AMQP_PREFIX"])
+            stack.stop("converter")
+            queued = await upload(client, user, media.h264_aac(2), "queued.mp4")
+            assert queued.status_code == 202
+            job_id = queued.json()["id"]
+
+            mongo.terminate()
+            mongo.wait(10)
+            stack.launch("converter")  # takes the queued job while the database is down
+            completed = JobCompleted(
+                payload=JobCompletedPayload(
+                    job_id="f" * 32,
+                    user_id="someone",
+                    user_email=user["email"],
+                    filename="during.mp4",
+                    output_filename="during.mp3",
+                    size=1,
+                )
+            )
+            connection = await aio_pika.connect(amqp_url, timeout=10)
+            async with connection:
+                channel = await connection.channel(publisher_confirms=True)
+                exchange = await channel.get_exchange(topology.exchange)
+                await exchange.publish(
+                    aio_pika.Message(
+                        completed.model_dump_json().encode(),
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    routing_key=str(completed.type),
+                )
+            await asyncio.sleep(30)
+            mongo = subprocess.Popen(
+                nx_27017_command(data, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            wait_for_port(port)
+            job = await wait_final(client, user, job_id, timeout=120)
+            assert job["status"] == "completed", job
+            await smtp.wait_for(2, timeout=90)
+            subjects = [str(m["Subject"]) for m in smtp.messages]
+            assert any("during.mp4" in s for s in subjects), subjects
+            assert any("queued.mp4" in s for s in subjects), subjects
+            connection = await aio_pika.connect(amqp_url, timeout=10)
+            async with connection:
+                channel = await connection.channel()
+                for name in (topology.dead_letter_queue, topology.dead_jobs_queue):
+                    dead = await channel.declare_queue(name, passive=True)
+                    assert dead.declaration_result.message_count == 0, name
     finally:
         mongo.terminate()
         mongo.wait(10)
