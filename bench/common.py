@@ -239,6 +239,20 @@ class BenchStack:
     def pid(self, service: str) -> int:
         return self.stack.procs[service].pid
 
+    async def output_blob_id(self, job_id: str) -> str:
+        """The blob a completed job's download serves (named per conversion attempt)."""
+        from shared.jobstore import JobStore
+        from shared.mongo import mongo_client
+
+        client = mongo_client(self.deps.mongo_url, timeout=30)
+        try:
+            job = await JobStore(client[self.mongo_db]).get(job_id)
+        finally:
+            await client.close()
+        assert job is not None
+        assert job.output_blob_id, job
+        return job.output_blob_id
+
 
 @contextlib.asynccontextmanager
 async def bench_stack(deps: Deps, backend: str, **env: str) -> AsyncIterator[BenchStack]:

@@ -80,7 +80,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                 job = await wait_job(client, token, job_id)
                 assert job["status"] == "completed", job
                 store = FileBlobStore(bs.blob_dir)
-                await store.write_file(f"{job_id}-out", big)
+                await store.write_file(await bs.output_blob_id(job_id), big)
                 got, down_s = await asyncio.to_thread(
                     curl_download, f"{bs.url}/v1/jobs/{job_id}/download", token
                 )

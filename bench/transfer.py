@@ -153,7 +153,7 @@ async def interleaved_runs(
             await put(*floor, i, runs.floor_ups)
             job = await wait_job(client, token, job_id, timeout=900)
             assert job["status"] == "completed", job
-            await store.write_file(f"{job_id}-out", src)
+            await store.write_file(await bs.output_blob_id(job_id), src)
             if nginx_first:
                 await ceiling_down()
             await asyncio.to_thread(settle)

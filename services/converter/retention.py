@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,8 +20,9 @@ FailJob = Callable[[Job, str, ErrorCode, str], Awaitable[None]]
 
 # A blob younger than this may belong to an upload whose job is being written right now.
 ORPHAN_GRACE = timedelta(hours=1)
-# Blob ids end in the role of the bytes; the rest is the job id.
-_ROLE_SUFFIXES = ("-src", "-out")
+# Blob ids are the job id, an attempt number for outputs, and the role of the bytes:
+# `{job}-src`, `{job}-{attempt}-out` (`{job}-out` before attempts were named).
+_BLOB_OWNER = re.compile(r"(?P<job>[^-]+)(?:-src|-[0-9]+-out|-out)")
 
 
 @dataclass
@@ -42,10 +44,8 @@ class RetentionPolicy:
 
 
 def job_id_of(blob_id: str) -> str | None:
-    for suffix in _ROLE_SUFFIXES:
-        if blob_id.endswith(suffix):
-            return blob_id.removesuffix(suffix)
-    return None
+    match = _BLOB_OWNER.fullmatch(blob_id)
+    return match["job"] if match else None
 
 
 class RetentionSweeper:

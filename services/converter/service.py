@@ -169,9 +169,11 @@ class Converter:
             await asyncio.to_thread(tempfile.mkdtemp, prefix=f"{job.id}-", dir=self._tmp_root())
         )
         started = time.monotonic()
+        output_id = self.output_blob_id(job)
+        recorded = False
         try:
             try:
-                output = await self._produce(job, workdir, correlation_id, announced)
+                output = await self._produce(job, workdir, correlation_id, announced, output_id)
             except MediaError as exc:
                 FFMPEG_FAILURES.labels(str(exc.code)).inc()
                 await announced
@@ -197,14 +199,13 @@ class Converter:
             stored = await self.jobs.complete(
                 job.id,
                 output,
-                self.output_blob_id(job.id),
+                output_id,
                 outbox=completed,
                 expires_at=self.retention.output_expiry(utcnow()),
             )
             if stored is None:
-                # Cancelled or deleted while we worked: the output must not outlive the job.
-                await self.blobs.delete(self.output_blob_id(job.id))
-                return
+                return  # cancelled, deleted, or finished by another attempt while we worked
+            recorded = True
             await self._announce(
                 JobProgress(
                     correlation_id=correlation_id,
@@ -219,7 +220,20 @@ class Converter:
                 await self.blobs.delete(job.source_blob_id)
                 await self.jobs.drop_source(job.id)
         finally:
+            if not recorded:
+                # Whatever stopped us (a cancel, an error, a job no longer ours), an output no
+                # job names must not stay behind. It is this attempt's own: never the one
+                # another attempt recorded.
+                await self._discard_output(output_id)
             await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+    async def _discard_output(self, blob_id: str) -> None:
+        try:
+            await asyncio.shield(self.blobs.delete(blob_id))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the orphan sweep removes it later
+            log.warning("could not remove the unused output %s: %r", blob_id, exc)
 
     def _tmp_root(self) -> Path:
         root = self.work_dir / f"pid-{os.getpid()}"
@@ -245,8 +259,10 @@ class Converter:
         return self.timeout_base + self.timeout_factor * duration
 
     @staticmethod
-    def output_blob_id(job_id: str) -> str:
-        return f"{job_id}-out"
+    def output_blob_id(job: Job) -> str:
+        # One per attempt: two attempts of a job (a redelivery while the first still runs) never
+        # write, or remove, each other's output.
+        return f"{job.id}-{job.attempts}-out"
 
     async def _source(self, job: Job) -> tuple[Path | StoredSource, MediaInfo]:
         """The stored source itself when it is on local disk (no copy), else a handle that
@@ -260,7 +276,12 @@ class Converter:
         return stored, await stored.probe()
 
     async def _produce(
-        self, job: Job, workdir: Path, correlation_id: str, announced: asyncio.Future[None]
+        self,
+        job: Job,
+        workdir: Path,
+        correlation_id: str,
+        announced: asyncio.Future[None],
+        output_id: str,
     ) -> OutputInfo:
         if not job.source_blob_id:
             raise MediaError("the job has no source file", code=ErrorCode.UNREADABLE_MEDIA)
@@ -297,7 +318,7 @@ class Converter:
         except BaseException:
             await asyncio.wait({recorded})
             raise
-        size = await self.blobs.write_file(self.output_blob_id(job.id), result.output)
+        size = await self.blobs.write_file(output_id, result.output)
         output = result.to_output_info(size, output_filename(job.filename, result.extension))
         return output.model_copy(
             update={"path": result.path, "track": result.track, "cover": result.cover}
