@@ -23,7 +23,16 @@ class AuthRepository:
 
     async def get_user_by_email(self, email: str) -> User | None:
         result = await self._session.execute(select(User).where(User.email == email))
-        return result.scalar_one_or_none()
+        user = result.scalar_one_or_none()
+        # MariaDB compares under the column's collation, which takes "é" for "e": only the very
+        # address may match, or the login throttle (which counts per address as typed) could be
+        # walked around one accent at a time.
+        return user if user is not None and user.email == email else None
+
+    async def end_reads(self) -> None:
+        """End the transaction of what was read so far, handing its connection back to the pool:
+        a request must not hold one through the password check and then ask for another."""
+        await self._session.commit()
 
     async def add_user(self, user: User) -> None:
         self._session.add(user)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import NoReturn
+
+from email_validator import EmailNotValidError, validate_email
 
 from services.auth import passwords
 from services.auth.errors import (
@@ -32,7 +36,13 @@ class TokenPair:
 
 
 def normalise_email(email: str) -> str:
-    return email.strip().lower()
+    """One form of an address however it was typed, for register, login and the throttle alike:
+    email-validator's normalised form (Unicode NFC, an IDNA domain in Unicode), lower-cased."""
+    email = unicodedata.normalize("NFC", email.strip())
+    # An invalid address has no account; the throttle still counts it as typed.
+    with contextlib.suppress(EmailNotValidError):
+        email = validate_email(email, check_deliverability=False).normalized
+    return email.lower()
 
 
 def hash_refresh_token(token: str) -> str:
@@ -76,6 +86,7 @@ class AuthService:
         email = normalise_email(email)
         attempt = await self._throttle.count(email, client_address)
         user = await self._repository.get_user_by_email(email)
+        await self._repository.end_reads()
         if len(password) > passwords.MAX_PASSWORD_LENGTH:
             raise InvalidCredentials()  # no such password was ever accepted; skip the hashing
         if user is None:
