@@ -10,6 +10,7 @@ from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
+from email_validator import EmailNotValidError, validate_email
 
 from services.notification.templates import MailContent
 
@@ -62,13 +63,24 @@ def compose(content: MailContent, *, sender: str, recipient: str, message_key: s
     message = EmailMessage()
     message["Subject"] = content.subject
     message["From"] = sender
-    message["To"] = recipient
+    message["To"] = _ascii_domain(recipient)
     # The same key on every retry gives the same Message-ID, so a receiving server or client
     # can recognise a mail that was accepted but whose acknowledgement got lost.
     message["Message-ID"] = f"<{_MSGID_UNSAFE.sub('-', message_key)}@video2mp3.local>"
     message.set_content(content.text)
     message.add_alternative(content.html, subtype="html")
     return message
+
+
+def _ascii_domain(address: str) -> str:
+    """`address` with its domain in IDNA form (bob@bücher.ch -> bob@xn--bcher-kva.ch), which
+    every SMTP server takes; auth stores the Unicode form. A non-ASCII local part cannot be
+    written in ASCII and is left to servers that speak SMTPUTF8."""
+    try:
+        parts = validate_email(address, check_deliverability=False)
+    except EmailNotValidError:
+        return address
+    return parts.ascii_email or address
 
 
 class SmtpMailer:
