@@ -21,7 +21,7 @@ import av
 import av.error
 
 from services.converter.child import Child, PipeWriter, start_child
-from services.converter.probe import INPUT_OPTIONS, codec_name
+from services.converter.probe import INPUT_OPTIONS, METADATA_ERRORS, codec_name
 from services.converter.progress import ProgressParser
 from shared.errors import ErrorCode, MediaError
 from shared.jobs import OutputInfo
@@ -194,6 +194,12 @@ def _redact(stderr: str, cmd: list[str]) -> str:
     return stderr
 
 
+def _silent(output_format: str) -> OutputMedia:
+    return OutputMedia(
+        codec=output_format, duration=None, bitrate=None, channels=None, sample_rate=None
+    )
+
+
 def _file_arguments(cmd: list[str]) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     for position, argument in enumerate(cmd):
@@ -204,16 +210,26 @@ def _file_arguments(cmd: list[str]) -> list[tuple[str, str]]:
     return sorted(found, key=lambda item: len(item[0]), reverse=True)
 
 
-_TRUNCATED = ("partial file", "moov atom not found", "truncat")
+_TRUNCATED = ("partial file", "moov atom not found", "truncat", "file ended prematurely")
 _UNREADABLE = ("invalid data found when processing input", "could not find codec parameters")
 _CONTEXT_PREFIX = re.compile(r"^(\[[^\]]*\]\s*)+")
 _GENERIC_LINES = ("conversion failed", "error opening input files", "error opening input file")
 
 
 def _input_was_truncated(stderr: str) -> bool:
-    # FFmpeg exits 0 on a cut-off MP4 whose index is intact: it converts what is there and
-    # says "partial file". A shorter MP3 than the upload is a failure, not a success.
-    return "partial file" in stderr.lower()
+    # FFmpeg exits 0 on a cut-off file it can still read: it converts what is there and says
+    # so ("partial file" for MP4, "File ended prematurely" for Matroska). A shorter MP3 than
+    # the upload is a failure, not a success.
+    return any(marker in line for line in _log_lines(stderr) for marker in _CUT_OFF)
+
+
+_CUT_OFF = ("partial file", "file ended prematurely")
+
+
+def _log_lines(stderr: str) -> list[str]:
+    """FFmpeg's own messages, lower-cased: the lines it prefixes with their source. Not the dump
+    of the input (`Input #0`, its `Metadata:`), where a tag may say anything at all."""
+    return [line.lower() for line in stderr.splitlines() if line.startswith("[")]
 
 
 def describe_failure(
@@ -221,7 +237,8 @@ def describe_failure(
 ) -> tuple[ErrorCode, str]:
     """A stable code and a short human reason for a failed FFmpeg run."""
     lowered = stderr.lower()
-    if any(marker in lowered for marker in _TRUNCATED):
+    logged = "\n".join(_log_lines(stderr))
+    if any(marker in logged for marker in _TRUNCATED):
         return ErrorCode.UNREADABLE_MEDIA, "the file is incomplete or truncated"
     if "matches no streams" in lowered:
         return ErrorCode.NO_AUDIO_STREAM, "the selected audio track does not exist"
@@ -243,10 +260,17 @@ def _first_reason(stderr: str, *, skip_first: bool) -> str:
     if skip_first:
         lines = lines[1:]  # cut mid-line when the tail overflowed
     for line in lines:
+        if _is_dump(line):
+            continue
         cleaned = _CONTEXT_PREFIX.sub("", line).strip()
         if cleaned and not cleaned.lower().startswith(_GENERIC_LINES):
             return cleaned[:200]
     return ""
+
+
+def _is_dump(line: str) -> bool:
+    """A line of FFmpeg's description of its input or output (at -loglevel info), not a reason."""
+    return line.startswith((" ", "\t", "Input #", "Output #", "Stream mapping:", "Press [q]"))
 
 
 @dataclass(frozen=True)
@@ -272,21 +296,32 @@ class OutputMedia:
         )
 
 
-async def inspect_output(path: Path) -> OutputMedia:
-    """Describe a finished output (any format we write).
+# The demuxer that reads each output format back. Named, not probed: a valid MP3 of a few
+# frames has too little in it for FFmpeg's guess (it took one for VVC video).
+_OUTPUT_DEMUXERS = {"mp3": "mp3", "m4a": "mov", "opus": "ogg", "flac": "flac", "wav": "wav"}
 
-    For MP3 the Xing header makes the container's duration exact enough.
+
+async def inspect_output(path: Path, output_format: str = "mp3") -> OutputMedia:
+    """Describe a finished output in `output_format` (one of the formats we write).
+
+    For MP3 the Xing header makes the container's duration exact enough. An output with no
+    audio in it has no duration: the caller says which track held no sound.
     """
-    return await asyncio.to_thread(_inspect_output_sync, path)
+    return await asyncio.to_thread(_inspect_output_sync, path, output_format)
 
 
-def _inspect_output_sync(path: Path) -> OutputMedia:
+def _inspect_output_sync(path: Path, output_format: str) -> OutputMedia:
+    if path.stat().st_size == 0:
+        return _silent(output_format)
     try:
-        with av.open(f"file:{path.resolve()}", container_options=INPUT_OPTIONS) as container:
+        with av.open(
+            f"file:{path.resolve()}",
+            format=_OUTPUT_DEMUXERS.get(output_format),
+            container_options=INPUT_OPTIONS,
+            metadata_errors=METADATA_ERRORS,
+        ) as container:
             if not container.streams.audio:
-                raise MediaError(
-                    "the converter produced no audio", code=ErrorCode.CONVERSION_FAILED
-                )
+                return _silent(output_format)
             stream = container.streams.audio[0]
             duration: float | None = None
             if container.duration is not None and container.duration > 0:

@@ -180,7 +180,7 @@ async def _write_output(
             timeout=_remaining(deadline),
             stdin=stdin,
         )
-    media = await inspect_output(output)
+    media = await inspect_output(output, plan.format)
     if media.duration is None or media.duration <= 0:
         raise MediaError(
             f"audio track {plan.track} holds no sound to convert", code=ErrorCode.NO_AUDIO_STREAM

@@ -210,12 +210,20 @@ def _progress() -> list[str]:
     return ["-progress", "pipe:1", "-nostats"]
 
 
+# Audio that starts after the file does, or has holes in its timestamps, is filled with
+# silence from time 0, as a player would play it: else the MP3 comes out shorter than the file
+# and a trim lands seconds away from where it was asked (a 6 s file whose audio starts at 3 s
+# became 3 s of MP3).
+_ON_THE_TIMELINE = "aresample=async=1:first_pts=0"
+
+
 def _pre_filters(plan: ConversionPlan) -> list[str]:
-    """Channel mixing inside the graph, so measuring and applying see the same signal."""
+    """Timeline and channel mixing inside the graph, so measuring and applying see the same
+    signal."""
     if plan.channels is None:
-        return []
+        return [_ON_THE_TIMELINE]
     layout = "mono" if plan.channels == 1 else "stereo"
-    return [f"aformat=channel_layouts={layout}"]
+    return [_ON_THE_TIMELINE, f"aformat=channel_layouts={layout}"]
 
 
 def build_measure_command(

@@ -47,6 +47,9 @@ REFUSED_DEMUXERS = frozenset(
 
 # Every nested open (playlists, references, `-i` of the converter) is held to this list.
 INPUT_OPTIONS = {"protocol_whitelist": "file"}
+# Tags in other encodings than UTF-8 (Latin-1 RIFF INFO from Windows tools) are read with
+# replacement characters: PyAV's default, "strict", fails the whole file over one tag.
+METADATA_ERRORS = "replace"
 
 # Demuxers that read a file front to back with no seek back, so FFmpeg can take the bytes from
 # a pipe while they are still being fetched. MP4/MOV qualifies only when its index (`moov`)
@@ -180,7 +183,9 @@ def probe_sync(source: Path | io.RawIOBase) -> MediaInfo:
 def _probe(target: str | io.RawIOBase, raw: io.RawIOBase | io.BufferedReader) -> MediaInfo:
     try:
         # `file:` stops a name such as "http:x.mp4" or "a:b" from being read as a protocol.
-        with av.open(target, "r", container_options=INPUT_OPTIONS) as container:
+        with av.open(
+            target, "r", container_options=INPUT_OPTIONS, metadata_errors=METADATA_ERRORS
+        ) as container:
             info = _describe(container)
     except av.error.FFmpegError as exc:
         raise MediaError(UNREADABLE_DETAIL, code=ErrorCode.UNREADABLE_MEDIA) from exc

@@ -26,7 +26,7 @@ import av.error
 
 from services.converter.ffmpeg import describe_failure
 from services.converter.plan import ConversionPlan
-from services.converter.probe import INPUT_OPTIONS, MOV_DEMUXER, MediaInfo
+from services.converter.probe import INPUT_OPTIONS, METADATA_ERRORS, MOV_DEMUXER, MediaInfo
 from services.converter.tags import OUTPUT_KEYS
 from shared.errors import ErrorCode, MediaError
 
@@ -153,6 +153,7 @@ class _Copy:
             "r",
             format=self.info.format_name,
             options=options,
+            metadata_errors=METADATA_ERRORS,
             # PyAV's interrupt callback: one read stuck longer than the whole job may take (a
             # demuxer resyncing through garbage) is ended, since `stop` is seen only between
             # packets.

@@ -37,5 +37,7 @@ async def check_against_source(
     try:
         check_options(info, options)
     except MediaError as exc:
+        if exc.code is ErrorCode.NO_AUDIO_STREAM and not info.audio_tracks:
+            raise  # no sound in the file at all: the answer is the same whatever the options
         if exc.code is ErrorCode.INVALID_OPTIONS or options.audio_track is not None:
             raise InvalidOptions([{"field": _field_of(exc.detail), "reason": exc.detail}]) from None

@@ -136,6 +136,7 @@ def test_command_for_a_stereo_source(tmp_path: Path) -> None:
         "-vn", "-sn", "-dn",
         "-map_metadata", "-1", "-map_chapters", "-1",
         "-metadata", "title=in",
+        "-af", "aresample=async=1:first_pts=0",
         "-c:a", "libmp3lame", "-q:a", "2",
         "-id3v2_version", "4", "-write_id3v1", "0",
         "-progress", "pipe:1", "-nostats",
@@ -148,11 +149,13 @@ def test_command_downmixes_surround_and_unknown_layouts(tmp_path: Path) -> None:
     for channels in (6, 8, None):
         cmd = output_command(tmp_path / "a", tmp_path / "b", info_with(channels))
         assert cmd[cmd.index("-ac") + 1] == "2"
-        assert cmd[cmd.index("-af") + 1] == "aformat=channel_layouts=stereo"
+        assert cmd[cmd.index("-af") + 1] == (
+            "aresample=async=1:first_pts=0,aformat=channel_layouts=stereo"
+        )
     for channels in (1, 2):
         cmd = output_command(tmp_path / "a", tmp_path / "b", info_with(channels))
         assert "-ac" not in cmd
-        assert "-af" not in cmd
+        assert cmd[cmd.index("-af") + 1] == "aresample=async=1:first_pts=0"
 
 
 def test_command_picks_the_track_quality_and_title(tmp_path: Path) -> None:

@@ -291,6 +291,7 @@ def test_measure_then_apply_use_the_same_signal() -> None:
     assert value_after(measure, "-loglevel") == "info"
     assert value_after(measure, "-ss") == "2.000"
     assert value_after(measure, "-af") == (
+        "aresample=async=1:first_pts=0,"
         "aformat=channel_layouts=mono,loudnorm=I=-16:TP=-1:LRA=11:print_format=json"
     )
     assert measure[-3:] == ["-f", "null", "-"]
@@ -298,6 +299,7 @@ def test_measure_then_apply_use_the_same_signal() -> None:
     measured = Measurement(-27.3, -12.1, 6.5, -37.6, 0.4)
     apply = build_output_command("ffmpeg", SOURCE, OUTPUT, AAC_51, decided, measured=measured)
     assert value_after(apply, "-af") == (
+        "aresample=async=1:first_pts=0,"
         "aformat=channel_layouts=mono,"
         "loudnorm=I=-16:TP=-1:LRA=11:measured_I=-27.30:measured_TP=-12.10:"
         "measured_LRA=6.50:measured_thresh=-37.60:offset=0.40:linear=true:print_format=none,"
@@ -305,7 +307,7 @@ def test_measure_then_apply_use_the_same_signal() -> None:
     )
     silent = Measurement(float("-inf"), float("-inf"), 0, -70, 0)
     quiet = build_output_command("ffmpeg", SOURCE, OUTPUT, AAC_51, decided, measured=silent)
-    assert value_after(quiet, "-af") == "aformat=channel_layouts=mono"
+    assert value_after(quiet, "-af") == "aresample=async=1:first_pts=0,aformat=channel_layouts=mono"
 
 
 LOUDNORM_STDERR = """\

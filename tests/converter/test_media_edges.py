@@ -1,0 +1,121 @@
+"""Real-world oddities a review turned up: each converts correctly or fails with its own code.
+
+Every input is generated with FFmpeg's lavfi sources; the conversion is the service's own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.converter.probe import probe
+from services.gateway.precheck import check_against_source
+from shared.blobstore import FileBlobStore
+from shared.errors import ErrorCode, MediaError
+from shared.options import ConversionOptions
+from tests.converter.helpers import run_convert
+from tests.support.media import MediaFactory, decode
+
+VIDEO = ["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=6"]
+H264 = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+
+
+async def test_tags_in_latin_1_do_not_stop_a_conversion(
+    media: MediaFactory, tmp_path: Path
+) -> None:
+    # RIFF INFO written by Windows tools: "Beyoncé" in Latin-1 (a lone 0xE9 byte). PyAV's
+    # strict decoding failed the probe with UnicodeDecodeError: internal_error, or a 500.
+    source = media.make(
+        "latin1_tag.wav",
+        [
+            "-f", "lavfi", "-i", "sine=frequency=440:duration=2",
+            "-c:a", "pcm_s16le", "-metadata", "artist=Beyonc\udce9",
+        ],
+    )  # fmt: skip
+    info = await probe(source)
+    assert info.tags.get("artist", "").startswith("Beyonc")
+    result = await run_convert(source, tmp_path)
+    assert result.media.duration == pytest.approx(2, abs=0.1)
+
+
+async def test_a_very_short_output_is_read_as_what_it_is(
+    media: MediaFactory, tmp_path: Path
+) -> None:
+    # The last 10 ms of a clip: a valid MP3 of a few frames, which FFmpeg's format guess took
+    # for VVC video ("the converter produced no audio").
+    source = media.make(
+        "tiny_tail.mp4",
+        [
+            "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=15:duration=10",
+            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100:duration=10",
+            *H264, "-c:a", "aac", "-shortest",
+        ],
+    )  # fmt: skip
+    result = await run_convert(source, tmp_path, {"start": "9.99"})
+    assert result.media.codec == "mp3"
+    assert result.media.duration == pytest.approx(0.01, abs=0.04)
+
+
+async def test_a_tag_saying_partial_file_is_not_a_truncated_file(
+    media: MediaFactory, tmp_path: Path
+) -> None:
+    # The loudness pass runs at -loglevel info, which prints the input's tags among FFmpeg's
+    # messages: the comment below failed the job as "incomplete or truncated".
+    source = media.make(
+        "partial_file_comment.mp4",
+        [
+            *VIDEO, "-f", "lavfi", "-i", "sine=frequency=440:duration=6", *H264,
+            "-c:a", "aac", "-metadata", "comment=How to recover a partial file",
+        ],
+    )  # fmt: skip
+    result = await run_convert(source, tmp_path, {"normalize": "true"})
+    assert decode(result.output).duration == pytest.approx(6, abs=0.15)
+
+
+async def test_audio_that_starts_late_keeps_its_place_on_the_timeline(
+    media: MediaFactory, tmp_path: Path
+) -> None:
+    # A 6 s video whose 3 s of audio start at 3 s: the MP3 was 3 s long, and a trim counted
+    # from the first sample instead of from the start of the file.
+    source = media.make(
+        "late_audio.mkv",
+        [
+            *VIDEO, "-itsoffset", "3", "-f", "lavfi", "-i", "sine=frequency=440:duration=3",
+            "-map", "0:v", "-map", "1:a", *H264, "-c:a", "aac",
+        ],
+    )  # fmt: skip
+    info = await probe(source)
+    whole = await run_convert(source, tmp_path / "whole")
+    assert whole.media.duration == pytest.approx(info.duration, abs=0.15)
+    trimmed = await run_convert(source, tmp_path / "trimmed", {"start": "1", "end": "4"})
+    assert trimmed.media.duration == pytest.approx(3, abs=0.15)
+
+
+async def test_a_cut_off_matroska_file_fails_as_truncated(
+    media: MediaFactory, tmp_path: Path
+) -> None:
+    # FFmpeg converts what is there and says "File ended prematurely": the job completed with
+    # half of the audio.
+    whole = media.make(
+        "whole_opus.mkv",
+        [*VIDEO, "-f", "lavfi", "-i", "sine=frequency=440:duration=6", *H264, "-c:a", "libopus"],
+    )
+    cut = tmp_path / "cut.mkv"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(MediaError) as caught:
+        await run_convert(cut, tmp_path / "work")
+    assert caught.value.code is ErrorCode.UNREADABLE_MEDIA
+
+
+async def test_choosing_a_track_of_a_file_without_sound_says_so(
+    media: MediaFactory, tmp_path: Path
+) -> None:
+    store = FileBlobStore(tmp_path / "blobs")
+    size = await store.write_file("silent-src", media.video_only(2))
+    with pytest.raises(MediaError) as caught:
+        await check_against_source(
+            store, "silent-src", size, ConversionOptions.from_form({"audio_track": "0"})
+        )
+    assert caught.value.code is ErrorCode.NO_AUDIO_STREAM
