@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -116,14 +117,28 @@ async def run(settings: Settings) -> int:
             "  or `docker run -d -p 5672:5672 rabbitmq:4-management`, or set AMQP_URL."
         )
         return 2
+    taken = [
+        f"{name} port {port}"
+        for name in START_ORDER
+        if not _can_listen(settings.bind_host, port := service_port(name, settings))
+    ]
+    if taken:
+        # Checked first: the services of another `up` would otherwise answer our readiness
+        # checks, and ours would crash-loop on the ports forever.
+        say(
+            f"{', '.join(taken)} in use (is `video2mp3 up` already running?); "
+            "stop it, or choose other ports with GATEWAY_PORT, AUTH_PORT, ..."
+        )
+        return 2
     settings.var_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
+    env = {**os.environ, **_local_urls(settings)}
     env["VAR_DIR"] = str(settings.var_dir.resolve())
     mongo_proc = None
     sink = None
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP too: a closed terminal must stop the stack, not orphan it.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stopping.set)
     children: list[Child] = []
     try:
@@ -166,6 +181,29 @@ async def run(settings: Settings) -> int:
         if mongo_proc is not None and mongo_proc.returncode is None:
             mongo_proc.terminate()
             await mongo_proc.wait()
+
+
+def _can_listen(host: str, port: int) -> bool:
+    """Whether a server could listen on host:port as uvicorn does (SO_REUSEADDR: a port left in
+    TIME_WAIT by the last run is free; one another process listens on is not)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _local_urls(settings: Settings) -> dict[str, str]:
+    """Where the services find each other on this host, from the ports chosen, for each URL
+    not set explicitly (with AUTH_PORT=18001, the gateway must call 18001, not 8001)."""
+    urls = {
+        "AUTH_URLS": f"http://127.0.0.1:{settings.auth_port}",
+        "NOTIFICATION_URLS": f"http://127.0.0.1:{settings.notification_port}",
+        "PUBLIC_URL": f"http://127.0.0.1:{settings.gateway_port}",
+    }
+    return {name: url for name, url in urls.items() if name not in os.environ}
 
 
 def up() -> int:

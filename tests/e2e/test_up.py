@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 import time
 import uuid
@@ -45,12 +46,12 @@ async def test_up_runs_everything_and_stops_on_ctrl_c(
             "GATEWAY_PORT": str(ports["gateway"]),
             "AUTH_PORT": str(ports["auth"]),
             "NOTIFICATION_PORT": str(ports["notification"]),
+            # No AUTH_URLS, NOTIFICATION_URLS or PUBLIC_URL: `up` derives them from the ports.
             "CONVERTER_PORT": str(ports["converter"]),
-            "AUTH_URLS": f"http://127.0.0.1:{ports['auth']}",
-            "NOTIFICATION_URLS": f"http://127.0.0.1:{ports['notification']}",
-            "PUBLIC_URL": f"http://127.0.0.1:{ports['gateway']}",
         }
     )
+    for name in ("AUTH_URLS", "NOTIFICATION_URLS", "PUBLIC_URL"):
+        env.pop(name, None)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services.cli.main", "up",
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -103,3 +104,27 @@ async def test_up_without_rabbitmq_says_so(tmp_path: Path) -> None:
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2
     assert "RabbitMQ is not reachable" in out.decode()
+
+
+async def test_a_second_up_on_taken_ports_says_so(amqp_url: str, tmp_path: Path) -> None:
+    # Another `up` (here: anything) listens on the gateway's port. Before, the new `up` took the
+    # other's answers for its own readiness, said "ready", and restarted its services forever.
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        env = {
+            **os.environ,
+            "VAR_DIR": str(tmp_path),
+            "AMQP_URL": amqp_url,
+            "GATEWAY_PORT": str(port),
+            "AUTH_PORT": str(free_port()),
+            "NOTIFICATION_PORT": str(free_port()),
+            "CONVERTER_PORT": str(free_port()),
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.cli.main", "up",
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    assert f"gateway port {port} in use" in out.decode()
+    assert "video2mp3: ready." not in out.decode()
