@@ -29,6 +29,36 @@ from services.cli.credentials import LoginError, access_token
 
 READ_BLOCK = 1024 * 1024
 FINAL = {"job.completed", "job.failed", "job.cancelled"}
+# Uploads at once: more only share the same link, and past httpx's 100 connections the rest
+# waited for the pool and failed.
+UPLOADS_AT_ONCE = 4
+
+
+class Session:
+    """The access token a run uses, renewed when the server refuses it: a token lasts 15
+    minutes by default, and a run of many or long files can last longer."""
+
+    def __init__(self, client: httpx.AsyncClient, server: str, token: str) -> None:
+        self.client = client
+        self.server = server
+        self.token = token
+        self._renewing = asyncio.Lock()
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    async def renew(self, refused: str) -> None:
+        async with self._renewing:
+            if self.token == refused:  # else another task renewed it already
+                self.token = await access_token(self.client, self.server)
+
+    async def get(self, path: str) -> httpx.Response:
+        token = self.token
+        response = await self.client.get(path, headers=self.headers())
+        if response.status_code == 401:
+            await self.renew(token)
+            response = await self.client.get(path, headers=self.headers())
+        return response
 
 
 @dataclass
@@ -100,20 +130,28 @@ def multipart_body(path: Path, boundary: str, on_sent: Any) -> AsyncIterator[byt
     return body()
 
 
-async def upload(client: httpx.AsyncClient, item: FileJob, reporter: Reporter, token: str) -> None:
+async def upload(session: Session, item: FileJob, reporter: Reporter) -> None:
     boundary = uuid.uuid4().hex
     size = (await asyncio.to_thread(item.source.stat)).st_size
     reporter.add(item, size)
     reporter.state(item, "uploading")
-    response = await client.post(
-        "/v1/jobs",
-        content=multipart_body(item.source, boundary, lambda n: reporter.advance(item, n)),
-        headers={
-            "Authorization": f"Bearer {token}",
-            "Content-Type": f"multipart/form-data; boundary={boundary}",
-        },
-        timeout=httpx.Timeout(60, write=None),
-    )
+
+    async def post() -> httpx.Response:
+        return await session.client.post(
+            "/v1/jobs",
+            content=multipart_body(item.source, boundary, lambda n: reporter.advance(item, n)),
+            headers={
+                **session.headers(),
+                "Content-Type": f"multipart/form-data; boundary={boundary}",
+            },
+            timeout=httpx.Timeout(60, write=None),
+        )
+
+    token = session.token
+    response = await post()
+    if response.status_code == 401:
+        await session.renew(token)
+        response = await post()
     if response.status_code != 202:
         raise RuntimeError(_detail(response))
     item.job_id = response.json()["id"]
@@ -136,14 +174,15 @@ async def follow(
 
 
 async def convert_one(
-    client: httpx.AsyncClient,
+    session: Session,
     item: FileJob,
     reporter: Reporter,
-    token: str,
+    uploads: asyncio.Semaphore,
     by_job: dict[str, FileJob],
     early: dict[str, list[dict[str, Any]]],
 ) -> None:
-    await upload(client, item, reporter, token)
+    async with uploads:
+        await upload(session, item, reporter)
     assert item.job_id is not None
     by_job[item.job_id] = item
     for event in early.pop(item.job_id, []):
@@ -153,11 +192,10 @@ async def convert_one(
             event = await asyncio.wait_for(item.events.get(), 10)
         except TimeoutError:
             # The socket may have missed an event: the job document is the truth.
-            job = (
-                await client.get(
-                    f"/v1/jobs/{item.job_id}", headers={"Authorization": f"Bearer {token}"}
-                )
-            ).json()
+            answer = await session.get(f"/v1/jobs/{item.job_id}")
+            if answer.status_code != 200:
+                raise RuntimeError(_detail(answer)) from None
+            job = answer.json()
             status = job.get("status")
             if status in ("completed", "failed", "cancelled"):
                 event = {"type": f"job.{status}", "detail": (job.get("error") or {}).get("detail")}
@@ -175,17 +213,33 @@ async def convert_one(
         elif kind == "job.completed":
             break
     reporter.state(item, "downloading")
-    partial = item.target.with_name(item.target.name + ".part")
-    async with client.stream(
-        "GET", f"/v1/jobs/{item.job_id}/download", headers={"Authorization": f"Bearer {token}"}
-    ) as response:
-        if response.status_code != 200:
-            raise RuntimeError(_detail(response))
-        with partial.open("wb") as f:
-            async for chunk in response.aiter_bytes(READ_BLOCK):
-                await asyncio.to_thread(f.write, chunk)
-    await asyncio.to_thread(os.replace, partial, item.target)
+    # A name of its own (two runs into one directory), removed if the download fails.
+    partial = item.target.with_name(f".{item.target.name}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        await _download(session, item.job_id, partial)
+        await asyncio.to_thread(os.replace, partial, item.target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(partial.unlink)
+        raise
     reporter.state(item, f"done → {item.target}")
+
+
+async def _download(session: Session, job_id: str, partial: Path) -> None:
+    for attempt in range(2):
+        token = session.token
+        async with session.client.stream(
+            "GET", f"/v1/jobs/{job_id}/download", headers=session.headers()
+        ) as response:
+            if response.status_code == 401 and attempt == 0:
+                await session.renew(token)
+                continue
+            if response.status_code != 200:
+                raise RuntimeError(_detail(response))
+            with partial.open("wb") as f:
+                async for chunk in response.aiter_bytes(READ_BLOCK):
+                    await asyncio.to_thread(f.write, chunk)
+            return
 
 
 def _detail(response: httpx.Response) -> str:
@@ -197,12 +251,20 @@ def _detail(response: httpx.Response) -> str:
 
 def plan(files: list[Path], out_dir: Path | None, force: bool) -> list[FileJob]:
     items = []
+    claimed: dict[Path, Path] = {}
     for source in files:
         if not source.is_file():
             raise SystemExit(f"video2mp3: no such file: {source}")
         target = (out_dir or source.parent) / f"{source.stem}.mp3"
         if target.exists() and not force:
             raise SystemExit(f"video2mp3: {target} exists (use --force to overwrite)")
+        other = claimed.setdefault(target.absolute(), source)
+        if other is not source:
+            # Not even --force: one of the two MP3s would silently replace the other.
+            raise SystemExit(
+                f"video2mp3: {other} and {source} would both become {target}; "
+                "convert them into different directories (-o)"
+            )
         items.append(FileJob(source=source, target=target))
     return items
 
@@ -214,42 +276,52 @@ async def run(files: list[Path], out_dir: Path | None, server: str, force: bool)
     reporter = Reporter(sys.stderr.isatty())
     async with httpx.AsyncClient(base_url=server, timeout=30) as client:
         try:
-            token = await access_token(client, server)
+            session = Session(client, server, await access_token(client, server))
         except (LoginError, httpx.HTTPError) as exc:
-            print(f"video2mp3: {exc}", file=sys.stderr)
+            print(f"video2mp3: {_describe(exc)} ({server})", file=sys.stderr)
             return 1
         ws_url = server.replace("http", "ws", 1).rstrip("/") + "/v1/ws"
         by_job: dict[str, FileJob] = {}
         early: dict[str, list[dict[str, Any]]] = {}
-        async with connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+        uploads = asyncio.Semaphore(UPLOADS_AT_ONCE)
+        async with connect(ws_url, additional_headers=session.headers()) as ws:
             await ws.recv()  # the snapshot
+            # Events come over the socket until its token expires; then polling carries on.
             listener = asyncio.create_task(follow(ws, by_job, early))
-            with reporter.progress:
-                work = [
-                    asyncio.create_task(convert_one(client, i, reporter, token, by_job, early))
-                    for i in items
-                ]
-                try:
-                    results = await asyncio.gather(*work, return_exceptions=True)
-                except asyncio.CancelledError:
-                    await _cancel_remote(client, token, items)
-                    raise
-            listener.cancel()
+            try:
+                with reporter.progress:
+                    work = [
+                        asyncio.create_task(
+                            convert_one(session, i, reporter, uploads, by_job, early)
+                        )
+                        for i in items
+                    ]
+                    try:
+                        results = await asyncio.gather(*work, return_exceptions=True)
+                    except asyncio.CancelledError:
+                        await _cancel_remote(session, items)
+                        raise
+            finally:
+                listener.cancel()
+                await asyncio.gather(listener, return_exceptions=True)
     failures = 0
     for item, result in zip(items, results, strict=True):
         if isinstance(result, BaseException):
             failures += 1
-            print(f"{item.source.name}: failed: {result}", file=sys.stderr)
+            print(f"{item.source.name}: failed: {_describe(result)}", file=sys.stderr)
     return 1 if failures else 0
 
 
-async def _cancel_remote(client: httpx.AsyncClient, token: str, items: list[FileJob]) -> None:
+def _describe(exc: BaseException) -> str:
+    # Some errors (httpx's timeouts) have no message at all.
+    return str(exc) or type(exc).__name__
+
+
+async def _cancel_remote(session: Session, items: list[FileJob]) -> None:
     for item in items:
         if item.job_id and not item.status.startswith("done"):
             with contextlib.suppress(httpx.HTTPError):
-                await client.delete(
-                    f"/v1/jobs/{item.job_id}", headers={"Authorization": f"Bearer {token}"}
-                )
+                await session.client.delete(f"/v1/jobs/{item.job_id}", headers=session.headers())
 
 
 def convert(files: list[str], out_dir: str | None, server: str, force: bool) -> int:

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import httpx
 
+from tests.conftest import StackFactory
+from tests.e2e.conftest import register_and_login
 from tests.support.media import MediaFactory, decode
+from tests.support.smtp import SmtpCatcher
 from tests.support.stack import Stack
 
 
@@ -97,3 +100,37 @@ async def test_ctrl_c_cancels_the_running_job(
     jobs = (await client.get("/v1/jobs", headers={"Authorization": user["authorization"]})).json()
     assert [j["status"] for j in jobs["items"]] == ["cancelled"]
     assert not list(tmp_path.glob("*.mp3"))
+    assert proc.stderr is not None
+    assert "Task exception was never retrieved" not in (await proc.stderr.read()).decode()
+
+
+async def test_two_inputs_that_would_become_one_mp3_are_refused(
+    stack: Stack, user: dict[str, str], media: MediaFactory, tmp_path: Path
+) -> None:
+    # a.mp4 and other/a.mp4 both become out/a.mp3: one would silently replace the other.
+    first = media.h264_aac(2, name="same.mp4")
+    (tmp_path / "other").mkdir()
+    second = tmp_path / "other" / "same.mp4"
+    second.write_bytes(first.read_bytes())
+    code, _, stderr = await run_cli(
+        stack, user, str(first), str(second), "-o", str(tmp_path / "out"), home=tmp_path
+    )
+    assert code != 0
+    assert "would both become" in stderr
+    assert not (tmp_path / "out").exists()
+
+
+async def test_a_run_outlasts_its_access_token(
+    private_stack: StackFactory, smtp: SmtpCatcher, media: MediaFactory, tmp_path: Path
+) -> None:
+    # Tokens of 3 s: the socket closes when the token expires, and polling with the expired
+    # token got 401s the CLI took for "not finished yet", forever.
+    async with private_stack(smtp.url, ACCESS_TOKEN_TTL="3") as stack:
+        async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as http:
+            user = await register_and_login(http)
+        source = media.long_tone()
+        code, _, stderr = await run_cli(
+            stack, user, str(source), "-o", str(tmp_path / "out"), home=tmp_path
+        )
+    assert code == 0, stderr
+    assert abs(decode(tmp_path / "out" / f"{source.stem}.mp3").duration - 1800) < 1
