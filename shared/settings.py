@@ -39,8 +39,8 @@ class Settings(BaseSettings):
     blob_store: str = Field(default="file", pattern="^(file|gridfs)$")
     blob_dir: Path | None = None
     var_dir: Path = Path("./var")
-    max_upload_bytes: int = 2 * GIB
-    converter_concurrency: int = Field(default_factory=_cpu_count)
+    max_upload_bytes: int = Field(default=2 * GIB, gt=0)
+    converter_concurrency: int = Field(default_factory=_cpu_count, gt=0)
     ffmpeg_path: str | None = None
     # Sources are deleted right after a successful conversion (0) or kept this many days.
     source_retention_days: float = Field(default=0.0, ge=0)
@@ -51,23 +51,23 @@ class Settings(BaseSettings):
     # A queued or processing job untouched for this long is failed by the sweep.
     stuck_job_hours: float = Field(default=24.0, gt=0)
     # On SIGTERM running conversions get this long to finish; the rest go back to the queue.
-    converter_shutdown_grace: float = 30.0
+    converter_shutdown_grace: float = Field(default=30.0, ge=0)
 
     bind_host: str = "127.0.0.1"
-    gateway_port: int = 8000
-    auth_port: int = 8001
-    notification_port: int = 8002
-    converter_port: int = 8003
+    gateway_port: int = Field(default=8000, ge=1, le=65535)
+    auth_port: int = Field(default=8001, ge=1, le=65535)
+    notification_port: int = Field(default=8002, ge=1, le=65535)
+    converter_port: int = Field(default=8003, ge=1, le=65535)
 
     jwt_private_key: str | None = None
     jwt_private_key_file: Path | None = None
     jwt_issuer: str = "video2mp3-auth"
     jwt_audience: str = "video2mp3"
-    access_token_ttl: int = 900
-    refresh_token_ttl: int = 30 * 24 * 3600
+    access_token_ttl: int = Field(default=900, gt=0)
+    refresh_token_ttl: int = Field(default=30 * 24 * 3600, gt=0)
     link_secret: str | None = None
     link_secret_file: Path | None = None
-    download_link_ttl: int = 7 * 24 * 3600
+    download_link_ttl: int = Field(default=7 * 24 * 3600, gt=0)
 
     # How long a mail that the SMTP server does not accept is retried (with backoff) before it is
     # recorded as failed.

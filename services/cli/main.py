@@ -30,6 +30,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    from pydantic import ValidationError
+
+    try:
+        _run(args)
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        # Settings from the environment that do not hold: one line per setting, named as it
+        # is set, and never the value (it may be a secret).
+        for error in exc.errors():
+            name = "_".join(str(part) for part in error["loc"]).upper()
+            print(f"video2mp3: {name}: {error['msg']}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _run(args: argparse.Namespace) -> None:
     if args.command == "serve":
         from services.cli.serve import serve
 
