@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from rich.progress import (
 from websockets.asyncio.client import ClientConnection, connect
 
 from services.cli.credentials import LoginError, access_token
+from shared.options import ConversionOptions, InvalidOptions
 
 READ_BLOCK = 1024 * 1024
 FINAL = {"job.completed", "job.failed", "job.cancelled"}
@@ -112,8 +113,19 @@ class Reporter:
             print(f"{item.source.name}: {state}", flush=True)
 
 
-def multipart_body(path: Path, boundary: str, on_sent: Any) -> AsyncIterator[bytes]:
+def multipart_body(
+    path: Path, boundary: str, on_sent: Any, fields: Mapping[str, str] | None = None
+) -> AsyncIterator[bytes]:
     async def body() -> AsyncIterator[bytes]:
+        # Option fields first: the server checks them before it stores a byte of the file.
+        for field_name, value in (fields or {}).items():
+            yield (
+                (
+                    f'--{boundary}\r\nContent-Disposition: form-data; name="{field_name}"\r\n\r\n'
+                ).encode()
+                + value.encode()
+                + b"\r\n"
+            )
         name = path.name.replace('"', "_").replace("\r", "_").replace("\n", "_")
         yield (
             f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
@@ -130,7 +142,9 @@ def multipart_body(path: Path, boundary: str, on_sent: Any) -> AsyncIterator[byt
     return body()
 
 
-async def upload(session: Session, item: FileJob, reporter: Reporter) -> None:
+async def upload(
+    session: Session, item: FileJob, reporter: Reporter, fields: Mapping[str, str]
+) -> None:
     boundary = uuid.uuid4().hex
     size = (await asyncio.to_thread(item.source.stat)).st_size
     reporter.add(item, size)
@@ -139,7 +153,9 @@ async def upload(session: Session, item: FileJob, reporter: Reporter) -> None:
     async def post() -> httpx.Response:
         return await session.client.post(
             "/v1/jobs",
-            content=multipart_body(item.source, boundary, lambda n: reporter.advance(item, n)),
+            content=multipart_body(
+                item.source, boundary, lambda n: reporter.advance(item, n), fields
+            ),
             headers={
                 **session.headers(),
                 "Content-Type": f"multipart/form-data; boundary={boundary}",
@@ -178,11 +194,12 @@ async def convert_one(
     item: FileJob,
     reporter: Reporter,
     uploads: asyncio.Semaphore,
+    fields: Mapping[str, str],
     by_job: dict[str, FileJob],
     early: dict[str, list[dict[str, Any]]],
 ) -> None:
     async with uploads:
-        await upload(session, item, reporter)
+        await upload(session, item, reporter, fields)
     assert item.job_id is not None
     by_job[item.job_id] = item
     for event in early.pop(item.job_id, []):
@@ -249,13 +266,15 @@ def _detail(response: httpx.Response) -> str:
         return f"HTTP {response.status_code}"
 
 
-def plan(files: list[Path], out_dir: Path | None, force: bool) -> list[FileJob]:
+def plan(
+    files: list[Path], out_dir: Path | None, force: bool, extension: str = "mp3"
+) -> list[FileJob]:
     items = []
     claimed: dict[Path, Path] = {}
     for source in files:
         if not source.is_file():
             raise SystemExit(f"video2mp3: no such file: {source}")
-        target = (out_dir or source.parent) / f"{source.stem}.mp3"
+        target = (out_dir or source.parent) / f"{source.stem}.{extension}"
         if target.exists() and not force:
             raise SystemExit(f"video2mp3: {target} exists (use --force to overwrite)")
         other = claimed.setdefault(target.absolute(), source)
@@ -269,8 +288,23 @@ def plan(files: list[Path], out_dir: Path | None, force: bool) -> list[FileJob]:
     return items
 
 
-async def run(files: list[Path], out_dir: Path | None, server: str, force: bool) -> int:
-    items = plan(files, out_dir, force)
+async def run(
+    files: list[Path],
+    out_dir: Path | None,
+    server: str,
+    force: bool,
+    fields: Mapping[str, str] | None = None,
+) -> int:
+    fields = dict(fields or {})
+    try:
+        # Checked here as the server will: a typo fails at once, not once per uploaded file.
+        options = ConversionOptions.from_form(fields)
+    except InvalidOptions as exc:
+        for error in exc.errors:
+            print(f"video2mp3: --{error['field'].replace('_', '-')}: {error['reason']}",
+                  file=sys.stderr)  # fmt: skip
+        return 2
+    items = plan(files, out_dir, force, options.output_extension)
     if out_dir is not None:
         await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
     reporter = Reporter(sys.stderr.isatty())
@@ -292,7 +326,7 @@ async def run(files: list[Path], out_dir: Path | None, server: str, force: bool)
                 with reporter.progress:
                     work = [
                         asyncio.create_task(
-                            convert_one(session, i, reporter, uploads, by_job, early)
+                            convert_one(session, i, reporter, uploads, fields, by_job, early)
                         )
                         for i in items
                     ]
@@ -324,10 +358,22 @@ async def _cancel_remote(session: Session, items: list[FileJob]) -> None:
                 await session.client.delete(f"/v1/jobs/{item.job_id}", headers=session.headers())
 
 
-def convert(files: list[str], out_dir: str | None, server: str, force: bool) -> int:
+def convert(
+    files: list[str],
+    out_dir: str | None,
+    server: str,
+    force: bool,
+    fields: Mapping[str, str] | None = None,
+) -> int:
     try:
         return asyncio.run(
-            run([Path(f) for f in files], Path(out_dir) if out_dir else None, server, force)
+            run(
+                [Path(f) for f in files],
+                Path(out_dir) if out_dir else None,
+                server,
+                force,
+                fields,
+            )
         )
     except KeyboardInterrupt:
         print("video2mp3: interrupted; running jobs were cancelled", file=sys.stderr)

@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from shared.options import ConversionOptions
+
 SERVICES = ("gateway", "auth", "converter", "notification")
 
 
@@ -23,6 +25,15 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("-o", "--output-dir", default=None, help="where to write the MP3s")
     convert.add_argument("--server", default=server_default)
     convert.add_argument("--force", action="store_true", help="overwrite existing MP3s")
+    options = convert.add_argument_group(
+        "conversion options", "sent as the form fields of the same names (see the README)"
+    )
+    for name in ConversionOptions.model_fields:
+        flag = "--" + name.replace("_", "-")
+        if name == "normalize":
+            options.add_argument(flag, dest=f"option_{name}", action="store_const", const="true")
+        else:
+            options.add_argument(flag, dest=f"option_{name}", metavar="VALUE")
     login = commands.add_parser("login", help="log in once and keep a refresh token")
     login.add_argument("--server", default=server_default)
     return parser
@@ -53,7 +64,12 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "convert":
         from services.cli.convert import convert
 
-        sys.exit(convert(args.files, args.output_dir, args.server.rstrip("/"), args.force))
+        fields = {
+            name: value
+            for name in ConversionOptions.model_fields
+            if (value := getattr(args, f"option_{name}")) is not None
+        }
+        sys.exit(convert(args.files, args.output_dir, args.server.rstrip("/"), args.force, fields))
     if args.command == "login":
         from services.cli.login import login
 

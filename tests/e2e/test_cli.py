@@ -134,3 +134,25 @@ async def test_a_run_outlasts_its_access_token(
         )
     assert code == 0, stderr
     assert abs(decode(tmp_path / "out" / f"{source.stem}.mp3").duration - 1800) < 1
+
+
+async def test_conversion_options_are_flags(
+    stack: Stack, user: dict[str, str], media: MediaFactory, tmp_path: Path
+) -> None:
+    source = media.h264_aac(4, name="flags.mp4")
+    out = tmp_path / "out"
+    code, _, stderr = await run_cli(
+        stack, user, str(source), "-o", str(out),
+        "--format", "opus", "--start", "1", "--normalize", "--title", "From the CLI",
+        home=tmp_path,
+    )  # fmt: skip
+    assert code == 0, stderr
+    decoded = decode(out / "flags.opus")
+    assert decoded.codec == "opus"
+    assert abs(decoded.duration - 3) < 0.15
+    # A bad value is refused before anything is uploaded, named as the flag it came from.
+    code, _, stderr = await run_cli(
+        stack, user, str(source), "-o", str(out), "--bitrate", "7", home=tmp_path
+    )
+    assert code == 2
+    assert "--bitrate" in stderr
