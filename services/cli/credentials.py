@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import os
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -23,30 +28,37 @@ def _store_path() -> Path:
     return config_dir() / "credentials.json"
 
 
-def load_refresh_token(server: str) -> str | None:
+def _read_store() -> dict[str, Any]:
     path = _store_path()
     if not path.exists():
-        return None
+        return {}
     try:
         stored = json.loads(path.read_text())
     except ValueError:
-        return None
-    token = stored.get(server)
+        return {}
+    return stored if isinstance(stored, dict) else {}
+
+
+def load_refresh_token(server: str) -> str | None:
+    token = _read_store().get(server)
     return token if isinstance(token, str) else None
 
 
 def save_refresh_token(server: str, token: str) -> None:
     """Keep the token readable by this user only (mode 0600, written atomically)."""
+    _save(server, token, None)
+
+
+def _save(server: str, refresh_token: str, access: dict[str, Any] | None) -> None:
     path = _store_path()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    stored: dict[str, str] = {}
-    if path.exists():
-        try:
-            stored = json.loads(path.read_text())
-        except ValueError:
-            stored = {}
-    stored[server] = token
-    tmp = path.with_suffix(".tmp")
+    stored = _read_store()
+    stored[server] = refresh_token
+    if access is None:
+        stored.pop(_access_key(server), None)  # a new login: the old access token goes
+    else:
+        stored[_access_key(server)] = access
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(stored, f)
@@ -62,23 +74,67 @@ async def password_login(client: httpx.AsyncClient, email: str, password: str) -
 
 
 async def access_token(client: httpx.AsyncClient, server: str) -> str:
-    """From VIDEO2MP3_EMAIL/VIDEO2MP3_PASSWORD, else the stored refresh token (rotated)."""
+    """From VIDEO2MP3_EMAIL/VIDEO2MP3_PASSWORD, else the stored login.
+
+    The stored refresh token is single-use (auth rotates it and takes a second use for theft,
+    ending the login), so two runs at once must not both spend it: the refresh happens under a
+    file lock, and the access token it gives is kept beside it for the next run to reuse while
+    it is valid.
+    """
     email = os.environ.get("VIDEO2MP3_EMAIL")
     password = os.environ.get("VIDEO2MP3_PASSWORD")
     if email and password:
         return (await password_login(client, email, password))["access_token"]
-    refresh = await asyncio.to_thread(load_refresh_token, server)
-    if refresh is None:
-        raise LoginError(
-            "not logged in: run `video2mp3 login` or set VIDEO2MP3_EMAIL and VIDEO2MP3_PASSWORD"
+    async with _store_locked():
+        cached = await asyncio.to_thread(_load_access_token, server)
+        if cached is not None:
+            return cached
+        refresh = await asyncio.to_thread(load_refresh_token, server)
+        if refresh is None:
+            raise LoginError(
+                "not logged in: run `video2mp3 login` or set VIDEO2MP3_EMAIL and VIDEO2MP3_PASSWORD"
+            )
+        response = await client.post("/v1/auth/refresh", json={"refresh_token": refresh})
+        if response.status_code != 200:
+            raise LoginError(
+                f"the stored login expired ({_detail(response)}); run `video2mp3 login`"
+            )
+        tokens = response.json()
+        token: str = tokens["access_token"]
+        expires_at = time.time() + float(tokens.get("expires_in", 0))
+        await asyncio.to_thread(
+            _save, server, tokens["refresh_token"], {"token": token, "expires_at": expires_at}
         )
-    response = await client.post("/v1/auth/refresh", json={"refresh_token": refresh})
-    if response.status_code != 200:
-        raise LoginError(f"the stored login expired ({_detail(response)}); run `video2mp3 login`")
-    tokens = response.json()
-    await asyncio.to_thread(save_refresh_token, server, tokens["refresh_token"])
-    token: str = tokens["access_token"]
-    return token
+        return token
+
+
+# An access token kept for reuse is used only while it has this long left to live.
+ACCESS_TOKEN_MARGIN = 120.0
+
+
+@contextlib.asynccontextmanager
+async def _store_locked() -> AsyncIterator[None]:
+    path = config_dir() / "credentials.lock"
+    await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True, mode=0o700)
+    fd = await asyncio.to_thread(os.open, path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # also releases the lock
+
+
+def _access_key(server: str) -> str:
+    return f"access {server}"
+
+
+def _load_access_token(server: str) -> str | None:
+    entry = _read_store().get(_access_key(server))
+    if not isinstance(entry, dict):
+        return None
+    token, expires_at = entry.get("token"), entry.get("expires_at")
+    fresh = isinstance(expires_at, int | float) and expires_at - time.time() > ACCESS_TOKEN_MARGIN
+    return token if isinstance(token, str) and fresh else None
 
 
 def _detail(response: httpx.Response) -> str:

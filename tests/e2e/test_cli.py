@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
+from services.cli.credentials import password_login, save_refresh_token
 from tests.conftest import StackFactory
 from tests.e2e.conftest import register_and_login
 from tests.support.media import MediaFactory, decode
@@ -156,3 +158,36 @@ async def test_conversion_options_are_flags(
     )
     assert code == 2
     assert "--bitrate" in stderr
+
+
+async def test_two_runs_at_once_share_the_stored_login(
+    stack: Stack,
+    user: dict[str, str],
+    media: MediaFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Both runs spent the one stored refresh token: auth took the second use for theft and
+    # ended the login, so one run (and every later one) failed until `video2mp3 login`.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as http:
+        tokens = await password_login(http, user["email"], "correct horse battery staple")
+    save_refresh_token(stack.gateway_url, tokens["refresh_token"])
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("VIDEO2MP3_EMAIL", "VIDEO2MP3_PASSWORD")
+    }
+
+    async def one(name: str) -> tuple[int | None, bytes]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.cli.main", "convert",
+            str(media.h264_aac(2, name=f"{name}.mp4")), "-o", str(tmp_path / name),
+            "--server", stack.gateway_url,
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(proc.communicate(), 120)
+        return proc.returncode, err
+
+    results = await asyncio.gather(one("left"), one("right"))
+    assert [code for code, _ in results] == [0, 0], results
+    code, err = await one("later")
+    assert code == 0, err
