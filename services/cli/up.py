@@ -68,10 +68,15 @@ async def broker_reachable(url: str) -> bool:
     return True
 
 
-async def wait_ready(child: Child, timeout: float = 90.0) -> None:
+async def wait_ready(
+    child: Child, stopping: asyncio.Event | None = None, timeout: float = 90.0
+) -> None:
+    """Until the child answers /readyz; returns early once a stop was asked for."""
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(timeout=2) as client:
         while time.monotonic() < deadline:
+            if stopping is not None and stopping.is_set():
+                return
             if child.proc is not None and child.proc.returncode is not None:
                 raise RuntimeError(
                     f"{child.name} exited with {child.proc.returncode} while starting"
@@ -158,10 +163,14 @@ async def run(settings: Settings) -> int:
             say(f"user store: SQLite at {settings.resolved_database_url.split('///')[-1]}")
         await asyncio.to_thread(prepare_secrets, settings)
         for name in START_ORDER:
+            if stopping.is_set():  # Ctrl-C or SIGTERM while starting: stop what runs
+                return 0
             child = Child(name, service_port(name, settings), env)
             await child.start()
             children.append(child)
-            await wait_ready(child)
+            await wait_ready(child, stopping)
+        if stopping.is_set():
+            return 0
         watchers = [asyncio.create_task(supervise(c, stopping)) for c in children]
         base = f"http://{settings.bind_host}:{settings.gateway_port}"
         say(f"ready. API: {base}/v1  docs: {base}/docs  web page: {base}/  (Ctrl-C stops)")

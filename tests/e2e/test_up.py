@@ -17,6 +17,8 @@ from tests.support.amqp import delete_topology
 from tests.support.media import decode
 from tests.support.net import free_port
 
+SERVICES = ("GATEWAY", "AUTH", "NOTIFICATION", "CONVERTER")
+
 
 async def read_until(
     stream: asyncio.StreamReader, needle: str, seen: list[str], timeout: float
@@ -128,3 +130,33 @@ async def test_a_second_up_on_taken_ports_says_so(amqp_url: str, tmp_path: Path)
     assert proc.returncode == 2
     assert f"gateway port {port} in use" in out.decode()
     assert "video2mp3: ready." not in out.decode()
+
+
+async def test_a_stop_while_starting_is_obeyed(amqp_url: str, tmp_path: Path) -> None:
+    # SIGTERM during start-up waited until all four services were up and "ready" was printed.
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("MONGO_URL", "SMTP_URL")},
+        "VAR_DIR": str(tmp_path / "var"),
+        "AMQP_URL": amqp_url,
+        "AMQP_PREFIX": f"test-up-{uuid.uuid4().hex[:8]}",
+        **{f"{name}_PORT": str(free_port()) for name in SERVICES},
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli.main", "up",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    seen: list[str] = []
+    try:
+        await read_until(proc.stdout, "embedded mail sink", seen, 60)
+        stopped_at = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        assert time.monotonic() - stopped_at < 15
+        assert "video2mp3: ready." not in "".join(seen) + out.decode()
+        assert proc.returncode == 0
+    finally:
+        if proc.returncode is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
