@@ -24,6 +24,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from services.cli.credentials import LoginError, access_token
 from shared.options import ConversionOptions, InvalidOptions
@@ -33,6 +34,10 @@ FINAL = {"job.completed", "job.failed", "job.cancelled"}
 # Uploads at once: more only share the same link, and past httpx's 100 connections the rest
 # waited for the pool and failed.
 UPLOADS_AT_ONCE = 4
+LIVE_OPEN_TIMEOUT = 10.0
+# Seconds between looks at the job document, with and without the live socket.
+POLL_WITH_LIVE = 10.0
+POLL_WITHOUT_LIVE = 2.0
 
 
 class Session:
@@ -174,6 +179,21 @@ async def upload(
     reporter.state(item, "queued")
 
 
+async def open_live(
+    stack: contextlib.AsyncExitStack, url: str, headers: dict[str, str]
+) -> ClientConnection | None:
+    """The live socket, its snapshot read; None (and one line said) when it cannot be had."""
+    try:
+        ws = await stack.enter_async_context(
+            connect(url, additional_headers=headers, open_timeout=LIVE_OPEN_TIMEOUT)
+        )
+        await asyncio.wait_for(ws.recv(), LIVE_OPEN_TIMEOUT)  # the snapshot
+    except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
+        print(f"video2mp3: no live progress ({_describe(exc)}); polling instead", file=sys.stderr)
+        return None
+    return ws
+
+
 async def follow(
     ws: ClientConnection, by_job: dict[str, FileJob], early: dict[str, list[dict[str, Any]]]
 ) -> None:
@@ -197,6 +217,7 @@ async def convert_one(
     fields: Mapping[str, str],
     by_job: dict[str, FileJob],
     early: dict[str, list[dict[str, Any]]],
+    live: asyncio.Future[None],
 ) -> None:
     async with uploads:
         await upload(session, item, reporter, fields)
@@ -206,7 +227,9 @@ async def convert_one(
         item.events.put_nowait(event)
     while True:
         try:
-            event = await asyncio.wait_for(item.events.get(), 10)
+            # With the socket gone (or never there) polling is all the news there is.
+            wait = POLL_WITH_LIVE if not live.done() else POLL_WITHOUT_LIVE
+            event = await asyncio.wait_for(item.events.get(), wait)
         except TimeoutError:
             # The socket may have missed an event: the job document is the truth.
             answer = await session.get(f"/v1/jobs/{item.job_id}")
@@ -253,9 +276,12 @@ async def _download(session: Session, job_id: str, partial: Path) -> None:
                 continue
             if response.status_code != 200:
                 raise RuntimeError(_detail(response))
-            with partial.open("wb") as f:
+            f = await asyncio.to_thread(partial.open, "wb")
+            try:
                 async for chunk in response.aiter_bytes(READ_BLOCK):
                     await asyncio.to_thread(f.write, chunk)
+            finally:
+                await asyncio.to_thread(f.close)
             return
 
 
@@ -306,7 +332,11 @@ async def run(
         return 2
     items = plan(files, out_dir, force, options.output_extension)
     if out_dir is not None:
-        await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
+        try:
+            await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"video2mp3: -o {out_dir}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     reporter = Reporter(sys.stderr.isatty())
     async with httpx.AsyncClient(base_url=server, timeout=30) as client:
         try:
@@ -318,15 +348,18 @@ async def run(
         by_job: dict[str, FileJob] = {}
         early: dict[str, list[dict[str, Any]]] = {}
         uploads = asyncio.Semaphore(UPLOADS_AT_ONCE)
-        async with connect(ws_url, additional_headers=session.headers()) as ws:
-            await ws.recv()  # the snapshot
+        async with contextlib.AsyncExitStack() as stack:
             # Events come over the socket until its token expires; then polling carries on.
-            listener = asyncio.create_task(follow(ws, by_job, early))
+            # Without the socket at all (a proxy that refuses upgrades, say) polling does it all.
+            ws = await open_live(stack, ws_url, session.headers())
+            listener = asyncio.create_task(follow(ws, by_job, early) if ws else asyncio.sleep(0))
             try:
                 with reporter.progress:
                     work = [
                         asyncio.create_task(
-                            convert_one(session, i, reporter, uploads, fields, by_job, early)
+                            convert_one(
+                                session, i, reporter, uploads, fields, by_job, early, listener
+                            )
                         )
                         for i in items
                     ]

@@ -24,6 +24,14 @@ async def _login(server: str, email: str, password: str) -> int:
 
 
 def login(server: str) -> int:
-    email = input("email: ").strip()
-    password = getpass.getpass("password: ")
+    try:
+        email = input("email: ").strip()
+        password = getpass.getpass("password: ")
+    except (EOFError, KeyboardInterrupt):
+        # Ctrl-D, Ctrl-C or no terminal at all: nothing was sent, nothing is kept.
+        print("\nvideo2mp3: login cancelled", file=sys.stderr)
+        return 1
+    if not email or not password:
+        print("video2mp3: login needs an email and a password", file=sys.stderr)
+        return 1
     return asyncio.run(_login(server, email, password))

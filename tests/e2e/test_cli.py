@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -20,7 +22,7 @@ from tests.support.stack import Stack
 
 
 async def run_cli(
-    stack: Stack, user: dict[str, str], *args: str, home: Path
+    stack: Stack, user: dict[str, str], *args: str, home: Path, server: str | None = None
 ) -> tuple[int, str, str]:
     env = {
         **os.environ,
@@ -30,7 +32,7 @@ async def run_cli(
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services.cli.main", "convert", *args,
-        "--server", stack.gateway_url,
+        "--server", server or stack.gateway_url,
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 120)
@@ -191,3 +193,81 @@ async def test_two_runs_at_once_share_the_stored_login(
     assert [code for code, _ in results] == [0, 0], results
     code, err = await one("later")
     assert code == 0, err
+
+
+async def test_an_output_directory_that_is_a_file_is_refused_in_one_line(
+    stack: Stack, user: dict[str, str], media: MediaFactory, tmp_path: Path
+) -> None:
+    source = media.h264_aac(2, name="to-a-file.mp4")
+    occupied = tmp_path / "occupied"
+    occupied.write_text("not a directory")
+    code, _, stderr = await run_cli(stack, user, str(source), "-o", str(occupied), home=tmp_path)
+    assert code == 2
+    assert f"-o {occupied}:" in stderr
+    assert "Traceback" not in stderr
+    assert occupied.read_text() == "not a directory"
+
+
+@contextlib.asynccontextmanager
+async def upgrade_refusing_proxy(target: str) -> AsyncIterator[str]:
+    """A proxy in front of `target` that answers every WebSocket upgrade 403, as some do."""
+    upstream = httpx.URL(target)
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while chunk := await reader.read(65536):
+                writer.write(chunk)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b"upgrade: websocket" in head.lower():
+            writer.write(
+                b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            )
+            await writer.drain()
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection(upstream.host, upstream.port)
+        up_writer.write(head)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+
+
+async def test_without_the_live_socket_the_cli_polls_to_the_end(
+    stack: Stack, user: dict[str, str], media: MediaFactory, tmp_path: Path
+) -> None:
+    source = media.h264_aac(3, name="no-socket.mp4")
+    out = tmp_path / "out"
+    async with upgrade_refusing_proxy(stack.gateway_url) as proxied:
+        run = run_cli(stack, user, str(source), "-o", str(out), home=tmp_path, server=proxied)
+        code, _, stderr = await asyncio.wait_for(run, 60)
+    assert code == 0, stderr
+    assert "no live progress" in stderr
+    assert "Traceback" not in stderr
+    assert abs(decode(out / "no-socket.mp3").duration - 3) < 0.15
+
+
+async def test_login_without_a_terminal_ends_in_one_line(tmp_path: Path) -> None:
+    # Ctrl-D at the prompt, or stdin closed in a script: no traceback, nothing stored.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli.main", "login", "--server", "http://127.0.0.1:9",
+        env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path)},
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1
+    assert "login cancelled" in err.decode()
+    assert "Traceback" not in err.decode()
+    assert not any(tmp_path.rglob("*"))
