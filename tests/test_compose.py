@@ -31,3 +31,13 @@ def test_services_wait_for_healthy_dependencies() -> None:
             assert dep["condition"] == "service_healthy"
     for infra in ("mysql", "mongo", "rabbitmq", "mailpit"):
         assert "healthcheck" in compose["services"][infra]
+
+
+def test_the_broker_lets_a_conversion_hold_its_message_as_long_as_the_sweep_does() -> None:
+    # RabbitMQ's default consumer_timeout (30 min) would redeliver a long conversion's message
+    # to a second worker while the first still runs.
+    compose = yaml.safe_load(COMPOSE.read_text())
+    args = compose["services"]["rabbitmq"]["environment"]["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"]
+    words = args.split()
+    timeout_ms = int(words[words.index("consumer_timeout") + 1])
+    assert timeout_ms >= Settings.model_fields["stuck_job_hours"].default * 3600 * 1000
