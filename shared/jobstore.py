@@ -167,7 +167,17 @@ class JobStore:
         jobs = [Job.from_document(d) async for d in found]
         return [j for j in jobs if j.outbox and j.updated_at < older_than]
 
+    async def cancel_queued(self, job_id: str, outbox: Event) -> Job | None:
+        """Cancel a job no converter has claimed; its `job.cancelled` goes in the outbox, as
+        nobody else will announce it."""
+        return await self._transition(
+            job_id,
+            [str(JobStatus.QUEUED)],
+            {"status": str(JobStatus.CANCELLED), "outbox": outbox.model_dump(mode="json")},
+        )
+
     async def cancel(self, job_id: str) -> Job | None:
+        """Cancel a queued or running job; the converter running it announces it."""
         return await self._transition(job_id, _ACTIVE, {"status": str(JobStatus.CANCELLED)})
 
     async def drop_source(self, job_id: str) -> None:

@@ -10,7 +10,13 @@ from services.gateway.precheck import check_against_source, needs_source
 from services.gateway.state import GatewayState
 from services.gateway.uploads import MultipartUpload
 from shared.errors import AppError
-from shared.events import JobCancelRequested, JobRef, JobSubmitted, JobSubmittedPayload
+from shared.events import (
+    JobCancelled,
+    JobCancelRequested,
+    JobRef,
+    JobSubmitted,
+    JobSubmittedPayload,
+)
 from shared.jobs import Job, JobStatus, SourceInfo
 from shared.metrics import UPLOAD_BYTES
 from shared.options import ConversionOptions
@@ -93,15 +99,27 @@ async def cancel_or_delete(state: GatewayState, user: Claims, job_id: str) -> No
     """A running or queued job is cancelled (and kept, reading `cancelled`); a finished one is
     deleted. Either way its files go."""
     job = await state.jobs.get_owned(job_id, user.user_id)
+    ref = JobRef(job_id=job_id, user_id=user.user_id)
+    correlation_id = job.correlation_id or job_id
+    if job.status == JobStatus.QUEUED:
+        announcement = JobCancelled(correlation_id=correlation_id, payload=ref)
+        if await state.jobs.cancel_queued(job_id, announcement) is not None:
+            try:
+                await state.publisher.publish(announcement)
+                await state.jobs.clear_outbox(job_id, announcement.event_id)
+            except AppError:
+                # Left in the outbox: the converter's sweep, or its skip of the job's message,
+                # publishes it.
+                log.warning("cancel of queued %s recorded but not yet announced", job_id)
+            await _delete_files(state, job)
+            return
+        job = await state.jobs.get_owned(job_id, user.user_id)  # claimed meanwhile
     if job.status in (JobStatus.QUEUED, JobStatus.PROCESSING):
         cancelled = await state.jobs.cancel(job_id)
         if cancelled is not None:
             try:
                 await state.publisher.publish(
-                    JobCancelRequested(
-                        correlation_id=job.correlation_id or job_id,
-                        payload=JobRef(job_id=job_id, user_id=user.user_id),
-                    )
+                    JobCancelRequested(correlation_id=correlation_id, payload=ref)
                 )
             except AppError:
                 # The job is already `cancelled` in MongoDB, so a converter that picks it up

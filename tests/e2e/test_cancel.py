@@ -8,9 +8,12 @@ from pathlib import Path
 import httpx
 from websockets.asyncio.client import connect
 
+from tests.conftest import StackFactory
+from tests.e2e.conftest import register_and_login
 from tests.e2e.test_live import events_until_final, receive, ws_url
 from tests.e2e.test_pipeline import auth, stored_blobs, upload, wait_final
 from tests.support.media import MediaFactory
+from tests.support.smtp import SmtpCatcher
 from tests.support.stack import Stack
 
 
@@ -53,3 +56,32 @@ async def test_cancel_mid_conversion_leaves_nothing(
     # A second DELETE removes the cancelled job for good.
     assert (await client.delete(f"/v1/jobs/{job_id}", headers=auth(user))).status_code == 204
     assert (await client.get(f"/v1/jobs/{job_id}", headers=auth(user))).status_code == 404
+
+
+async def test_cancelling_a_queued_job_is_announced(
+    private_stack: StackFactory, smtp: SmtpCatcher, media: MediaFactory
+) -> None:
+    # One conversion at a time: the second job waits in the queue behind the first. No
+    # converter has it, so the gateway itself must say `job.cancelled` to the user's pages.
+    async with (
+        private_stack(smtp.url, CONVERTER_CONCURRENCY="1") as stack,
+        httpx.AsyncClient(base_url=stack.gateway_url, timeout=60) as client,
+    ):
+        user = await register_and_login(client)
+        async with connect(ws_url(stack.gateway_url, user["access_token"])) as ws:
+            await receive(ws)
+            running = (await upload(client, user, media.long_tone())).json()["id"]
+            while (await receive(ws)).get("type") != "job.progress":
+                pass
+            queued = (await upload(client, user, media.h264_aac(2))).json()["id"]
+            job = (await client.get(f"/v1/jobs/{queued}", headers=auth(user))).json()
+            assert job["status"] == "queued"
+            deleted = await client.delete(f"/v1/jobs/{queued}", headers=auth(user))
+            assert deleted.status_code == 204
+            events = await asyncio.wait_for(events_until_final(ws, queued), 10)
+            assert [e["type"] for e in events] == ["job.cancelled"]
+            await client.delete(f"/v1/jobs/{running}", headers=auth(user))
+            await asyncio.wait_for(events_until_final(ws, running), 30)
+        job = (await client.get(f"/v1/jobs/{queued}", headers=auth(user))).json()
+        assert job["status"] == "cancelled"
+        assert job["output"] is None
