@@ -14,7 +14,12 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from services.cli.embedded import free_port, port_is_free, start_embedded_mongo
+from services.cli.embedded import (
+    die_with_parent,
+    free_port,
+    port_is_free,
+    start_embedded_mongo,
+)
 from services.cli.serve import service_port
 from shared.settings import Settings, get_settings
 
@@ -36,7 +41,7 @@ class Child:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "services.cli.main", "serve", self.name,
             "--port", str(self.port),
-            env=self.env,
+            env=self.env, preexec_fn=die_with_parent(),
         )  # fmt: skip
         self.started_at = time.monotonic()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -12,7 +13,9 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
+from services.cli.embedded import port_is_free
 from tests.support.amqp import delete_topology
 from tests.support.media import decode
 from tests.support.net import free_port
@@ -160,3 +163,64 @@ async def test_a_stop_while_starting_is_obeyed(amqp_url: str, tmp_path: Path) ->
         if proc.returncode is None:
             os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")  # a zombie waits for its reaper, not for us
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
+async def test_killing_up_outright_takes_its_services_with_it(
+    amqp_url: str, tmp_path: Path
+) -> None:
+    # `up` killed with SIGKILL (or by the OOM killer): its four services and nx-27017 lived on,
+    # holding the ports the next `up` needs.
+    prefix = f"test-up-{uuid.uuid4().hex[:8]}"
+    ports = {name: free_port() for name in SERVICES}
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("MONGO_URL", "SMTP_URL")},
+        "VAR_DIR": str(tmp_path / "var"),
+        "AMQP_URL": amqp_url,
+        "AMQP_PREFIX": prefix,
+        **{f"{name}_PORT": str(port) for name, port in ports.items()},
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli.main", "up",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    children: list[int] = []
+    try:
+        await read_until(proc.stdout, "video2mp3: ready.", [], 120)
+        children = children_of(proc.pid)
+        assert len(children) == 5, children  # four services and nx-27017
+        proc.kill()
+        await proc.wait()
+        deadline = time.monotonic() + 45
+        while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert not [pid for pid in children if alive(pid)]
+        assert all(port_is_free(port) for port in ports.values())
+    finally:
+        for pid in [proc.pid, *children]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        await proc.wait()
+        await delete_topology(amqp_url, prefix)
