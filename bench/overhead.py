@@ -8,7 +8,9 @@ WebSocket is measured. Interleaved with each job, the baseline runs on the same 
 (a) `ffmpeg -i IN -vn -c:a libmp3lame -q:a 2 OUT.mp3` on a local copy, with the converter's
 FFmpeg binary, and (b) a bare read of the source plus a bare write of the output through the
 same backend (shared.blobstore, on the same nx-27017 server for GridFS). Medians of `--repeat`
-runs; targets: <= 1.10 (60 s, 600 s) and <= 1.5 (10 s) against (a)+(b), and <= 1.2 against
+runs (`--short-repeat` for videos under SHORT seconds: a job of a fraction of a second moves by
+a third when one run of it meets a busy moment of the host, and eleven such runs cost seconds);
+targets: <= 1.10 (60 s, 600 s) and <= 1.5 (10 s) against (a)+(b), and <= 1.2 against
 (a) alone with the file backend (60 s, 600 s).
 """
 
@@ -50,6 +52,7 @@ from shared.mongo import mongo_client
 TARGET_TOTAL = {10: 1.5}
 TARGET_TOTAL_DEFAULT = 1.10
 TARGET_FFMPEG_FILE = 1.2
+SHORT = 300
 
 
 def target_total(seconds: int) -> float:
@@ -69,7 +72,7 @@ async def bare_blob_io(store: BlobStore, source_id: str, output: Path) -> float:
 
 
 async def run_backend(
-    bs: BenchStack, sources: dict[int, Path], repeat: int, work: Path
+    bs: BenchStack, sources: dict[int, Path], repeat: int, short_repeat: int, work: Path
 ) -> list[dict[str, Any]]:
     mongo = mongo_client(bs.deps.mongo_url)
     store: BlobStore
@@ -93,7 +96,7 @@ async def run_backend(
                     ffmpeg_s: list[float] = []
                     blob_s: list[float] = []
                     phases: list[dict[str, float]] = []
-                    for _ in range(repeat):
+                    for _ in range(short_repeat if seconds < SHORT else repeat):
                         job_id, responded, upload_s = await upload(client, token, source)
                         kind, finished = await watcher.wait(job_id)
                         if kind != "job.completed":
@@ -230,6 +233,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", default="10,60,600")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--short-repeat", type=int, default=11)
     parser.add_argument("--backends", default="file,gridfs")
     args = parser.parse_args(argv)
     sources = {int(s): h264_aac(int(s)) for s in args.seconds.split(",")}
@@ -237,15 +241,16 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     with dependencies() as deps, tempfile.TemporaryDirectory(prefix="overhead-") as tmp:
         for backend in args.backends.split(","):
             async with bench_stack(deps, backend) as bs:
-                rows += await run_backend(bs, sources, args.repeat, Path(tmp))
+                rows += await run_backend(bs, sources, args.repeat, args.short_repeat, Path(tmp))
     print(
         f"overhead: upload response -> job.completed, {VIDEO_SIZE} H.264/AAC, "
-        f"median of {args.repeat}"
+        f"median of {args.short_repeat} (under {SHORT} s) or {args.repeat}"
     )
     print_rows(rows)
     result = {
         "video": f"{VIDEO_SIZE} 25 fps H.264 ultrafast + AAC 128k stereo",
         "repeat": args.repeat,
+        "short_repeat": args.short_repeat,
         "rows": rows,
     }
     write_results("overhead", result)

@@ -46,8 +46,10 @@ async def main() -> None:
         print(f"== {name} took {took[name]} s\n", flush=True)
 
     t0 = time.monotonic()
-    # Five runs per size: FFmpeg alone varies by +-15 % between runs on this VM.
-    ov = await overhead.main(["--repeat", str(repeat + 2)])
+    # Five runs of the 600 s jobs, eleven of the short ones: FFmpeg alone varies by +-15 %
+    # between runs on these VMs, and by up to +-40 % on a job of half a second.
+    short = "11" if not args.quick else "5"
+    ov = await overhead.main(["--repeat", str(repeat + 2), "--short-repeat", short])
     timed("overhead", t0)
     for r in ov["rows"]:
         rows.append(
@@ -62,7 +64,7 @@ async def main() -> None:
         )
 
     t0 = time.monotonic()
-    tp = await throughput.main([])
+    tp = await throughput.main(["--rounds", "1" if args.quick else "2"])
     timed("throughput", t0)
     rows.append(
         [
