@@ -53,7 +53,8 @@ JOB_SCRIPT = (
 )
 
 
-def baseline(source: Path, jobs: int, work: Path) -> float:
+def baseline(source: Path, jobs: int, parent: Path) -> float:
+    work = Path(tempfile.mkdtemp(prefix="baseline-", dir=parent))  # one per round
     blobs = work / "blobs"
     blobs.mkdir()
     env = {
