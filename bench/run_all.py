@@ -46,10 +46,11 @@ async def main() -> None:
         print(f"== {name} took {took[name]} s\n", flush=True)
 
     t0 = time.monotonic()
-    # Five runs of the 600 s jobs, eleven of the short ones: FFmpeg alone varies by +-15 %
-    # between runs on these VMs, and by up to +-40 % on a job of half a second.
+    # Nine runs of the 600 s jobs, eleven of the short ones: raw FFmpeg alone on the same 600 s
+    # file took 2.98-4.28 s within one run on one of these VMs, and a job of half a second
+    # moves by up to 40 %.
     short = "11" if not args.quick else "5"
-    ov = await overhead.main(["--repeat", str(repeat + 2), "--short-repeat", short])
+    ov = await overhead.main(["--repeat", str(repeat * 3), "--short-repeat", short])
     timed("overhead", t0)
     for r in ov["rows"]:
         rows.append(
