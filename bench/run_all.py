@@ -65,7 +65,7 @@ async def main() -> None:
         )
 
     t0 = time.monotonic()
-    tp = await throughput.main(["--rounds", "1" if args.quick else "2"])
+    tp = await throughput.main(["--rounds", "1" if args.quick else "3"])
     timed("throughput", t0)
     rows.append(
         [

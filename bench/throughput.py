@@ -7,7 +7,7 @@ first upload's request to the last `job.completed` on the WebSocket, so it inclu
 uploads; the baseline, through `xargs -P $(nproc)`, does per job what the product does with
 the bytes: copy the source into a blob directory, run
 `ffmpeg -i IN -vn -c:a libmp3lame -q:a 2 OUT.mp3`, copy the MP3 into the blob directory.
-Jobs per minute, product / baseline; target >= 0.85. `--rounds` pairs (default 2) in
+Jobs per minute, product / baseline; target >= 0.85. `--rounds` pairs (default 3) in
 alternating order, product first then baseline first, medians of each: one pair is some 30 s of
 both cores, and a busy half-minute of the host moved a single pair's ratio by a fifth.
 """
@@ -96,7 +96,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=40)
     parser.add_argument("--seconds", type=int, default=60)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     source = h264_aac(args.seconds)
     ours_s: list[float] = []
