@@ -44,7 +44,6 @@ def create_app(settings: Settings) -> FastAPI:
                 timeout_base=settings.ffmpeg_timeout_base,
                 timeout_factor=settings.ffmpeg_timeout_factor,
                 retention=RetentionPolicy.from_settings(settings),
-                encodes_at_once=settings.converter_concurrency,
             )
             await asyncio.to_thread(converter.remove_stale_temp)
             sweeper = RetentionSweeper(jobs, converter.blobs, converter.retention, converter.fail)

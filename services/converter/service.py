@@ -67,30 +67,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-class EncodeSlot:
-    """One of the converter's encode slots, held from the claim to the end of the encode
-    (released then, or at the latest when the job's handler ends)."""
-
-    def __init__(self, slots: asyncio.Semaphore | None) -> None:
-        self._slots = slots
-        self._held = False
-
-    async def __aenter__(self) -> EncodeSlot:
-        if self._slots is not None:
-            await self._slots.acquire()
-            self._held = True
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.release()
-
-    def release(self) -> None:
-        if self._held:
-            self._held = False
-            assert self._slots is not None
-            self._slots.release()
-
-
 def output_filename(source_name: str, extension: str = "mp3") -> str:
     stem = PurePath(source_name).stem or "audio"
     return f"{stem}.{extension}"
@@ -108,15 +84,8 @@ class Converter:
     retention: RetentionPolicy = field(
         default_factory=lambda: RetentionPolicy(source_days=0, output_days=7, stuck_hours=24)
     )
-    # Encodes (FFmpeg, or the in-process stream copy) at once; None: one per delivered job.
-    # The worker takes one job more than this from the broker (ConverterWorker), and a job
-    # gives its slot back when its encode ends: the next one starts then, not after the
-    # finished one's output is stored, recorded and announced.
-    encodes_at_once: int | None = None
     _running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _cancelled: set[str] = field(default_factory=set)
-    _encode_slots: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
-    _waiting: set[asyncio.Task[object]] = field(default_factory=set, init=False, repr=False)
 
     @property
     def running(self) -> int:
@@ -147,27 +116,6 @@ class Converter:
             task.cancel()
 
     async def convert(self, event: JobSubmitted) -> None:
-        if self._encode_slots is None and self.encodes_at_once is not None:
-            self._encode_slots = asyncio.Semaphore(self.encodes_at_once)
-        # Claimed only once a slot is free: a job waiting here still reads `queued`, and a
-        # cancel of it is the gateway's, as for any queued job.
-        waiting = asyncio.current_task()
-        if waiting is not None:
-            self._waiting.add(waiting)
-        try:
-            async with EncodeSlot(self._encode_slots) as slot:
-                self._waiting.discard(waiting)
-                await self._claim_and_convert(event, slot)
-        finally:
-            self._waiting.discard(waiting)
-
-    def hand_back_waiting(self) -> None:
-        """Shutting down: jobs delivered but not started go back to the queue (their handlers
-        are cancelled, and a cancelled handler's message is requeued)."""
-        for task in list(self._waiting):
-            task.cancel()
-
-    async def _claim_and_convert(self, event: JobSubmitted, slot: EncodeSlot) -> None:
         job_id = event.payload.job_id
         job = await self.jobs.claim(job_id)
         if job is None:
@@ -179,7 +127,7 @@ class Converter:
             await self.flush_outbox(existing)
             log.info("job %s is not pending; skipped", job_id)
             return
-        task = asyncio.create_task(self._convert(job, event.correlation_id, slot))
+        task = asyncio.create_task(self._convert(job, event.correlation_id))
         self._running[job_id] = task
         try:
             await asyncio.shield(task)
@@ -200,7 +148,7 @@ class Converter:
             self._running.pop(job_id, None)
             self._cancelled.discard(job_id)
 
-    async def _convert(self, job: Job, correlation_id: str, slot: EncodeSlot) -> None:
+    async def _convert(self, job: Job, correlation_id: str) -> None:
         ref = JobRef(job_id=job.id, user_id=job.user_id)
         # Published while the temp dir is made and the source probed, not before: awaited
         # before the first progress event and before any outcome, so it still comes first.
@@ -209,18 +157,13 @@ class Converter:
         )
         announced.add_done_callback(_log_failure)
         try:
-            await self._convert_announced(job, ref, correlation_id, announced, slot)
+            await self._convert_announced(job, ref, correlation_id, announced)
         finally:
             if not announced.done():
                 announced.cancel()
 
     async def _convert_announced(
-        self,
-        job: Job,
-        ref: JobRef,
-        correlation_id: str,
-        announced: asyncio.Future[None],
-        slot: EncodeSlot,
+        self, job: Job, ref: JobRef, correlation_id: str, announced: asyncio.Future[None]
     ) -> None:
         workdir = Path(
             await asyncio.to_thread(tempfile.mkdtemp, prefix=f"{job.id}-", dir=self._tmp_root())
@@ -230,9 +173,7 @@ class Converter:
         recorded = False
         try:
             try:
-                output = await self._produce(
-                    job, workdir, correlation_id, announced, output_id, slot
-                )
+                output = await self._produce(job, workdir, correlation_id, announced, output_id)
             except MediaError as exc:
                 FFMPEG_FAILURES.labels(str(exc.code)).inc()
                 await announced
@@ -341,7 +282,6 @@ class Converter:
         correlation_id: str,
         announced: asyncio.Future[None],
         output_id: str,
-        slot: EncodeSlot,
     ) -> OutputInfo:
         if not job.source_blob_id:
             raise MediaError("the job has no source file", code=ErrorCode.UNREADABLE_MEDIA)
@@ -371,7 +311,6 @@ class Converter:
                 on_progress=self._progress_reporter(job, correlation_id),
                 timeout=self.timeout_for(info.duration) * (2 if options.normalize else 1),
             )
-            slot.release()  # the encode is over: what is left is I/O
             await recorded
         except asyncio.CancelledError:
             recorded.cancel()  # a cancel is not held up by a slow database

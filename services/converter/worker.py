@@ -19,8 +19,6 @@ from shared.topology import Topology
 log = logging.getLogger(__name__)
 
 OUTBOX_SWEEP_INTERVAL = 15.0
-# Jobs taken from the broker beyond those encoding: one waits to start as an encode ends.
-LOOKAHEAD = 1
 QUEUE_DEPTH_INTERVAL = 10.0
 
 
@@ -46,12 +44,8 @@ class ConverterWorker:
         self._gauge: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        # One job more than it encodes at once: it waits, unclaimed, for the first encode to
-        # end (Converter.encodes_at_once), instead of for the finished job's bookkeeping and a
-        # round trip to the broker.
-        channel = await open_consumer_channel(
-            self._connection, self._topology, self._concurrency + LOOKAHEAD
-        )
+        # Prefetch = concurrency: the broker hands this process exactly as many jobs as it runs.
+        channel = await open_consumer_channel(self._connection, self._topology, self._concurrency)
         self._consumers.append(
             await consume(channel, self._topology.jobs_queue, self._converter.handle)
         )
@@ -111,7 +105,6 @@ class ConverterWorker:
         for queue, tag in self._consumers:
             with contextlib.suppress(Exception):
                 await queue.cancel(tag)
-        self._converter.hand_back_waiting()
         await self._converter.wait_idle(grace)
         if self._converter.running:
             log.warning(

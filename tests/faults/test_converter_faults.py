@@ -154,29 +154,3 @@ async def test_sigterm_hands_back_what_cannot_finish(
         await smtp.wait_for(1)
         await asyncio.sleep(1)
         assert mails_for(smtp, "handed-back.flac") == 1
-
-
-async def test_sigterm_leaves_a_waiting_job_queued_for_the_next_converter(
-    private_stack: StackFactory, smtp: SmtpCatcher, media: MediaFactory
-) -> None:
-    # One encode at a time: the second job is delivered too (the converter takes one more than
-    # it encodes) but waits, unclaimed. A stop lets the first finish and must not start the
-    # second in the grace period: it goes back to the queue as it was.
-    async with (
-        private_stack(smtp.url, CONVERTER_CONCURRENCY="1") as stack,
-        client_and_user(stack) as (client, user),
-    ):
-        first = (await upload(client, user, media.long_tone(), "first.flac")).json()["id"]
-        await wait_status(client, user, first, "processing")
-        second = (await upload(client, user, media.h264_aac(2), "second.mp4")).json()["id"]
-        await asyncio.sleep(0.5)  # delivered by now, waiting for the encode slot
-        job = (await client.get(f"/v1/jobs/{second}", headers=auth(user))).json()
-        assert job["status"] == "queued"
-        stack.procs["converter"].send_signal(signal.SIGTERM)
-        await asyncio.to_thread(stack.procs["converter"].wait, 60)
-        stack.procs.pop("converter")
-        assert (await wait_final(client, user, first, timeout=5))["status"] == "completed"
-        job = (await client.get(f"/v1/jobs/{second}", headers=auth(user))).json()
-        assert job["status"] == "queued"
-        await asyncio.to_thread(stack.start, "converter")
-        assert (await wait_final(client, user, second, timeout=120))["status"] == "completed"
