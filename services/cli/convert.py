@@ -38,6 +38,8 @@ LIVE_OPEN_TIMEOUT = 10.0
 # Seconds between looks at the job document, with and without the live socket.
 POLL_WITH_LIVE = 10.0
 POLL_WITHOUT_LIVE = 2.0
+# Failed looks at a job in a row before its file is given up (the job itself goes on).
+POLL_FAILURES_MAX = 10
 
 
 class Session:
@@ -75,6 +77,7 @@ class FileJob:
     status: str = "waiting"
     error: str | None = None
     events: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    poll_failures: int = 0
 
 
 class Reporter:
@@ -183,14 +186,18 @@ async def open_live(
     stack: contextlib.AsyncExitStack, url: str, headers: dict[str, str]
 ) -> ClientConnection | None:
     """The live socket, its snapshot read; None (and one line said) when it cannot be had."""
-    try:
-        ws = await stack.enter_async_context(
-            connect(url, additional_headers=headers, open_timeout=LIVE_OPEN_TIMEOUT)
-        )
-        await asyncio.wait_for(ws.recv(), LIVE_OPEN_TIMEOUT)  # the snapshot
-    except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
-        print(f"video2mp3: no live progress ({_describe(exc)}); polling instead", file=sys.stderr)
-        return None
+    async with contextlib.AsyncExitStack() as attempt:
+        try:
+            ws = await attempt.enter_async_context(
+                connect(url, additional_headers=headers, open_timeout=LIVE_OPEN_TIMEOUT)
+            )
+            await asyncio.wait_for(ws.recv(), LIVE_OPEN_TIMEOUT)  # the snapshot
+        except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
+            # A socket that opened but sent no snapshot is closed here, not left unread.
+            print(f"video2mp3: no live progress ({_describe(exc)}); polling instead",
+                  file=sys.stderr)  # fmt: skip
+            return None
+        stack.push_async_exit(attempt.pop_all())
     return ws
 
 
@@ -232,14 +239,15 @@ async def convert_one(
             event = await asyncio.wait_for(item.events.get(), wait)
         except TimeoutError:
             # The socket may have missed an event: the job document is the truth.
-            answer = await session.get(f"/v1/jobs/{item.job_id}")
-            if answer.status_code != 200:
-                raise RuntimeError(_detail(answer)) from None
-            job = answer.json()
+            job = await _poll(session, item)
+            if job is None:
+                continue
             status = job.get("status")
             if status in ("completed", "failed", "cancelled"):
                 event = {"type": f"job.{status}", "detail": (job.get("error") or {}).get("detail")}
             else:
+                if status == "processing":
+                    reporter.state(item, "converting", int(job.get("progress") or 0))
                 continue
         kind = event["type"]
         if kind == "job.started":
@@ -263,6 +271,27 @@ async def convert_one(
             await asyncio.to_thread(partial.unlink)
         raise
     reporter.state(item, f"done → {item.target}")
+
+
+async def _poll(session: Session, item: FileJob) -> dict[str, Any] | None:
+    """The job document, or None after a passing failure (a proxy's 502, a dropped
+    connection) while fewer than POLL_FAILURES_MAX have come in a row."""
+    try:
+        answer = await session.get(f"/v1/jobs/{item.job_id}")
+    except httpx.TransportError as exc:
+        failure = _describe(exc)
+    else:
+        if answer.status_code == 200:
+            item.poll_failures = 0
+            job: dict[str, Any] = answer.json()
+            return job
+        if answer.status_code < 500:
+            raise RuntimeError(_detail(answer))
+        failure = _detail(answer)
+    item.poll_failures += 1
+    if item.poll_failures >= POLL_FAILURES_MAX:
+        raise RuntimeError(f"the server stopped answering: {failure}")
+    return None
 
 
 async def _download(session: Session, job_id: str, partial: Path) -> None:

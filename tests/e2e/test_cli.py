@@ -209,9 +209,12 @@ async def test_an_output_directory_that_is_a_file_is_refused_in_one_line(
 
 
 @contextlib.asynccontextmanager
-async def upgrade_refusing_proxy(target: str) -> AsyncIterator[str]:
-    """A proxy in front of `target` that answers every WebSocket upgrade 403, as some do."""
+async def upgrade_refusing_proxy(target: str, failing_polls: int = 0) -> AsyncIterator[str]:
+    """A proxy in front of `target` that answers every WebSocket upgrade 403, as some do, and
+    its first `failing_polls` looks at a job 502. One request per connection, so that it sees
+    each one."""
     upstream = httpx.URL(target)
+    failures_left = [failing_polls]
 
     async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -232,8 +235,16 @@ async def upgrade_refusing_proxy(target: str) -> AsyncIterator[str]:
             await writer.drain()
             writer.close()
             return
+        request_line = head.split(b"\r\n", 1)[0]
+        is_poll = request_line.startswith(b"GET /v1/jobs/") and b"/download" not in request_line
+        if is_poll and failures_left[0] > 0:
+            failures_left[0] -= 1
+            writer.write(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")
+            await writer.drain()
+            writer.close()
+            return
         up_reader, up_writer = await asyncio.open_connection(upstream.host, upstream.port)
-        up_writer.write(head)
+        up_writer.write(head.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n", 1))
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
@@ -247,15 +258,17 @@ async def upgrade_refusing_proxy(target: str) -> AsyncIterator[str]:
 async def test_without_the_live_socket_the_cli_polls_to_the_end(
     stack: Stack, user: dict[str, str], media: MediaFactory, tmp_path: Path
 ) -> None:
-    source = media.h264_aac(3, name="no-socket.mp4")
+    # Several seconds of encoding: polls see it running, and the first two of them fail.
+    source = media.long_tone()
     out = tmp_path / "out"
-    async with upgrade_refusing_proxy(stack.gateway_url) as proxied:
+    async with upgrade_refusing_proxy(stack.gateway_url, failing_polls=2) as proxied:
         run = run_cli(stack, user, str(source), "-o", str(out), home=tmp_path, server=proxied)
-        code, _, stderr = await asyncio.wait_for(run, 60)
+        code, stdout, stderr = await asyncio.wait_for(run, 90)
     assert code == 0, stderr
     assert "no live progress" in stderr
     assert "Traceback" not in stderr
-    assert abs(decode(out / "no-socket.mp3").duration - 3) < 0.15
+    assert f"{source.name}: converting" in stdout
+    assert abs(decode(out / f"{source.stem}.mp3").duration - 1800) < 1
 
 
 async def test_login_without_a_terminal_ends_in_one_line(tmp_path: Path) -> None:
