@@ -11,11 +11,13 @@ from services.gateway.state import GatewayState
 from services.gateway.uploads import MultipartUpload
 from shared.errors import AppError
 from shared.events import (
+    Event,
     JobCancelled,
     JobCancelRequested,
     JobRef,
     JobSubmitted,
     JobSubmittedPayload,
+    event_adapter,
 )
 from shared.jobs import Job, JobStatus, SourceInfo
 from shared.metrics import UPLOAD_BYTES
@@ -104,13 +106,7 @@ async def cancel_or_delete(state: GatewayState, user: Claims, job_id: str) -> No
     if job.status == JobStatus.QUEUED:
         announcement = JobCancelled(correlation_id=correlation_id, payload=ref)
         if await state.jobs.cancel_queued(job_id, announcement) is not None:
-            try:
-                await state.publisher.publish(announcement)
-                await state.jobs.clear_outbox(job_id, announcement.event_id)
-            except AppError:
-                # Left in the outbox: the converter's sweep, or its skip of the job's message,
-                # publishes it.
-                log.warning("cancel of queued %s recorded but not yet announced", job_id)
+            await _announce_outbox(state, job_id, announcement)
             await _delete_files(state, job)
             return
         job = await state.jobs.get_owned(job_id, user.user_id)  # claimed meanwhile
@@ -128,8 +124,26 @@ async def cancel_or_delete(state: GatewayState, user: Claims, job_id: str) -> No
             await _delete_files(state, job)
             return
         job = await state.jobs.get_owned(job_id, user.user_id)
+    if job.outbox:
+        # Its final event is still unsent (the broker was out): sent now, or the delete is
+        # refused with the broker's 503, so that deleting a job never swallows its news.
+        await state.publisher.publish(event_adapter.validate_python(job.outbox))
     await _delete_files(state, job)
     await state.jobs.delete(job_id)
+
+
+async def _announce_outbox(state: GatewayState, job_id: str, event: Event) -> None:
+    """Publish the event just recorded in the job's outbox, then clear it. Whatever fails is
+    left to the converter's outbox sweep (or its skip of the job's message)."""
+    try:
+        await state.publisher.publish(event)
+    except AppError:
+        log.warning("%s of %s recorded but not yet announced", event.type, job_id)
+        return
+    try:
+        await state.jobs.clear_outbox(job_id, event.event_id)
+    except Exception:  # sent already: at worst the sweep sends it once more
+        log.warning("outbox of %s not cleared", job_id, exc_info=True)
 
 
 async def _delete_files(state: GatewayState, job: Job) -> None:

@@ -8,6 +8,9 @@ from pathlib import Path
 import httpx
 from websockets.asyncio.client import connect
 
+from shared.events import JobCancelled, JobRef
+from shared.jobs import JOBS_COLLECTION
+from shared.mongo import mongo_client
 from tests.conftest import StackFactory
 from tests.e2e.conftest import register_and_login
 from tests.e2e.test_live import events_until_final, receive, ws_url
@@ -70,10 +73,11 @@ async def test_cancelling_a_queued_job_is_announced(
         user = await register_and_login(client)
         async with connect(ws_url(stack.gateway_url, user["access_token"])) as ws:
             await receive(ws)
+            second = media.h264_aac(2)  # made first: the wait below is the long job's run
             running = (await upload(client, user, media.long_tone())).json()["id"]
             while (await receive(ws)).get("type") != "job.progress":
                 pass
-            queued = (await upload(client, user, media.h264_aac(2))).json()["id"]
+            queued = (await upload(client, user, second)).json()["id"]
             job = (await client.get(f"/v1/jobs/{queued}", headers=auth(user))).json()
             assert job["status"] == "queued"
             deleted = await client.delete(f"/v1/jobs/{queued}", headers=auth(user))
@@ -85,3 +89,35 @@ async def test_cancelling_a_queued_job_is_announced(
         job = (await client.get(f"/v1/jobs/{queued}", headers=auth(user))).json()
         assert job["status"] == "cancelled"
         assert job["output"] is None
+
+
+async def test_deleting_a_job_sends_its_unsent_final_event_first(
+    stack: Stack, client: httpx.AsyncClient, user: dict[str, str], media: MediaFactory
+) -> None:
+    # A job whose final event is still in its outbox (the broker was out when it ended, as a
+    # cancel recorded during an outage leaves it): a DELETE removed the job and the news.
+    job_id = (await upload(client, user, media.h264_aac(2))).json()["id"]
+    job = await wait_final(client, user, job_id)
+    assert job["status"] == "completed"
+    mongo = mongo_client(stack.env["MONGO_URL"])
+    try:
+        documents = mongo[stack.env["MONGO_DB"]][JOBS_COLLECTION]
+        found = await documents.find_one({"_id": job_id})
+        assert found is not None
+        ref = JobRef(job_id=job_id, user_id=found["user_id"])
+        unsent = JobCancelled(correlation_id=job_id, payload=ref)
+        await documents.update_one(
+            {"_id": job_id}, {"$set": {"outbox": unsent.model_dump(mode="json")}}
+        )
+    finally:
+        await mongo.close()
+    async with connect(ws_url(stack.gateway_url, user["access_token"])) as ws:
+        await receive(ws)
+        assert (await client.delete(f"/v1/jobs/{job_id}", headers=auth(user))).status_code == 204
+        event = await asyncio.wait_for(receive(ws), 10)
+    assert event == {
+        "type": "job.cancelled",
+        "occurred_at": unsent.occurred_at.isoformat(),
+        "job_id": job_id,
+    }
+    assert (await client.get(f"/v1/jobs/{job_id}", headers=auth(user))).status_code == 404
