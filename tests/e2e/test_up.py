@@ -35,38 +35,49 @@ async def read_until(
         seen.append(line.decode(errors="replace"))
 
 
-async def test_up_runs_everything_and_stops_on_ctrl_c(
-    amqp_url: str, shared_media: Path, tmp_path: Path
-) -> None:
-    ports = {name: free_port() for name in ("gateway", "auth", "notification", "converter")}
-    prefix = f"test-up-{uuid.uuid4().hex[:8]}"
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("MONGO_URL", "SMTP_URL", "DATABASE_URL")
-    }
-    env.update(
-        {
-            "VAR_DIR": str(tmp_path / "var"),
-            "AMQP_URL": amqp_url,
-            "AMQP_PREFIX": prefix,
-            "GATEWAY_PORT": str(ports["gateway"]),
-            "AUTH_PORT": str(ports["auth"]),
-            "NOTIFICATION_PORT": str(ports["notification"]),
-            # No AUTH_URLS, NOTIFICATION_URLS or PUBLIC_URL: `up` derives them from the ports.
-            "CONVERTER_PORT": str(ports["converter"]),
-        }
+def up_env(amqp_url: str, var_dir: Path, prefix: str, ports: dict[str, int]) -> dict[str, str]:
+    """`up` as a newcomer runs it: no MONGO_URL, DATABASE_URL or SMTP_URL (the embedded ones),
+    no AUTH_URLS, NOTIFICATION_URLS or PUBLIC_URL (derived from the ports); its own AMQP prefix,
+    var dir and ports (keys as in SERVICES)."""
+    unset = (
+        "MONGO_URL",
+        "SMTP_URL",
+        "DATABASE_URL",
+        "AUTH_URLS",
+        "NOTIFICATION_URLS",
+        "PUBLIC_URL",
     )
-    for name in ("AUTH_URLS", "NOTIFICATION_URLS", "PUBLIC_URL"):
-        env.pop(name, None)
+    return {
+        **{k: v for k, v in os.environ.items() if k not in unset},
+        "VAR_DIR": str(var_dir),
+        "AMQP_URL": amqp_url,
+        "AMQP_PREFIX": prefix,
+        **{f"{name}_PORT": str(port) for name, port in ports.items()},
+    }
+
+
+async def launch_up(env: dict[str, str]) -> asyncio.subprocess.Process:
+    """`video2mp3 up` in a session of its own (its group can be signalled), output piped."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services.cli.main", "up",
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
     )  # fmt: skip
     assert proc.stdout is not None
+    return proc
+
+
+async def test_up_runs_everything_and_stops_on_ctrl_c(
+    amqp_url: str, shared_media: Path, tmp_path: Path
+) -> None:
+    ports = {name: free_port() for name in SERVICES}
+    prefix = f"test-up-{uuid.uuid4().hex[:8]}"
+    proc = await launch_up(up_env(amqp_url, tmp_path / "var", prefix, ports))
+    assert proc.stdout is not None
     seen: list[str] = []
     try:
         await read_until(proc.stdout, "video2mp3: ready.", seen, 120)
-        api = f"http://127.0.0.1:{ports['gateway']}"
+        api = f"http://127.0.0.1:{ports['GATEWAY']}"
         async with httpx.AsyncClient(base_url=api, timeout=30) as client:
             creds = {"email": "newcomer@example.com", "password": "correct horse battery"}
             assert (await client.post("/v1/auth/register", json=creds)).status_code == 201
@@ -137,18 +148,9 @@ async def test_a_second_up_on_taken_ports_says_so(amqp_url: str, tmp_path: Path)
 
 async def test_a_stop_while_starting_is_obeyed(amqp_url: str, tmp_path: Path) -> None:
     # SIGTERM during start-up waited until all four services were up and "ready" was printed.
-    env = {
-        **{k: v for k, v in os.environ.items() if k not in ("MONGO_URL", "SMTP_URL")},
-        "VAR_DIR": str(tmp_path / "var"),
-        "AMQP_URL": amqp_url,
-        "AMQP_PREFIX": f"test-up-{uuid.uuid4().hex[:8]}",
-        **{f"{name}_PORT": str(free_port()) for name in SERVICES},
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli.main", "up",
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
+    prefix = f"test-up-{uuid.uuid4().hex[:8]}"
+    ports = {name: free_port() for name in SERVICES}
+    proc = await launch_up(up_env(amqp_url, tmp_path / "var", prefix, ports))
     assert proc.stdout is not None
     seen: list[str] = []
     try:
@@ -163,6 +165,7 @@ async def test_a_stop_while_starting_is_obeyed(amqp_url: str, tmp_path: Path) ->
         if proc.returncode is None:
             os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
+        await delete_topology(amqp_url, prefix)
 
 
 def children_of(pid: int) -> list[int]:
@@ -193,18 +196,7 @@ async def test_killing_up_outright_takes_its_services_with_it(
     # holding the ports the next `up` needs.
     prefix = f"test-up-{uuid.uuid4().hex[:8]}"
     ports = {name: free_port() for name in SERVICES}
-    env = {
-        **{k: v for k, v in os.environ.items() if k not in ("MONGO_URL", "SMTP_URL")},
-        "VAR_DIR": str(tmp_path / "var"),
-        "AMQP_URL": amqp_url,
-        "AMQP_PREFIX": prefix,
-        **{f"{name}_PORT": str(port) for name, port in ports.items()},
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli.main", "up",
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
+    proc = await launch_up(up_env(amqp_url, tmp_path / "var", prefix, ports))
     assert proc.stdout is not None
     children: list[int] = []
     try:
