@@ -130,7 +130,9 @@ class JobStore:
         output_blob_id: str,
         outbox: Event,
         expires_at: datetime | None = None,
+        source: SourceInfo | None = None,
     ) -> Job | None:
+        """`source`: the source's description, when no `set_source` has stored it yet."""
         return await self._transition(
             job_id,
             [str(JobStatus.PROCESSING)],
@@ -142,10 +144,13 @@ class JobStore:
                 "output_blob_id": output_blob_id,
                 "error": None,
                 "outbox": outbox.model_dump(mode="json"),
+                **_described(source),
             },
         )
 
-    async def fail(self, job_id: str, error: JobError, outbox: Event) -> Job | None:
+    async def fail(
+        self, job_id: str, error: JobError, outbox: Event, source: SourceInfo | None = None
+    ) -> Job | None:
         return await self._transition(
             job_id,
             _ACTIVE,
@@ -153,13 +158,17 @@ class JobStore:
                 "status": str(JobStatus.FAILED),
                 "error": error.model_dump(mode="json"),
                 "outbox": outbox.model_dump(mode="json"),
+                **_described(source),
             },
         )
 
-    async def clear_outbox(self, job_id: str, event_id: str) -> None:
-        await self._jobs.update_one(
-            {"_id": job_id, "outbox.event_id": event_id}, {"$set": {"outbox": None}}
-        )
+    async def clear_outbox(self, job_id: str, event_id: str, *, drop_source: bool = False) -> None:
+        """Mark the final event `event_id` sent; with `drop_source`, forget the (removed)
+        source blob in the same write."""
+        changes: dict[str, Any] = {"outbox": None}
+        if drop_source:
+            changes["source_blob_id"] = None
+        await self._jobs.update_one({"_id": job_id, "outbox.event_id": event_id}, {"$set": changes})
 
     async def with_pending_outbox(self, older_than: datetime, limit: int = 100) -> list[Job]:
         """Finished jobs whose final event may not have been published (recovery sweep)."""
@@ -223,3 +232,7 @@ class JobStore:
 
     async def ping(self) -> None:
         await self._jobs.database.command("ping")
+
+
+def _described(source: SourceInfo | None) -> dict[str, Any]:
+    return {} if source is None else {"source": source.model_dump()}

@@ -6,6 +6,7 @@ No AMQP here beyond the publisher it is given; the worker module wires deliverie
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -39,7 +40,7 @@ from shared.events import (
     event_adapter,
 )
 from shared.ffmpeg_path import ffmpeg_executable
-from shared.jobs import Job, JobError, OutputInfo, utcnow
+from shared.jobs import Job, JobError, OutputInfo, SourceInfo, utcnow
 from shared.jobstore import JobStore
 from shared.messaging import DeadLetter, EventPublisher
 from shared.metrics import (
@@ -53,7 +54,8 @@ from shared.options import ConversionOptions, InvalidOptions
 log = logging.getLogger(__name__)
 
 # The job document's progress is written less often than events are sent: readers of
-# GET /v1/jobs/{id} need to agree with the stream, not to follow it frame by frame.
+# GET /v1/jobs/{id} need to agree with the stream, not to follow it frame by frame. The
+# source's description waits as long: a shorter job's outcome carries it, one write less.
 DB_PROGRESS_INTERVAL = 1.0
 
 
@@ -170,14 +172,17 @@ class Converter:
         )
         started = time.monotonic()
         output_id = self.output_blob_id(job)
+        unwritten = _Unwritten()
         recorded = False
         try:
             try:
-                output = await self._produce(job, workdir, correlation_id, announced, output_id)
+                output = await self._produce(
+                    job, workdir, correlation_id, announced, output_id, unwritten
+                )
             except MediaError as exc:
                 FFMPEG_FAILURES.labels(str(exc.code)).inc()
                 await announced
-                await self.fail(job, correlation_id, exc.code, exc.detail)
+                await self.fail(job, correlation_id, exc.code, exc.detail, unwritten.source)
                 return
             elapsed = time.monotonic() - started
             CONVERSION_SECONDS.observe(elapsed)
@@ -202,6 +207,7 @@ class Converter:
                 output_id,
                 outbox=completed,
                 expires_at=self.retention.output_expiry(utcnow()),
+                source=unwritten.source,
             )
             if stored is None:
                 return  # cancelled, deleted, or finished by another attempt while we worked
@@ -213,12 +219,14 @@ class Converter:
                 )
             )
             JOBS_FINISHED.labels("completed").inc()
-            await self.publish_outbox(job.id, completed)
+            await self.publisher.publish(completed)
             # After the news, not before: removing a large GridFS source takes a while and the
-            # user waits for nothing of it. A crash here leaves it to the retention sweep.
-            if self.retention.source_days == 0 and job.source_blob_id:
-                await self.blobs.delete(job.source_blob_id)
-                await self.jobs.drop_source(job.id)
+            # user waits for nothing of it. Forgotten in the write that marks the event sent;
+            # a crash in between leaves both to the outbox and retention sweeps.
+            spent = job.source_blob_id if self.retention.source_days == 0 else None
+            if spent:
+                await self.blobs.delete(spent)
+            await self.jobs.clear_outbox(job.id, completed.event_id, drop_source=bool(spent))
         finally:
             if not recorded:
                 # Whatever stopped us (a cancel, an error, a job no longer ours), an output no
@@ -282,6 +290,7 @@ class Converter:
         correlation_id: str,
         announced: asyncio.Future[None],
         output_id: str,
+        unwritten: _Unwritten,
     ) -> OutputInfo:
         if not job.source_blob_id:
             raise MediaError("the job has no source file", code=ErrorCode.UNREADABLE_MEDIA)
@@ -290,12 +299,12 @@ class Converter:
         except InvalidOptions as exc:
             raise MediaError(exc.detail, code=exc.code) from None
         source, info = await self._source(job)
-        # Written while FFmpeg runs. Settled before the output is stored, so a failed write
-        # sends the job back before it leaves an output behind; and before a failure is
-        # recorded, so a failed job keeps its source's description too.
-        recorded = asyncio.ensure_future(
-            self.jobs.set_source(job.id, info.to_source_info(job.source.size))
-        )
+        unwritten.source = info.to_source_info(job.source.size)
+        # Written while FFmpeg runs, once it has run DB_PROGRESS_INTERVAL; else the outcome
+        # carries it. Settled before the output is stored, so a failed write sends the job back
+        # before it leaves an output behind; and before a failure is recorded, so a failed job
+        # keeps its source's description too.
+        recorded = asyncio.ensure_future(self._write_source_later(job.id, unwritten))
         recorded.add_done_callback(_log_failure)
         try:
             await announced
@@ -311,18 +320,25 @@ class Converter:
                 on_progress=self._progress_reporter(job, correlation_id),
                 timeout=self.timeout_for(info.duration) * (2 if options.normalize else 1),
             )
-            await recorded
+            await _settle(recorded, unwritten)
         except asyncio.CancelledError:
             recorded.cancel()  # a cancel is not held up by a slow database
             raise
         except BaseException:
-            await asyncio.wait({recorded})
+            with contextlib.suppress(Exception):
+                await _settle(recorded, unwritten)
             raise
         size = await self.blobs.write_file(output_id, result.output)
         output = result.to_output_info(size, output_filename(job.filename, result.extension))
         return output.model_copy(
             update={"path": result.path, "track": result.track, "cover": result.cover}
         )
+
+    async def _write_source_later(self, job_id: str, unwritten: _Unwritten) -> None:
+        await asyncio.sleep(DB_PROGRESS_INTERVAL)
+        source, unwritten.source = unwritten.source, None
+        if source is not None:
+            await self.jobs.set_source(job_id, source)
 
     def _progress_reporter(
         self, job: Job, correlation_id: str
@@ -351,7 +367,14 @@ class Converter:
 
         return report
 
-    async def fail(self, job: Job, correlation_id: str, code: ErrorCode, detail: str) -> None:
+    async def fail(
+        self,
+        job: Job,
+        correlation_id: str,
+        code: ErrorCode,
+        detail: str,
+        source: SourceInfo | None = None,
+    ) -> None:
         """Record the failure and its event together, then publish the event."""
         failed = JobFailed(
             correlation_id=correlation_id,
@@ -364,7 +387,8 @@ class Converter:
                 detail=detail,
             ),
         )
-        if await self.jobs.fail(job.id, JobError(code=code, detail=detail), outbox=failed) is None:
+        error = JobError(code=code, detail=detail)
+        if await self.jobs.fail(job.id, error, outbox=failed, source=source) is None:
             return
         log.info("job %s failed: %s (%s)", job.id, detail, code)
         JOBS_FINISHED.labels("failed").inc()
@@ -416,6 +440,23 @@ class Converter:
         """Stop every running conversion (shutdown): their messages go back to the queue."""
         for task in self._running.values():
             task.cancel()
+
+
+@dataclass
+class _Unwritten:
+    """The source's description while no write has stored it: the outcome's write takes it."""
+
+    source: SourceInfo | None = None
+
+
+async def _settle(recorded: asyncio.Future[None], unwritten: _Unwritten) -> None:
+    """Stop the source's write if it is still waiting to start (the outcome will carry the
+    description); else wait for it, raising what it raised."""
+    if unwritten.source is not None:
+        recorded.cancel()
+        await asyncio.gather(recorded, return_exceptions=True)
+        return
+    await recorded
 
 
 def _log_failure(task: asyncio.Future[None]) -> None:

@@ -80,8 +80,11 @@ class NotificationService:
         if not isinstance(event, JobCompleted | JobFailed):
             log.debug("ignoring %s %s", event.type, event.event_id)
             return
-        note = await self._store.add(self._notification_for(event))
-        await self._mail_once(note, event)
+        owner = uuid.uuid4().hex
+        note, claimed = await self._store.add(
+            self._notification_for(event), owner, self._clock(), self._claim_for
+        )
+        await self._mail_once(note, event, owner, claimed=claimed)
 
     async def give_up(self, event: Event, reason: str) -> None:
         """Stop retrying the mail of `event`: the in-app notification stays, the mail is failed."""
@@ -132,9 +135,12 @@ class NotificationService:
             )
         return templates.failed_mail(event.payload.filename, event.payload.detail)
 
-    async def _mail_once(self, note: Notification, event: JobCompleted | JobFailed) -> None:
-        owner = uuid.uuid4().hex
-        if not await self._claim(note.id, owner):
+    async def _mail_once(
+        self, note: Notification, event: JobCompleted | JobFailed, owner: str, *, claimed: bool
+    ) -> None:
+        """Send the mail once: `claimed` when `owner` holds its claim already (a new
+        notification is stored claimed), else a claim is taken first."""
+        if not claimed and not await self._claim(note.id, owner):
             return
         message = compose(
             self._mail_for(note, event),

@@ -37,16 +37,22 @@ class NotificationStore:
     async def ping(self) -> None:
         await self._db.command("ping")
 
-    async def add(self, note: Notification) -> Notification:
-        """Store a new notification, or return the one already stored under its id."""
+    async def add(
+        self, note: Notification, owner: str, now: datetime, hold_for: timedelta
+    ) -> tuple[Notification, bool]:
+        """Store a new notification with its mail claimed by `owner` (see `claim_mail`), in one
+        write; or return the one already stored under its id. True when ours was stored."""
+        claimed = note.model_copy(
+            update={"claim_owner": owner, "claim_until": now + hold_for, "mail_attempts": 1}
+        )
         try:
-            await self._notes.insert_one(note.to_document())
+            await self._notes.insert_one(claimed.to_document())
         except DuplicateKeyError:
             doc = await self._notes.find_one({"_id": note.id})
             if doc is None:  # deleted between the two calls; store ours after all
-                return await self.add(note)
-            return Notification.from_document(doc)
-        return note
+                return await self.add(note, owner, now, hold_for)
+            return Notification.from_document(doc), False
+        return claimed, True
 
     async def claim_mail(
         self, note_id: str, owner: str, now: datetime, hold_for: timedelta

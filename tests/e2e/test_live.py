@@ -66,14 +66,18 @@ async def test_polling_sees_a_long_jobs_progress(
     stack: Stack, client: httpx.AsyncClient, user: dict[str, str], media: MediaFactory
 ) -> None:
     # For clients without a WebSocket: the job's stored progress moves while FFmpeg runs
-    # (written at most once a second, so only a job longer than that shows any).
+    # (written at most once a second, so only a job longer than that shows any), and so is
+    # the source's description.
     response = await upload(client, user, media.long_tone())
     job_id = response.json()["id"]
     headers = {"Authorization": user["authorization"]}
     seen: list[tuple[str, int]] = []
+    described: list[float | None] = []
     for _ in range(600):
         job = (await client.get(f"/v1/jobs/{job_id}", headers=headers)).json()
         seen.append((job["status"], job["progress"]))
+        if job["status"] == "processing":
+            described.append(job["source"]["duration"])
         if job["status"] in ("completed", "failed", "cancelled"):
             break
         await asyncio.sleep(0.1)
@@ -81,6 +85,7 @@ async def test_polling_sees_a_long_jobs_progress(
     running = [progress for status, progress in seen if status == "processing"]
     assert any(0 < progress < 100 for progress in running), seen
     assert running == sorted(running)
+    assert described[-1] == pytest.approx(1800, abs=1), described
 
 
 async def test_snapshot_lists_active_jobs(

@@ -159,6 +159,9 @@ async def test_video_without_audio_fails_clearly(
     assert job["status"] == "failed"
     assert job["error"]["code"] == "no_audio_stream"
     assert job["output"] is None
+    # Described by the write that recorded the failure (the job was too short for its own).
+    assert job["source"]["container"] == "mpeg"
+    assert job["source"]["video_codec"] == "mpeg2video"
     download = await client.get(f"/v1/jobs/{job['id']}/download", headers=auth(user))
     assert download.status_code == 409
     assert download.json()["code"] == "not_ready"
