@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Protocol
@@ -89,6 +90,9 @@ class SmtpMailer:
     def __init__(self, smtp_url: str, timeout: float) -> None:
         self._target = SmtpTarget.parse(smtp_url)
         self._timeout = timeout
+        # The name we greet with (EHLO). aiosmtplib looks it up (getfqdn, in a thread) on every
+        # connection unless given one: once per process is enough.
+        self._local_hostname: str | None = None
 
     @property
     def max_duration(self) -> float:
@@ -100,6 +104,8 @@ class SmtpMailer:
         target = self._target
         try:
             async with asyncio.timeout(self.max_duration):
+                if self._local_hostname is None:
+                    self._local_hostname = await asyncio.to_thread(socket.getfqdn)
                 await aiosmtplib.send(
                     message,
                     hostname=target.hostname,
@@ -108,6 +114,7 @@ class SmtpMailer:
                     password=target.password,
                     use_tls=target.implicit_tls,
                     timeout=self._timeout,
+                    local_hostname=self._local_hostname,
                 )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             permanent = all(refusal.code >= 500 for refusal in exc.recipients)
