@@ -185,9 +185,15 @@ class JobStore:
             {"status": str(JobStatus.CANCELLED), "outbox": outbox.model_dump(mode="json")},
         )
 
-    async def cancel(self, job_id: str) -> Job | None:
-        """Cancel a queued or running job; the converter running it announces it."""
-        return await self._transition(job_id, _ACTIVE, {"status": str(JobStatus.CANCELLED)})
+    async def cancel(self, job_id: str, outbox: Event) -> Job | None:
+        """Cancel a queued or running job. The converter running it announces `outbox` once
+        FFmpeg has stopped; if that converter is gone, the job's next delivery or the outbox
+        sweep does."""
+        return await self._transition(
+            job_id,
+            _ACTIVE,
+            {"status": str(JobStatus.CANCELLED), "outbox": outbox.model_dump(mode="json")},
+        )
 
     async def drop_source(self, job_id: str) -> None:
         await self._jobs.update_one({"_id": job_id}, {"$set": {"source_blob_id": None}})

@@ -26,7 +26,6 @@ from shared.blobstore import BlobStore
 from shared.errors import AppError, ErrorCode, MediaError
 from shared.events import (
     Event,
-    JobCancelled,
     JobCancelRequested,
     JobCompleted,
     JobCompletedPayload,
@@ -140,12 +139,7 @@ class Converter:
                 await asyncio.gather(task, return_exceptions=True)
                 raise
             JOBS_FINISHED.labels("cancelled").inc()
-            await self.publisher.publish(
-                JobCancelled(
-                    correlation_id=event.correlation_id,
-                    payload=JobRef(job_id=job_id, user_id=job.user_id),
-                )
-            )
+            await self._announce_cancel(job_id)
         finally:
             self._running.pop(job_id, None)
             self._cancelled.discard(job_id)
@@ -210,7 +204,12 @@ class Converter:
                 source=unwritten.source,
             )
             if stored is None:
-                return  # cancelled, deleted, or finished by another attempt while we worked
+                # Cancelled, deleted, or finished by another attempt while we worked: a cancel
+                # that came too late to stop us is announced now, not by the sweep.
+                current = await self.jobs.get(job.id)
+                if current is not None:
+                    await self.flush_outbox(current)
+                return
             recorded = True
             await self._announce(
                 JobProgress(
@@ -393,6 +392,13 @@ class Converter:
         log.info("job %s failed: %s (%s)", job.id, detail, code)
         JOBS_FINISHED.labels("failed").inc()
         await self.publish_outbox(job.id, failed)
+
+    async def _announce_cancel(self, job_id: str) -> None:
+        """Announce the cancel the gateway recorded in the job's outbox, now that FFmpeg has
+        stopped. Without one it went out already (the sweep, a DELETE that removed the job)."""
+        current = await self.jobs.get(job_id)
+        if current is not None:
+            await self.flush_outbox(current)
 
     async def _announce(self, event: Event) -> None:
         """Publish a live-only event (started, progress): losing one must not stop the work."""

@@ -111,7 +111,8 @@ async def cancel_or_delete(state: GatewayState, user: Claims, job_id: str) -> No
             return
         job = await state.jobs.get_owned(job_id, user.user_id)  # claimed meanwhile
     if job.status in (JobStatus.QUEUED, JobStatus.PROCESSING):
-        cancelled = await state.jobs.cancel(job_id)
+        announcement = JobCancelled(correlation_id=correlation_id, payload=ref)
+        cancelled = await state.jobs.cancel(job_id, announcement)
         if cancelled is not None:
             try:
                 await state.publisher.publish(

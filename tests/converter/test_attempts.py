@@ -17,7 +17,7 @@ import pytest
 from services.converter.retention import RetentionPolicy, job_id_of
 from services.converter.service import Converter
 from shared.blobstore.file import FileBlobStore
-from shared.events import JobSubmitted, JobSubmittedPayload
+from shared.events import JobCancelled, JobRef, JobSubmitted, JobSubmittedPayload
 from shared.jobs import Job, JobStatus, SourceInfo
 from shared.jobstore import JobStore
 from shared.messaging import EventPublisher, connect
@@ -130,7 +130,8 @@ async def test_a_cancel_while_the_output_is_stored_leaves_no_output(
 
     async def users_cancel() -> None:
         # What the gateway does: the job is cancelled in the database, then its converter told.
-        assert await rig.jobs.cancel(event.payload.job_id) is not None
+        ref = JobRef(job_id=event.payload.job_id, user_id=event.payload.user_id)
+        assert await rig.jobs.cancel(ref.job_id, JobCancelled(payload=ref)) is not None
         converter.request_cancel(event.payload.job_id)
         await asyncio.sleep(0)
 
@@ -141,6 +142,7 @@ async def test_a_cancel_while_the_output_is_stored_leaves_no_output(
     assert job.status is JobStatus.CANCELLED
     assert job.output_blob_id is None
     assert rig.outputs() == []
+    assert job.outbox is None  # the stopped converter announced the cancel
 
 
 @pytest.mark.parametrize(

@@ -91,6 +91,33 @@ async def test_cancelling_a_queued_job_is_announced(
         assert job["output"] is None
 
 
+async def test_a_job_whose_converter_died_is_still_announced_cancelled(
+    private_stack: StackFactory, smtp: SmtpCatcher, media: MediaFactory
+) -> None:
+    # The gateway records the cancel's event; the converter running the job sends it once
+    # FFmpeg has stopped. Killed outright, it never does: the job's redelivery to the next
+    # converter must.
+    async with (
+        private_stack(smtp.url) as stack,
+        httpx.AsyncClient(base_url=stack.gateway_url, timeout=60) as client,
+    ):
+        user = await register_and_login(client)
+        async with connect(ws_url(stack.gateway_url, user["access_token"])) as ws:
+            await receive(ws)
+            job_id = (await upload(client, user, media.long_tone())).json()["id"]
+            while (await receive(ws)).get("type") != "job.progress":
+                pass
+            stack.stop("converter", sig_kill=True)
+            deleted = await client.delete(f"/v1/jobs/{job_id}", headers=auth(user))
+            assert deleted.status_code == 204
+            await asyncio.to_thread(stack.start, "converter")
+            events = await asyncio.wait_for(events_until_final(ws, job_id), 30)
+        assert events[-1]["type"] == "job.cancelled"
+        assert [e for e in events if e["type"] == "job.cancelled"] == events[-1:]
+        job = (await client.get(f"/v1/jobs/{job_id}", headers=auth(user))).json()
+        assert job["status"] == "cancelled"
+
+
 async def test_deleting_a_job_sends_its_unsent_final_event_first(
     stack: Stack, client: httpx.AsyncClient, user: dict[str, str], media: MediaFactory
 ) -> None:
