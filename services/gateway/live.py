@@ -24,6 +24,11 @@ LIVE_EVENT_TYPES = [
     str(EventType.JOB_CANCELLED),
 ]
 BUFFER_LIMIT = 256
+# A final event may be published twice (its outbox sent by a converter and by the sweep or a
+# redelivery, around a crash); a page must hear it once. Final events are one per job, so the
+# ids of the last few thousand cover any such gap.
+FINAL_TYPES = frozenset({EventType.JOB_COMPLETED, EventType.JOB_FAILED, EventType.JOB_CANCELLED})
+RECENT_FINAL_IDS = 4096
 
 
 class Subscriber:
@@ -56,6 +61,7 @@ class Subscriber:
 class LiveHub:
     def __init__(self) -> None:
         self._by_user: dict[str, set[Subscriber]] = {}
+        self._finals_seen: dict[str, None] = {}  # insertion-ordered: the oldest goes first
 
     def subscribe(self, user_id: str) -> Subscriber:
         subscriber = Subscriber()
@@ -75,9 +81,19 @@ class LiveHub:
 
     async def deliver(self, event: Event) -> None:
         """Handler for the gateway's private event queue: fan out, never block."""
+        if event.type in FINAL_TYPES and self._seen_before(event.event_id):
+            return
         subscribers = self._by_user.get(event.payload.user_id)
         if not subscribers:
             return
         message = client_view(event)
         for subscriber in list(subscribers):
             subscriber.offer(message)
+
+    def _seen_before(self, event_id: str) -> bool:
+        if event_id in self._finals_seen:
+            return True
+        self._finals_seen[event_id] = None
+        if len(self._finals_seen) > RECENT_FINAL_IDS:
+            del self._finals_seen[next(iter(self._finals_seen))]
+        return False
