@@ -56,6 +56,10 @@ log = logging.getLogger(__name__)
 # GET /v1/jobs/{id} need to agree with the stream, not to follow it frame by frame. The
 # source's description waits as long: a shorter job's outcome carries it, one write less.
 DB_PROGRESS_INTERVAL = 1.0
+# A conversion still running after this is stopped as too long, before the broker's
+# consumer_timeout (24 h in compose.yaml and the k8s overlay) would hand its message to a
+# second converter while the first still works: FFmpeg takes minutes for a day of audio.
+MAX_CONVERSION_SECONDS = 20 * 3600.0
 
 
 def _alive(pid: int) -> bool:
@@ -259,11 +263,14 @@ class Converter:
             if entry.name.startswith("pid-") and pid.isdigit() and not _alive(int(pid)):
                 shutil.rmtree(entry, ignore_errors=True)
 
-    def timeout_for(self, duration: float | None) -> float:
-        """FFmpeg's time limit, scaled with the source (unknown duration: one hour)."""
+    def timeout_for(self, duration: float | None, passes: int = 1) -> float:
+        """The conversion's time limit, scaled with the source (unknown duration: one hour)
+        and its passes, at most MAX_CONVERSION_SECONDS."""
         if duration is None:
-            return max(self.timeout_base, 3600.0)
-        return self.timeout_base + self.timeout_factor * duration
+            limit = max(self.timeout_base, 3600.0)
+        else:
+            limit = self.timeout_base + self.timeout_factor * duration
+        return min(limit * passes, MAX_CONVERSION_SECONDS)
 
     @staticmethod
     def output_blob_id(job: Job) -> str:
@@ -317,7 +324,7 @@ class Converter:
                 ffmpeg=self.ffmpeg,
                 filename=job.filename,
                 on_progress=self._progress_reporter(job, correlation_id),
-                timeout=self.timeout_for(info.duration) * (2 if options.normalize else 1),
+                timeout=self.timeout_for(info.duration, 2 if options.normalize else 1),
             )
             await _settle(recorded, unwritten)
         except asyncio.CancelledError:

@@ -10,6 +10,7 @@ import asyncio
 import time
 from array import array
 from pathlib import Path
+from typing import Any, cast
 
 import av
 import pytest
@@ -24,6 +25,7 @@ from services.converter.ffmpeg import (
 from services.converter.pipeline import ConversionResult, FractionCallback, convert
 from services.converter.plan import build_output_command, plan_conversion
 from services.converter.probe import MediaInfo, probe
+from services.converter.service import MAX_CONVERSION_SECONDS, Converter
 from shared.errors import ErrorCode, MediaError
 from shared.ffmpeg_path import ffmpeg_executable
 from shared.jobs import AudioTrack
@@ -185,6 +187,17 @@ def test_timeout_scales_with_duration_and_is_bounded() -> None:
     assert timeout_for(10) == 80
     assert timeout_for(600) == 1260
     assert timeout_for(10 * 24 * 3600) == 4 * 3600
+
+
+def test_the_converters_limit_counts_passes_and_ends_before_the_brokers() -> None:
+    unused = cast(Any, None)
+    converter = Converter(jobs=unused, blobs=unused, publisher=unused, work_dir=Path("/none"))
+    assert converter.timeout_for(None) == 3600
+    assert converter.timeout_for(600) == 1260
+    assert converter.timeout_for(600, passes=2) == 2520
+    # A 13 h source would get 26 h: past the 24 h after which RabbitMQ (consumer_timeout in
+    # compose.yaml) hands the job to another converter.
+    assert converter.timeout_for(13 * 3600) == MAX_CONVERSION_SECONDS < 24 * 3600
 
 
 @pytest.mark.parametrize(
