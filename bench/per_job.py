@@ -8,8 +8,9 @@ our processes spend around it. This counts the second part alone. It runs the st
 followed to its `job.completed` on a WebSocket), and reads each process's CPU time (user +
 system, /proc) before and after: gateway, converter, notification, auth, nx-27017, RabbitMQ,
 and this client (uploads, WebSocket, the SMTP catcher). FFmpeg is the converter's children.
-CPU time does not depend on how busy the machine is the way wall time does: rounds agree to
-within 10-15 %. A profiling aid with no target; JSON in bench/results/per_job.json.
+CPU time moves less with the host's load than wall time does, but it moves (runs minutes apart
+differed by up to 20 % here): the last column, our CPU over FFmpeg's on the same clips, moves
+less. A profiling aid with no target; JSON in bench/results/per_job.json.
 """
 
 from __future__ import annotations
@@ -118,11 +119,12 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"round {i + 1}",
             *(round(r.get(n, 0.0), 1) for n in names),
             round(sum(r.get(n, 0.0) for n in ours), 1),
+            round(sum(r.get(n, 0.0) for n in ours) / max(r.get("ffmpeg", 0.0), 1e-9), 2),
         ]
         for i, r in enumerate(rounds)
     ]
     print(f"CPU ms per job, {args.jobs} jobs of a 1 s clip, {args.in_flight} in flight")
-    print(table(["", *names, "all but ffmpeg"], rows))
+    print(table(["", *names, "all but ffmpeg", "/ ffmpeg"], rows))
     result = {
         "jobs": args.jobs,
         "in_flight": args.in_flight,
