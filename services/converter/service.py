@@ -227,8 +227,8 @@ class Converter:
             # user waits for nothing of it. Forgotten in the write that marks the event sent;
             # a crash in between leaves both to the outbox and retention sweeps.
             spent = job.source_blob_id if self.retention.source_days == 0 else None
-            if spent:
-                await self.blobs.delete(spent)
+            if spent and not await self._removed(spent):
+                spent = None  # still named by the job: the retention sweep tries again
             await self.jobs.clear_outbox(job.id, completed.event_id, drop_source=bool(spent))
         finally:
             if not recorded:
@@ -237,6 +237,14 @@ class Converter:
                 # another attempt recorded.
                 await self._discard_output(output_id)
             await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+    async def _removed(self, blob_id: str) -> bool:
+        try:
+            await self.blobs.delete(blob_id)
+        except Exception as exc:  # the job is done; its event must still be marked sent
+            log.warning("could not remove the spent source %s: %r", blob_id, exc)
+            return False
+        return True
 
     async def _discard_output(self, blob_id: str) -> None:
         try:

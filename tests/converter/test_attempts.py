@@ -36,6 +36,12 @@ class HookedFileStore(FileBlobStore):
     user's cancel can land at the worst moment."""
 
     after_output: Callable[[], Awaitable[None]] | None = None
+    sources_stuck = False  # removing a source fails, as a GridFS outage would make it
+
+    async def delete(self, blob_id: str) -> None:
+        if self.sources_stuck and blob_id.endswith("-src"):
+            raise OSError("the store refused the delete")
+        await super().delete(blob_id)
 
     async def write_file(self, blob_id: str, path: Path) -> int:
         size = await super().write_file(blob_id, path)
@@ -143,6 +149,23 @@ async def test_a_cancel_while_the_output_is_stored_leaves_no_output(
     assert job.output_blob_id is None
     assert rig.outputs() == []
     assert job.outbox is None  # the stopped converter announced the cancel
+
+
+async def test_a_source_that_cannot_be_removed_leaves_the_job_completed_and_announced(
+    rig: Rig, media: MediaFactory, tmp_path: Path
+) -> None:
+    converter = rig.converter(tmp_path / "w")
+    converter.retention = RetentionPolicy(source_days=0, output_days=7, stuck_hours=24)
+    rig.blobs.sources_stuck = True
+    event = await rig.submit(media.h264_aac(2), "kept.mp4")
+    await converter.convert(event)
+    job = await rig.jobs.get(event.payload.job_id)
+    assert job is not None
+    assert job.status is JobStatus.COMPLETED
+    assert job.outbox is None  # job.completed went out and is marked sent
+    # Still named by the job, so the retention sweep removes it once the store lets it.
+    assert job.source_blob_id == f"{job.id}-src"
+    assert rig.blobs.path_of(job.source_blob_id).exists()
 
 
 @pytest.mark.parametrize(
