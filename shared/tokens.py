@@ -27,6 +27,9 @@ ALGORITHM = "EdDSA"
 JWKS_PATH = "/.well-known/jwks.json"
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "aud", "iss"]
 JWKS_REFETCH_INTERVAL = 30.0
+# Keys this old are fetched again behind the requests that use them: a key auth withdraws
+# (compromised, retired) stops opening the API within this long, remembered tokens included.
+JWKS_MAX_AGE = 300.0
 # After a failed first load, requests fail at once for this long instead of each waiting for
 # its own fetch in turn: with auth hung, N waiting requests would otherwise take N timeouts.
 JWKS_FIRST_LOAD_RETRY = 1.0
@@ -167,13 +170,18 @@ class JwksCache:
         self._first_load_failed_at: float | None = None
         # Many requests may see the new kid at once; one of them fetches, the rest reuse it.
         self._lock = asyncio.Lock()
-        self._verified: dict[str, Claims] = {}
+        # Each verified token with the key that signed it, which must still be published.
+        self._verified: dict[str, tuple[Claims, str | None]] = {}
+        self._aging: asyncio.Task[TokenVerifier] | None = None
 
     async def verify(self, token: str) -> Claims:
+        self._refresh_if_old()
         known = self._verified.get(token)
         if known is not None:
-            if known.expires_at > time.time():
-                return known
+            claims, signer = known
+            verifier = self._verifier
+            if claims.expires_at > time.time() and verifier is not None and verifier.knows(signer):
+                return claims
             del self._verified[token]
         kid = token_key_id(token)
         verifier = self._verifier
@@ -182,8 +190,19 @@ class JwksCache:
         claims = verifier.verify(token)
         if len(self._verified) >= VERIFIED_CACHE_SIZE:
             self._verified.pop(next(iter(self._verified)))
-        self._verified[token] = claims
+        self._verified[token] = (claims, kid)
         return claims
+
+    def _refresh_if_old(self) -> None:
+        """Start fetching keys older than JWKS_MAX_AGE, without holding up this request."""
+        fetched_at = self._fetched_at
+        if self._verifier is None or fetched_at is None:
+            return
+        if self._clock() - fetched_at < JWKS_MAX_AGE:
+            return
+        if self._aging is None or self._aging.done():
+            self._aging = asyncio.create_task(self._refresh(first_load=False))
+            self._aging.add_done_callback(_log_refresh_failure)
 
     async def _refresh(self, *, first_load: bool) -> TokenVerifier:
         async with self._lock:
@@ -215,6 +234,11 @@ class JwksCache:
         return (
             self._fetched_at is None or self._clock() - self._fetched_at >= self._refetch_interval
         )
+
+
+def _log_refresh_failure(task: asyncio.Task[TokenVerifier]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("refreshing the JWKS failed: %r", task.exception())
 
 
 def bearer_token(authorization_header: str | None) -> str | None:

@@ -21,7 +21,14 @@ from fastapi import FastAPI
 
 from services.auth.keys import SigningKey, generate_private_key_pem
 from shared.errors import ErrorCode, Unauthorized, Unavailable
-from shared.tokens import Claims, JwksCache, TokenVerifier, bearer_token, fetch_jwks
+from shared.tokens import (
+    JWKS_MAX_AGE,
+    Claims,
+    JwksCache,
+    TokenVerifier,
+    bearer_token,
+    fetch_jwks,
+)
 
 ISSUER = "video2mp3-auth"
 AUDIENCE = "video2mp3"
@@ -240,6 +247,30 @@ async def test_jwks_cache_loads_lazily_and_follows_rotation(
     for _ in range(5):
         with pytest.raises(Unauthorized):
             await cache.verify(new_key().sign(claims()))
+    assert jwks_server.requests == 2
+
+
+async def test_a_withdrawn_key_stops_opening_the_api(
+    http: httpx.AsyncClient, jwks_server: JwksServer, key: SigningKey
+) -> None:
+    clock = FakeClock()
+    cache = JwksCache(http, [JWKS_BASE], issuer=ISSUER, audience=AUDIENCE, clock=clock)
+    token = key.sign(claims())
+    assert (await cache.verify(token)).email == "someone@example.com"
+    # Auth withdraws the key (compromised): it publishes only a new one.
+    jwks_server.jwks = {"keys": [new_key().public_jwk()]}
+    clock.now += JWKS_MAX_AGE - 1
+    await cache.verify(token)  # remembered, and the keys are not old yet
+    assert jwks_server.requests == 1
+    clock.now += 1
+    for _ in range(100):  # old keys are fetched again behind the requests
+        try:
+            await cache.verify(token)
+        except Unauthorized:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        pytest.fail("a token signed with a withdrawn key kept working")
     assert jwks_server.requests == 2
 
 
