@@ -143,7 +143,7 @@ class Converter:
                 await asyncio.gather(task, return_exceptions=True)
                 raise
             JOBS_FINISHED.labels("cancelled").inc()
-            await self._announce_cancel(job_id)
+            await self._send_recorded_outcome(job_id)
         finally:
             self._running.pop(job_id, None)
             self._cancelled.discard(job_id)
@@ -210,9 +210,7 @@ class Converter:
             if stored is None:
                 # Cancelled, deleted, or finished by another attempt while we worked: a cancel
                 # that came too late to stop us is announced now, not by the sweep.
-                current = await self.jobs.get(job.id)
-                if current is not None:
-                    await self.flush_outbox(current)
+                await self._send_recorded_outcome(job.id)
                 return
             recorded = True
             await self._announce(
@@ -408,9 +406,10 @@ class Converter:
         JOBS_FINISHED.labels("failed").inc()
         await self.publish_outbox(job.id, failed)
 
-    async def _announce_cancel(self, job_id: str) -> None:
-        """Announce the cancel the gateway recorded in the job's outbox, now that FFmpeg has
-        stopped. Without one it went out already (the sweep, a DELETE that removed the job)."""
+    async def _send_recorded_outcome(self, job_id: str) -> None:
+        """Send the final event recorded in the job's outbox by someone else (the gateway's
+        cancel), now that our work on it has stopped. Without one it went out already (the
+        sweep, a DELETE that removed the job)."""
         current = await self.jobs.get(job_id)
         if current is not None:
             await self.flush_outbox(current)
