@@ -10,7 +10,9 @@ Rules that depend on more than one field:
 - opus is always 48000 Hz, so `sample_rate` may be `keep` or 48000 there.
 - `cover` can be embedded in mp3 (APIC), m4a (covr) and flac (PICTURE) only.
 - `channels` is the most the output may have: wider sources are downmixed, a mono source
-  stays mono (an upmix would only double the size with the same sound).
+  stays mono (an upmix would only double the size with the same sound). Speaker layouts are
+  mixed by FFmpeg's standard matrix; 9 or more channels that name no speakers (multitrack
+  recorders) are mixed with equal weights, every channel into every output channel.
 """
 
 from __future__ import annotations

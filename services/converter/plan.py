@@ -69,6 +69,8 @@ class ConversionPlan:
     tags: dict[str, str] = field(default_factory=dict)
     cover_at: float | None = None
     """Source position of the cover frame; None for no cover."""
+    mix_from: int | None = None
+    """Channels of a source FFmpeg cannot place on speakers, mixed down by equal weights."""
 
     @property
     def passes(self) -> int:
@@ -81,6 +83,7 @@ def plan_conversion(info: MediaInfo, options: ConversionOptions, filename: str) 
     start, end = _trim(info, options)
     source = info.audio_tracks[track]
     channels = _output_channels(source.channels, options.channels)
+    mix_from = source.channels if channels is not None and info.is_unplaced(track) else None
     sample_rate = _output_sample_rate(source.sample_rate, options)
     copy = (
         options.format == "mp3"
@@ -104,6 +107,7 @@ def plan_conversion(info: MediaInfo, options: ConversionOptions, filename: str) 
         end=end,
         expected_duration=expected,
         channels=channels,
+        mix_from=mix_from,
         sample_rate=sample_rate,
         normalize=options.normalize,
         loudness_target=options.loudness_target,
@@ -223,7 +227,21 @@ def _pre_filters(plan: ConversionPlan) -> list[str]:
     if plan.channels is None:
         return [_ON_THE_TIMELINE]
     layout = "mono" if plan.channels == 1 else "stereo"
-    return [_ON_THE_TIMELINE, f"aformat=channel_layouts={layout}"]
+    chain = [_ON_THE_TIMELINE]
+    if plan.mix_from:
+        chain.append(_equal_mix(plan.mix_from, layout, plan.channels))
+    return [*chain, f"aformat=channel_layouts={layout}"]
+
+
+def _equal_mix(sources: int, layout: str, outputs: int) -> str:
+    """Every source channel into every output channel, the gains summing to 1 (`<`).
+
+    Channels nobody can place are usually separate microphones or stems, not speakers: each
+    is kept, none can clip, and one voice among sixteen silent channels comes out quieter
+    (`normalize` brings it back up).
+    """
+    every = "+".join(f"c{channel}" for channel in range(sources))
+    return "pan=" + "|".join([layout, *(f"c{out}<{every}" for out in range(outputs))])
 
 
 def build_measure_command(

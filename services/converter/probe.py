@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import av.audio.stream
 import av.container
 import av.error
 import av.stream
@@ -73,6 +74,11 @@ ACTIVITY_MAX_BYTES = 64 * 1024 * 1024
 # About -60 dBFS: quieter than any real recording's noise floor, louder than dither.
 AUDIBLE_PEAK = 0.001
 
+# FFmpeg places the channels of a track that names no layout on its standard layout for their
+# count, which exists for up to 8 channels in every version we meet (newer ones add a few wider
+# counts, older ones do not).
+GUESSED_LAYOUT_MAX_CHANNELS = 8
+
 
 @dataclass(frozen=True)
 class TrackActivity:
@@ -111,6 +117,12 @@ class MediaInfo:
     """A real video stream (not a cover picture) that a cover frame can be taken from."""
     sequential: bool = False
     """FFmpeg can read the file front to back from a pipe (see SEQUENTIAL_DEMUXERS)."""
+    unplaced: list[bool] = field(default_factory=list)
+    """Per audio track: FFmpeg cannot tell which speaker its channels belong to (no layout,
+    none to guess), so mixing it down needs a matrix of ours. Empty: every track is placed."""
+
+    def is_unplaced(self, track: int) -> bool:
+        return track < len(self.unplaced) and self.unplaced[track]
 
     @property
     def default_track(self) -> int:
@@ -254,7 +266,18 @@ def _describe(container: av.container.InputContainer) -> MediaInfo:
         track_tags=[_lowered(stream.metadata) for stream in audio_streams],
         activity=_activity(container, audio_streams) if len(audio_streams) > 1 else [],
         has_video=bool(video_streams),
+        unplaced=[_unplaced(stream) for stream in audio_streams],
     )
+
+
+def _unplaced(stream: av.audio.stream.AudioStream) -> bool:
+    # Multitrack recorders and broadcast files carry 9, 16 or 32 discrete channels with no
+    # layout; FFmpeg then refuses any downmix ("Rematrix is needed ... not enough information").
+    layout = stream.codec_context.layout
+    unknown = [channel.name == "NONE" for channel in layout.channels]
+    if not any(unknown):
+        return False
+    return not all(unknown) or len(unknown) > GUESSED_LAYOUT_MAX_CHANNELS
 
 
 def _lowered(metadata: dict[str, str]) -> dict[str, str]:

@@ -5,6 +5,9 @@ Every input is generated with FFmpeg's lavfi sources; the conversion is the serv
 
 from __future__ import annotations
 
+import math
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,8 +16,8 @@ from services.converter.probe import probe
 from services.gateway.precheck import check_against_source
 from shared.blobstore import FileBlobStore
 from shared.errors import ErrorCode, MediaError
-from shared.options import ConversionOptions
-from tests.converter.helpers import run_convert
+from shared.options import DEFAULT_LOUDNESS_TARGET, ConversionOptions
+from tests.converter.helpers import FFMPEG, integrated_loudness, run_convert
 from tests.support.media import MediaFactory, decode
 
 VIDEO = ["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=6"]
@@ -119,3 +122,80 @@ async def test_choosing_a_track_of_a_file_without_sound_says_so(
             store, "silent-src", size, ConversionOptions.from_form({"audio_track": "0"})
         )
     assert caught.value.code is ErrorCode.NO_AUDIO_STREAM
+
+
+def _unlabelled(channels: int, *, tone_at: tuple[int, int]) -> list[str]:
+    """`channels` discrete channels, 440 Hz and 1 kHz at the two positions given and silence in
+    the rest (a multitrack recorder's file with two live microphones). Into Matroska, which
+    records no layout for PCM."""
+    first, second = tone_at
+    inputs = [
+        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100:duration=4",
+        "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=44100:duration=4",
+    ]  # fmt: skip
+    order = []
+    for position in range(channels):
+        if position == first:
+            order.append("[0:a]")
+        elif position == second:
+            order.append("[1:a]")
+        else:
+            inputs += ["-f", "lavfi", "-i", "anullsrc=channel_layout=mono:sample_rate=44100"]
+            order.append(f"[{len(inputs) // 4 - 1}:a]")
+    graph = f"{''.join(order)}amerge=inputs={channels}"
+    return [*inputs, "-filter_complex", graph, "-t", "4", "-c:a", "pcm_s16le"]
+
+
+def tone_level(path: Path, channel: int, frequency: int) -> float:
+    """Mean level in dB of one channel of `path` around `frequency` (a narrow band-pass)."""
+    done = subprocess.run(
+        [FFMPEG, "-hide_banner", "-nostats", "-i", str(path), "-af",
+         f"pan=mono|c0=c{channel},bandpass=f={frequency}:width_type=q:w=20,volumedetect",
+         "-f", "null", "-"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    found = re.search(r"mean_volume: (-?[\d.]+) dB", done.stderr)
+    assert found, done.stderr[-2000:]
+    return float(found.group(1))
+
+
+@pytest.mark.parametrize("channels", [9, 32])
+async def test_channels_with_no_layout_to_guess_are_mixed_with_equal_weights(
+    media: MediaFactory, tmp_path: Path, channels: int
+) -> None:
+    # Nine or more channels that name no speakers (FFmpeg guesses layouts only up to 8): every
+    # downmix failed with "Rematrix is needed ... not enough information": conversion_failed.
+    source = media.make(
+        f"unlabelled_{channels}.mkv", _unlabelled(channels, tone_at=(0, channels - 1))
+    )
+    info = await probe(source)
+    assert info.audio_tracks[0].channels == channels
+    assert info.unplaced == [True]
+    result = await run_convert(source, tmp_path / "stereo")
+    assert decode(result.output).channels == 2
+    assert result.media.duration == pytest.approx(4, abs=0.1)
+    alone = tone_level(media.make("tone_440.wav", [*_unlabelled(2, tone_at=(0, 1))]), 0, 440)
+    for side in (0, 1):
+        # Both microphones reach both sides, each at 1/channels of its level: nothing clips.
+        for frequency in (440, 1000):
+            level = tone_level(result.output, side, frequency)
+            assert level == pytest.approx(alone - 20 * math.log10(channels), abs=2)
+    mono = await run_convert(source, tmp_path / "mono", {"channels": "1"})
+    assert decode(mono.output).channels == 1
+    louder = await run_convert(source, tmp_path / "normalized", {"normalize": "1"})
+    assert integrated_loudness(louder.output) == pytest.approx(DEFAULT_LOUDNESS_TARGET, abs=1.5)
+
+
+async def test_up_to_eight_channels_with_no_layout_keep_ffmpegs_standard_guess(
+    media: MediaFactory, tmp_path: Path
+) -> None:
+    # Six unlabelled channels are 5.1 to every tool: the centre (third) channel is mixed into
+    # both sides, the LFE (fourth) is dropped, as for a labelled 5.1 source.
+    source = media.make("unlabelled_6.mkv", _unlabelled(6, tone_at=(2, 3)))
+    info = await probe(source)
+    assert info.unplaced == [False]
+    result = await run_convert(source, tmp_path)
+    centre = [tone_level(result.output, side, 440) for side in (0, 1)]
+    lfe = [tone_level(result.output, side, 1000) for side in (0, 1)]
+    assert centre[0] == pytest.approx(centre[1], abs=0.5)
+    assert max(lfe) < min(centre) - 30
