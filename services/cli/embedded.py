@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import os
-import signal
 import socket
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+from services.cli.with_parent import with_parent
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -69,26 +65,6 @@ def nx_27017_command(data_dir: Path, port: int) -> list[str]:
     ]
 
 
-def die_with_parent() -> Callable[[], None] | None:
-    """For `preexec_fn`: the child gets SIGTERM when the calling thread's process dies (Linux).
-
-    `up` stops its children itself, but not when it is killed with SIGKILL or crashes; without
-    this they would live on, holding the ports the next `up` needs. Call it in the thread that
-    starts the child (the event loop's): the signal follows that thread's exit.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork, not in it
-    parent = os.getpid()
-
-    def arm() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # the parent died before the line above
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return arm
-
-
 async def start_embedded_mongo(
     data_dir: Path, preferred_port: int = 27017
 ) -> tuple[asyncio.subprocess.Process, str]:
@@ -96,11 +72,10 @@ async def start_embedded_mongo(
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     port = preferred_port if port_is_free(preferred_port) else free_port()
     proc = await asyncio.create_subprocess_exec(
-        *nx_27017_command(data_dir, port),
+        *with_parent(nx_27017_command(data_dir, port)),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
         start_new_session=True,
-        preexec_fn=die_with_parent(),
     )
     await wait_for_port(port, 30)
     return proc, f"mongodb://127.0.0.1:{port}"

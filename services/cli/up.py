@@ -15,12 +15,12 @@ from urllib.parse import urlsplit
 import httpx
 
 from services.cli.embedded import (
-    die_with_parent,
     free_port,
     port_is_free,
     start_embedded_mongo,
 )
 from services.cli.serve import service_port
+from services.cli.with_parent import with_parent
 from shared.settings import Settings, get_settings
 
 START_ORDER = ("auth", "notification", "converter", "gateway")
@@ -39,9 +39,11 @@ class Child:
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.cli.main", "serve", self.name,
-            "--port", str(self.port),
-            env=self.env, preexec_fn=die_with_parent(),
+            *with_parent([
+                sys.executable, "-m", "services.cli.main", "serve", self.name,
+                "--port", str(self.port),
+            ]),
+            env=self.env,
         )  # fmt: skip
         self.started_at = time.monotonic()
 
