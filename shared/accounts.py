@@ -6,6 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+# A device token is ~300 characters; anything much longer is not one.
+DEVICE_TOKEN_MAX_LENGTH = 1024
+
 
 class UserResponse(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -19,3 +22,9 @@ class TokenResponse(BaseModel):
     token_type: Literal["bearer"] = "bearer"
     expires_in: int
     refresh_token: str
+
+
+class LoginResponse(TokenResponse):
+    device_token: str
+    """Presented at this client's next login (the `device_token` form field): strangers'
+    failed logins on the account do not lock out a device that logged in before."""

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, Form, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from services.auth.deps import ClientAddress, CurrentClaims, Service, State
 from services.auth.schemas import (
     JwksResponse,
+    LoginResponse,
     RefreshRequest,
     RegisterRequest,
     TokenResponse,
     UserResponse,
 )
 from services.auth.service import TokenPair
+from shared.accounts import DEVICE_TOKEN_MAX_LENGTH
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 well_known = APIRouter(tags=["auth"])
@@ -42,8 +44,11 @@ async def login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     service: Service,
     client_address: ClientAddress,
-) -> TokenResponse:
-    return _token_response(await service.login(form.username, form.password, client_address))
+    device_token: Annotated[str | None, Form(max_length=DEVICE_TOKEN_MAX_LENGTH)] = None,
+) -> LoginResponse:
+    pair = await service.login(form.username, form.password, client_address, device_token)
+    assert pair.device_token is not None  # a login always hands one out
+    return LoginResponse(**_token_response(pair).model_dump(), device_token=pair.device_token)
 
 
 @router.post("/refresh")

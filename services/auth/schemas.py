@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pydantic import BaseModel, EmailStr, Field
 
-from shared.accounts import TokenResponse, UserResponse
+from shared.accounts import LoginResponse, TokenResponse, UserResponse
 
 __all__ = [
     "Jwk",
     "JwksResponse",
+    "LoginResponse",
     "RefreshRequest",
     "RegisterRequest",
     "TokenResponse",

@@ -7,13 +7,14 @@ import hashlib
 import secrets
 import unicodedata
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import NoReturn
 
 from email_validator import EmailNotValidError, validate_email
 
 from services.auth import passwords
+from services.auth.devices import DeviceTokens
 from services.auth.errors import (
     EmailTaken,
     InvalidCredentials,
@@ -23,7 +24,7 @@ from services.auth.errors import (
 from services.auth.keys import SigningKey
 from services.auth.models import RefreshToken, User
 from services.auth.repository import AuthRepository
-from services.auth.throttle import LoginThrottle
+from services.auth.throttle import LoginThrottle, account_subject
 from shared.errors import ErrorCode, Unauthorized
 from shared.settings import Settings
 
@@ -33,6 +34,8 @@ class TokenPair:
     access_token: str
     expires_in: int
     refresh_token: str
+    device_token: str | None = None
+    """From a login only: what this client presents at its next login (see `devices`)."""
 
 
 def normalise_email(email: str) -> str:
@@ -67,6 +70,7 @@ class AuthService:
         self._signing_key = signing_key
         self._settings = settings
         self._throttle = throttle
+        self._devices = DeviceTokens(signing_key, settings.jwt_issuer, settings.jwt_audience)
 
     async def register(self, email: str, password: str) -> User:
         email = normalise_email(email)
@@ -82,9 +86,17 @@ class AuthService:
         await self._repository.add_user(user)
         return user
 
-    async def login(self, email: str, password: str, client_address: str | None) -> TokenPair:
+    async def login(
+        self,
+        email: str,
+        password: str,
+        client_address: str | None,
+        device_token: str | None = None,
+    ) -> TokenPair:
         email = normalise_email(email)
-        attempt = await self._throttle.count(email, client_address)
+        account = account_subject(email)
+        device = self._devices.device_of(device_token, account)
+        attempt = await self._throttle.count(email, client_address, device)
         user = await self._repository.get_user_by_email(email)
         await self._repository.end_reads()
         if len(password) > passwords.MAX_PASSWORD_LENGTH:
@@ -99,7 +111,8 @@ class AuthService:
         if new_hash is not None:
             user.password_hash = new_hash  # hashing parameters were raised since this one was made
             await self._repository.save()
-        return await self._issue_tokens(user, family_id=_new_id())
+        pair = await self._issue_tokens(user, family_id=_new_id())
+        return replace(pair, device_token=self._devices.issue(account, device))
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         now = datetime.now(UTC)

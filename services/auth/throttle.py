@@ -1,4 +1,4 @@
-"""Login brute-force protection: attempts counted per account and per client address.
+"""Login brute-force protection: attempts counted per account (or known device) and per address.
 
 Every login attempt is counted *before* its password is checked, each in its own short
 transaction, so that parallel guesses each see their own count and no lock is held while Argon2
@@ -10,8 +10,9 @@ that many people behind one NAT logging in correctly never lock each other out; 
 address add up whichever accounts they try (password spraying).
 
 Windows are fixed: the first counted attempt opens one of `window_seconds`; when it is over the
-count starts again. Locking accounts lets anyone lock a victim out for one window by failing on
-purpose; that is the usual price of stopping online guessing, kept small by a short window.
+count starts again. Locking accounts would let anyone lock a victim out by failing on purpose;
+so a login that presents a device token of the account (see `devices`) is counted against that
+device instead, with the same limit: strangers' failures lock only devices that never logged in.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ PURGE_EVERY = 256
 
 class Scope(StrEnum):
     ACCOUNT = "account"
+    DEVICE = "device"
     ADDRESS = "address"
 
 
@@ -71,9 +73,9 @@ class ThrottlePolicy:
         )
 
     def limit(self, scope: Scope) -> int:
-        if scope is Scope.ACCOUNT:
-            return self.max_failures_per_account
-        return self.max_failures_per_address
+        if scope is Scope.ADDRESS:
+            return self.max_failures_per_address
+        return self.max_failures_per_account
 
 
 def account_subject(normalised_email: str) -> str:
@@ -97,7 +99,9 @@ def address_subject(address: str) -> str | None:
 class CountedAttempt:
     """The counters one login attempt was added to, to settle once its outcome is known."""
 
-    account: str
+    scope: Scope
+    """ACCOUNT, or DEVICE for a login from a device the account logged in from before."""
+    subject: str
     address: str | None
 
 
@@ -113,15 +117,20 @@ class LoginThrottle:
         self._clock = clock
         self._counted = 0
 
-    async def count(self, normalised_email: str, address: str | None) -> CountedAttempt:
-        """Count this attempt; raise TooManyAttempts when the account or address is over."""
+    async def count(
+        self, normalised_email: str, address: str | None, device: str | None = None
+    ) -> CountedAttempt:
+        """Count this attempt; raise TooManyAttempts when the account (or `device`, a known
+        device of the account) or the address is over."""
         attempt = CountedAttempt(
-            account_subject(normalised_email), address_subject(address) if address else None
+            Scope.DEVICE if device else Scope.ACCOUNT,
+            device or account_subject(normalised_email),
+            address_subject(address) if address else None,
         )
         # The address first: a client over its limit does not add to the account's count.
         if attempt.address is not None:
             await self._count_one(Scope.ADDRESS, attempt.address)
-        await self._count_one(Scope.ACCOUNT, attempt.account)
+        await self._count_one(attempt.scope, attempt.subject)
         await self._maybe_purge()
         return attempt
 
@@ -129,7 +138,9 @@ class LoginThrottle:
         now = self._clock()
         async with self._sessions.begin() as session:
             repository = LoginAttemptsRepository(session)
-            await repository.forget(Scope.ACCOUNT, attempt.account)
+            # Only its own counter: a known device's success must not hand strangers who failed
+            # on the account a fresh set of guesses.
+            await repository.forget(attempt.scope, attempt.subject)
             if attempt.address is not None:
                 await repository.uncount_attempt(Scope.ADDRESS, attempt.address, now)
 

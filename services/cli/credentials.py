@@ -50,14 +50,18 @@ def save_refresh_token(server: str, token: str) -> None:
 
 
 def _save(server: str, refresh_token: str, access: dict[str, Any] | None) -> None:
-    path = _store_path()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     stored = _read_store()
     stored[server] = refresh_token
     if access is None:
         stored.pop(_access_key(server), None)  # a new login: the old access token goes
     else:
         stored[_access_key(server)] = access
+    _write_store(stored)
+
+
+def _write_store(stored: dict[str, Any]) -> None:
+    path = _store_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -65,12 +69,38 @@ def _save(server: str, refresh_token: str, access: dict[str, Any] | None) -> Non
     os.replace(tmp, path)
 
 
-async def password_login(client: httpx.AsyncClient, email: str, password: str) -> dict[str, str]:
-    response = await client.post("/v1/auth/login", data={"username": email, "password": password})
+async def password_login(
+    client: httpx.AsyncClient, server: str, email: str, password: str
+) -> dict[str, str]:
+    """Log in, presenting and then keeping this machine's device token for the account: strangers'
+    failed logins then cannot lock it out (auth's throttle counts a known device on its own)."""
+    form = {"username": email, "password": password}
+    device = await asyncio.to_thread(_load_device_token, server, email)
+    if device is not None:
+        form["device_token"] = device
+    response = await client.post("/v1/auth/login", data=form)
     if response.status_code != 200:
         raise LoginError(_detail(response))
     tokens: dict[str, str] = response.json()
+    if isinstance(tokens.get("device_token"), str):
+        async with _store_locked():
+            await asyncio.to_thread(_save_device_token, server, email, tokens["device_token"])
     return tokens
+
+
+def _device_key(server: str, email: str) -> str:
+    return f"device {server} {email.strip().lower()}"
+
+
+def _load_device_token(server: str, email: str) -> str | None:
+    token = _read_store().get(_device_key(server, email))
+    return token if isinstance(token, str) else None
+
+
+def _save_device_token(server: str, email: str, token: str) -> None:
+    stored = _read_store()
+    stored[_device_key(server, email)] = token
+    _write_store(stored)
 
 
 async def access_token(client: httpx.AsyncClient, server: str) -> str:
@@ -84,7 +114,7 @@ async def access_token(client: httpx.AsyncClient, server: str) -> str:
     email = os.environ.get("VIDEO2MP3_EMAIL")
     password = os.environ.get("VIDEO2MP3_PASSWORD")
     if email and password:
-        return (await password_login(client, email, password))["access_token"]
+        return (await password_login(client, server, email, password))["access_token"]
     async with _store_locked():
         cached = await asyncio.to_thread(_load_access_token, server)
         if cached is not None:

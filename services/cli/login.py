@@ -14,7 +14,7 @@ from services.cli.credentials import LoginError, password_login, save_refresh_to
 async def _login(server: str, email: str, password: str) -> int:
     async with httpx.AsyncClient(base_url=server, timeout=30) as client:
         try:
-            tokens = await password_login(client, email, password)
+            tokens = await password_login(client, server, email, password)
         except (LoginError, httpx.HTTPError) as exc:
             print(f"video2mp3: login failed: {exc}", file=sys.stderr)
             return 1

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Form, Request, Response
 
 from services.gateway.deps import State
 from services.gateway.schemas import RefreshRequest, RegisterRequest
-from shared.accounts import TokenResponse, UserResponse
+from shared.accounts import DEVICE_TOKEN_MAX_LENGTH, LoginResponse, TokenResponse, UserResponse
 from shared.http import error_responses
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
@@ -50,14 +50,20 @@ async def register(body: RegisterRequest, state: State) -> Response:
     return await _forward(state, "POST", "/v1/auth/register", json=body.model_dump())
 
 
-@router.post("/login", responses={200: {"model": TokenResponse}, **error_responses(401, 429)})
+@router.post("/login", responses={200: {"model": LoginResponse}, **error_responses(401, 429)})
 async def login(
     username: Annotated[str, Form(max_length=320)],
     password: Annotated[str, Form(max_length=1024)],
     request: Request,
     state: State,
+    device_token: Annotated[
+        str | None,
+        Form(max_length=DEVICE_TOKEN_MAX_LENGTH, description="from this client's last login"),
+    ] = None,
 ) -> Response:
     form = {"username": username, "password": password, "grant_type": "password"}
+    if device_token:
+        form["device_token"] = device_token
     return await _forward(
         state, "POST", "/v1/auth/login", data=form, headers=_forwarded_for(request)
     )

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
@@ -61,13 +62,16 @@ def new_address() -> str:
 
 
 async def login_from(
-    client: httpx.AsyncClient, address: str, email: str, password: str = PASSWORD
+    client: httpx.AsyncClient,
+    address: str,
+    email: str,
+    password: str = PASSWORD,
+    device_token: str | None = None,
 ) -> httpx.Response:
-    return await client.post(
-        "/v1/auth/login",
-        data={"username": email, "password": password},
-        headers={"X-Forwarded-For": address},
-    )
+    form = {"username": email, "password": password}
+    if device_token is not None:
+        form["device_token"] = device_token
+    return await client.post("/v1/auth/login", data=form, headers={"X-Forwarded-For": address})
 
 
 def assert_throttled(response: httpx.Response, window: int = WINDOW) -> None:
@@ -116,6 +120,70 @@ async def test_success_resets_the_account_count(client: httpx.AsyncClient) -> No
         for _ in range(MAX_PER_ACCOUNT - 1):
             assert (await login_from(client, new_address(), email, "wrong")).status_code == 401
         assert (await login_from(client, new_address(), email)).status_code == 200
+
+
+async def test_a_known_device_logs_in_while_strangers_have_locked_the_account(
+    client: httpx.AsyncClient,
+) -> None:
+    # Failing on purpose from a few addresses locked the owner out, window after window.
+    email = new_email()
+    await register(client, email)
+    device = (await login_from(client, new_address(), email)).json()["device_token"]
+    for _ in range(MAX_PER_ACCOUNT):
+        assert (await login_from(client, new_address(), email, "wrong")).status_code == 401
+    assert_throttled(await login_from(client, new_address(), email))
+    known = await login_from(client, new_address(), email, device_token=device)
+    assert known.status_code == 200, known.text
+    # The owner's success does not give the strangers a fresh set of guesses.
+    assert_throttled(await login_from(client, new_address(), email, "wrong"))
+    # Each login renews the device's token, for the same device.
+    renewed = known.json()["device_token"]
+    before, after = (jwt.decode(t, options={"verify_signature": False}) for t in (device, renewed))
+    assert after["dev"] == before["dev"]
+    assert after["exp"] >= before["exp"]
+    assert (await login_from(client, new_address(), email, device_token=renewed)).is_success
+
+
+async def test_a_known_device_has_its_own_limit(client: httpx.AsyncClient) -> None:
+    email = new_email()
+    await register(client, email)
+    device = (await login_from(client, new_address(), email)).json()["device_token"]
+    for _ in range(MAX_PER_ACCOUNT):
+        wrong = await login_from(client, new_address(), email, "wrong", device_token=device)
+        assert wrong.status_code == 401
+    assert_throttled(await login_from(client, new_address(), email, device_token=device))
+    # Its failures are its own: a login from a device without a token is still let through.
+    assert (await login_from(client, new_address(), email)).status_code == 200
+
+
+async def test_a_token_that_is_not_this_accounts_device_counts_as_none(
+    client: httpx.AsyncClient,
+) -> None:
+    owner, other = new_email(), new_email()
+    for email in (owner, other):
+        await register(client, email)
+    others_device = (await login_from(client, new_address(), other)).json()["device_token"]
+    owners_login = (await login_from(client, new_address(), owner)).json()
+    owners_device = owners_login["device_token"]
+    for _ in range(MAX_PER_ACCOUNT):
+        assert (await login_from(client, new_address(), owner, "wrong")).status_code == 401
+    header, claims, _ = owners_device.split(".")
+    for token in (
+        others_device,
+        owners_login["access_token"],  # signed by the same key, for another audience
+        f"{header}.{claims}.{'A' * 86}",  # the owner's claims, a forged signature
+        "not a token",
+    ):
+        assert_throttled(await login_from(client, new_address(), owner, device_token=token))
+    assert (await login_from(client, new_address(), owner, device_token=owners_device)).is_success
+
+
+async def test_a_device_token_opens_no_api(client: httpx.AsyncClient) -> None:
+    email = new_email()
+    await register(client, email)
+    device = (await login_from(client, new_address(), email)).json()["device_token"]
+    me = await client.get("/v1/auth/me", headers={"Authorization": f"Bearer {device}"})
+    assert me.status_code == 401
 
 
 async def test_email_case_does_not_make_a_new_account_count(client: httpx.AsyncClient) -> None:

@@ -173,7 +173,9 @@ async def test_two_runs_at_once_share_the_stored_login(
     # ended the login, so one run (and every later one) failed until `video2mp3 login`.
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as http:
-        tokens = await password_login(http, user["email"], "correct horse battery staple")
+        tokens = await password_login(
+            http, stack.gateway_url, user["email"], "correct horse battery staple"
+        )
     save_refresh_token(stack.gateway_url, tokens["refresh_token"])
     env = {
         k: v for k, v in os.environ.items() if k not in ("VIDEO2MP3_EMAIL", "VIDEO2MP3_PASSWORD")
@@ -192,6 +194,33 @@ async def test_two_runs_at_once_share_the_stored_login(
     results = await asyncio.gather(one("left"), one("right"))
     assert [code for code, _ in results] == [0, 0], results
     code, err = await one("later")
+    assert code == 0, err
+
+
+async def test_a_machine_that_logged_in_before_gets_past_strangers_lockout(
+    stack: Stack,
+    client: httpx.AsyncClient,
+    user: dict[str, str],
+    media: MediaFactory,
+    tmp_path: Path,
+) -> None:
+    # Failing on purpose locked the account for every machine, scripts with
+    # VIDEO2MP3_EMAIL/VIDEO2MP3_PASSWORD included (they log in on every run).
+    clip = str(media.h264_aac(2, name="known.mp4"))
+    known, new = tmp_path / "known", tmp_path / "new"
+    code, _, err = await run_cli(stack, user, clip, "-o", str(tmp_path / "1"), home=known)
+    assert code == 0, err
+    for n in range(8):  # strangers, from addresses of their own
+        stranger = await client.post(
+            "/v1/auth/login",
+            data={"username": user["email"], "password": "not the password"},
+            headers={"X-Forwarded-For": f"203.0.113.{n}"},
+        )
+    assert stranger.status_code == 429
+    code, _, err = await run_cli(stack, user, clip, "-o", str(tmp_path / "2"), home=new)
+    assert code == 1
+    assert "too many failed login attempts" in err
+    code, _, err = await run_cli(stack, user, clip, "-o", str(tmp_path / "3"), home=known)
     assert code == 0, err
 
 

@@ -15,6 +15,7 @@ import httpx
 from tests.support.media import MediaFactory, decode
 from tests.support.stack import Stack
 from tests.web.browser import (
+    DESKTOP,
     ON_FILE_BACKEND,
     PASSWORD,
     PHONE,
@@ -360,6 +361,37 @@ async def test_reload_keeps_the_session_and_logout_ends_it(
     await page.reload()
     await expect(page.get_by_role("heading", name="Log in")).to_be_visible()
     await expect(page.locator("#app-view")).to_be_hidden()
+
+
+async def test_a_browser_that_logged_in_before_gets_past_strangers_lockout(
+    stack: Stack, page: Page, browser: Browser
+) -> None:
+    # Anyone could lock an account by failing on purpose: its owner too, on every browser.
+    email = await register(page, stack.gateway_url)
+    await page.get_by_role("button", name="Log out").click()
+    await expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    async with httpx.AsyncClient(base_url=stack.gateway_url) as client:
+        # From addresses of their own (the gateway trusts the loopback's X-Forwarded-For).
+        statuses = [
+            (await client.post(
+                "/v1/auth/login", data={"username": email, "password": "not the password"},
+                headers={"X-Forwarded-For": f"198.51.100.{n}"},
+            )).status_code
+            for n in range(8)
+        ]  # fmt: skip
+    assert statuses[-1] == 429, statuses
+    elsewhere = await browser.new_context(viewport=DESKTOP, locale="en-GB")
+    try:
+        stranger = await elsewhere.new_page()
+        await open_page(stranger, stack.gateway_url)
+        await log_in(stranger, email)
+        await expect(stranger.locator("#auth-error")).to_have_text(
+            "Too many failed logins for this account. Try again in a few minutes."
+        )
+    finally:
+        await elsewhere.close()
+    await log_in(page, email)
+    await expect(page.locator("#user-email")).to_have_text(email)
 
 
 async def test_options_are_sent_with_the_upload(

@@ -6,6 +6,9 @@
 // offers one) plus a re-read of the storage, since another tab may have refreshed meanwhile.
 
 const STORAGE_KEY = "video2mp3.session";
+// Device tokens by email, kept across logouts: a login from this browser then gets past a lock
+// that strangers' failed logins put on the account.
+const DEVICES_KEY = "video2mp3.devices";
 const LOCK_NAME = "video2mp3.refresh";
 // Refresh this long before the access token expires, so requests never race its expiry.
 const EXPIRY_MARGIN_MS = 30_000;
@@ -62,6 +65,26 @@ function sessionFromTokens(email, tokens) {
   };
 }
 
+function readDevices() {
+  try {
+    const parsed = JSON.parse(localStorage.getItem(DEVICES_KEY) || "{}");
+    return parsed && typeof parsed === "object" ? parsed : {};
+  } catch {
+    return {};
+  }
+}
+
+function deviceKey(email) {
+  return email.trim().toLowerCase();
+}
+
+function rememberDevice(email, token) {
+  if (typeof token !== "string") return;
+  const devices = readDevices();
+  devices[deviceKey(email)] = token;
+  localStorage.setItem(DEVICES_KEY, JSON.stringify(devices));
+}
+
 function withLock(task) {
   if (navigator.locks && typeof navigator.locks.request === "function") {
     return navigator.locks.request(LOCK_NAME, task);
@@ -100,12 +123,14 @@ export class Session extends EventTarget {
   }
 
   async login(email, password) {
-    const response = await fetch("/v1/auth/login", {
-      method: "POST",
-      body: new URLSearchParams({ username: email, password }),
-    });
+    const form = new URLSearchParams({ username: email, password });
+    const device = readDevices()[deviceKey(email)];
+    if (typeof device === "string") form.set("device_token", device);
+    const response = await fetch("/v1/auth/login", { method: "POST", body: form });
     if (!response.ok) throw await errorFrom(response);
-    writeSession(sessionFromTokens(email, await response.json()));
+    const tokens = await response.json();
+    rememberDevice(email, tokens.device_token);
+    writeSession(sessionFromTokens(email, tokens));
     this.dispatchEvent(new Event("login"));
   }
 

@@ -125,6 +125,9 @@ const auth = {
     } else if (code === "invalid_credentials") {
       $("#auth-error").textContent = "Wrong email or password.";
       $("#auth-password").focus();
+    } else if (code === "too_many_attempts") {
+      $("#auth-error").textContent =
+        "Too many failed logins for this account. Try again in a few minutes.";
     } else if (error instanceof ApiError && error.status === 422) {
       const field = (error.errors[0] && error.errors[0].field) || "";
       if (field.includes("email")) this.fieldError("auth-email", "This is not a valid email address.");
@@ -550,6 +553,7 @@ session.addEventListener("login", () => {
   $("#upload-heading").focus();
 });
 session.addEventListener("logout", (event) => {
+  auth.setMode("login"); // they have an account: after registering too, the way back is logging in
   showAuth(event.detail.reason);
   $("#auth-email").focus();
 });
