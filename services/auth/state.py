@@ -21,9 +21,6 @@ from shared.security import IPNetwork, parse_networks
 from shared.settings import Settings
 from shared.tokens import TokenVerifier
 
-# Until TRUSTED_PROXIES joins Settings: the gateway of `video2mp3 up` talks to auth over loopback.
-DEFAULT_TRUSTED_PROXIES = "127.0.0.1,::1"
-
 
 def ensure_sqlite_directory(database_url: str) -> None:
     """SQLite creates its file but not the directory around it (VAR_DIR on a first start)."""
@@ -40,9 +37,7 @@ class AuthState:
         self.verifier = TokenVerifier(
             signing_key.jwks(), issuer=settings.jwt_issuer, audience=settings.jwt_audience
         )
-        self.trusted_proxies: list[IPNetwork] = parse_networks(
-            str(getattr(settings, "trusted_proxies", DEFAULT_TRUSTED_PROXIES))
-        )
+        self.trusted_proxies: list[IPNetwork] = parse_networks(settings.trusted_proxies)
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
         self._throttle: LoginThrottle | None = None

@@ -35,9 +35,6 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_FAILURES = 5
-DEFAULT_MAX_FAILURES_PER_ADDRESS = 20
-DEFAULT_WINDOW_SECONDS = 900
 # A counting transaction that lost a lock race (InnoDB deadlock, SQLite busy) is simply run again.
 COUNT_TRIES = 3
 # Expired rows are deleted now and then rather than on every attempt (fewer writes, fewer locks).
@@ -52,24 +49,17 @@ class Scope(StrEnum):
 
 @dataclass(frozen=True)
 class ThrottlePolicy:
-    max_failures_per_account: int = DEFAULT_MAX_FAILURES
-    max_failures_per_address: int = DEFAULT_MAX_FAILURES_PER_ADDRESS
-    window_seconds: int = DEFAULT_WINDOW_SECONDS
+    max_failures_per_account: int
+    max_failures_per_address: int
+    window_seconds: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ThrottlePolicy:
-        # LOGIN_MAX_FAILURES, LOGIN_MAX_FAILURES_PER_ADDRESS, LOGIN_WINDOW_SECONDS; read with
-        # defaults so that this works before and after those fields join Settings.
+        """LOGIN_MAX_FAILURES, LOGIN_MAX_FAILURES_PER_ADDRESS and LOGIN_WINDOW_SECONDS."""
         return cls(
-            max_failures_per_account=int(
-                getattr(settings, "login_max_failures", DEFAULT_MAX_FAILURES)
-            ),
-            max_failures_per_address=int(
-                getattr(
-                    settings, "login_max_failures_per_address", DEFAULT_MAX_FAILURES_PER_ADDRESS
-                )
-            ),
-            window_seconds=int(getattr(settings, "login_window_seconds", DEFAULT_WINDOW_SECONDS)),
+            max_failures_per_account=settings.login_max_failures,
+            max_failures_per_address=settings.login_max_failures_per_address,
+            window_seconds=settings.login_window_seconds,
         )
 
     def limit(self, scope: Scope) -> int:

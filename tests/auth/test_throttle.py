@@ -32,17 +32,12 @@ MAX_PER_ADDRESS = 5
 WINDOW = 600
 
 
-class ThrottledSettings(Settings):
-    """The settings auth reads for throttling, as they will be once they join Settings."""
-
-    login_max_failures: int = MAX_PER_ACCOUNT
-    login_max_failures_per_address: int = MAX_PER_ADDRESS
-    login_window_seconds: int = WINDOW
-    trusted_proxies: str = "127.0.0.1,::1"
-
-
 def throttled_settings(database_url: str, var_dir: Path) -> Settings:
-    return ThrottledSettings(
+    return Settings(
+        login_max_failures=MAX_PER_ACCOUNT,
+        login_max_failures_per_address=MAX_PER_ADDRESS,
+        login_window_seconds=WINDOW,
+        trusted_proxies="127.0.0.1,::1",
         database_url=database_url,
         var_dir=var_dir,
         jwt_private_key=None,
@@ -83,7 +78,7 @@ def assert_throttled(response: httpx.Response, window: int = WINDOW) -> None:
     assert 0 < int(response.headers["retry-after"]) <= window
 
 
-def test_policy_defaults_apply_without_the_settings_fields() -> None:
+def test_the_policy_is_the_settings() -> None:
     assert ThrottlePolicy.from_settings(Settings()) == ThrottlePolicy(5, 20, 900)
 
 
@@ -312,10 +307,14 @@ async def test_expired_counts_are_purged(
     engine = create_async_engine(database_url)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     try:
-        old = LoginThrottle(sessions, ThrottlePolicy(), clock=lambda: now - timedelta(hours=1))
+        old = LoginThrottle(
+            sessions, ThrottlePolicy(5, 20, 900), clock=lambda: now - timedelta(hours=1)
+        )
         stale = new_email()
         await old.count(stale, new_address())
-        await LoginThrottle(sessions, ThrottlePolicy(), clock=lambda: now).count(new_email(), None)
+        await LoginThrottle(sessions, ThrottlePolicy(5, 20, 900), clock=lambda: now).count(
+            new_email(), None
+        )
         async with sessions() as session:
             left = await session.scalar(
                 select(func.count())
