@@ -8,6 +8,7 @@ never blocks on disk or parsing.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import io
 from array import array
 from collections.abc import Sequence
@@ -78,6 +79,16 @@ AUDIBLE_PEAK = 0.001
 # count, which exists for up to 8 channels in every version we meet (newer ones add a few wider
 # counts, older ones do not).
 GUESSED_LAYOUT_MAX_CHANNELS = 8
+
+# AVChannel ids (a stable part of libavutil's ABI) of the channel names FFmpeg gives: in a
+# layout in FFmpeg's native order they ascend. See `_channel_names`.
+_NATIVE_CHANNEL_IDS = {
+    "FL": 0, "FR": 1, "FC": 2, "LFE": 3, "BL": 4, "BR": 5, "FLC": 6, "FRC": 7, "BC": 8, "SL": 9,
+    "SR": 10, "TC": 11, "TFL": 12, "TFC": 13, "TFR": 14, "TBL": 15, "TBC": 16, "TBR": 17,
+    "DL": 29, "DR": 30, "WL": 31, "WR": 32, "SDL": 33, "SDR": 34, "LFE2": 35, "TSL": 36,
+    "TSR": 37, "BFC": 38, "BFL": 39, "BFR": 40, "SSL": 41, "SSR": 42, "TTL": 43, "TTR": 44,
+    "BIL": 61, "BIR": 62,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -244,11 +255,12 @@ def _describe(container: av.container.InputContainer) -> MediaInfo:
         # Subtitles-only or data-only files (an .srt renamed .mp4) are not videos without sound.
         raise MediaError(UNREADABLE_DETAIL, code=ErrorCode.UNREADABLE_MEDIA)
 
+    names = [_channel_names(stream) for stream in audio_streams]
     tracks = [
         AudioTrack(
             index=position,
             codec=codec_name(stream),
-            channels=stream.codec_context.channels or None,
+            channels=len(names[position]) or None,
             sample_rate=stream.codec_context.sample_rate or None,
             language=_language(stream.metadata.get("language")),
             title=stream.metadata.get("title") or None,
@@ -266,15 +278,34 @@ def _describe(container: av.container.InputContainer) -> MediaInfo:
         track_tags=[_lowered(stream.metadata) for stream in audio_streams],
         activity=_activity(container, audio_streams) if len(audio_streams) > 1 else [],
         has_video=bool(video_streams),
-        unplaced=[_unplaced(stream) for stream in audio_streams],
+        unplaced=[_unplaced(channels) for channels in names],
     )
 
 
-def _unplaced(stream: av.audio.stream.AudioStream) -> bool:
+def _channel_names(stream: av.audio.stream.AudioStream) -> list[str]:
+    """The track's channels as FFmpeg names them ("FL", "FR"; "NONE" where the file says not).
+
+    Read once, never through `codec_context.channels`: PyAV 17.1-18.1 wrap the codec context's
+    layout in an AudioLayout that frees it when collected, and a layout in a custom order
+    ("FR+FL+FC" in a MOV) owns a channel map the codec context frees too. That double free
+    killed the process probing such an upload (the gateway, the converter). A layout that may
+    own a map is therefore never freed, not even when the interpreter exits (an extra reference
+    nobody drops): a few bytes for a rare file.
+    """
+    layout = stream.codec_context.layout
+    names = [channel.name for channel in layout.channels]
+    ids = [_NATIVE_CHANNEL_IDS.get(name, -1) for name in names]
+    unspecified = all(name == "NONE" for name in names)
+    native = min(ids, default=0) >= 0 and ids == sorted(set(ids))
+    if not (unspecified or native):
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(layout))
+    return names
+
+
+def _unplaced(names: list[str]) -> bool:
     # Multitrack recorders and broadcast files carry 9, 16 or 32 discrete channels with no
     # layout; FFmpeg then refuses any downmix ("Rematrix is needed ... not enough information").
-    layout = stream.codec_context.layout
-    unknown = [channel.name == "NONE" for channel in layout.channels]
+    unknown = [name == "NONE" for name in names]
     if not any(unknown):
         return False
     return not all(unknown) or len(unknown) > GUESSED_LAYOUT_MAX_CHANNELS

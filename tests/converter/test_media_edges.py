@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -199,3 +200,39 @@ async def test_up_to_eight_channels_with_no_layout_keep_ffmpegs_standard_guess(
     lfe = [tone_level(result.output, side, 1000) for side in (0, 1)]
     assert centre[0] == pytest.approx(centre[1], abs=0.5)
     assert max(lfe) < min(centre) - 30
+
+
+PROBE_IN_A_CHILD = """
+import asyncio, sys
+from pathlib import Path
+from services.converter.probe import probe
+info = asyncio.run(probe(Path(sys.argv[1])))
+print(info.audio_tracks[0].channels, info.unplaced)
+"""
+
+
+async def test_channels_in_a_custom_order_neither_crash_the_probe_nor_the_conversion(
+    media: MediaFactory, tmp_path: Path
+) -> None:
+    # PyAV 17.1-18.1 freed such a layout twice: reading the channels of this MOV killed the
+    # process (the gateway's upload check, the converter) with "double free or corruption".
+    source = media.make(
+        "custom_order.mov",
+        [
+            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=3",
+            "-f", "lavfi", "-i", "sine=frequency=660:sample_rate=48000:duration=3",
+            "-f", "lavfi", "-i", "sine=frequency=880:sample_rate=48000:duration=3",
+            "-filter_complex", "[0:a][1:a][2:a]amerge=inputs=3,channelmap=channel_layout=FR+FL+FC",
+            "-c:a", "pcm_s16le",
+        ],
+    )  # fmt: skip
+    # In a child, so that a crash fails this test instead of ending the test run.
+    child = subprocess.run(
+        [sys.executable, "-c", PROBE_IN_A_CHILD, str(source)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.split() == ["3", "[False]"]
+    result = await run_convert(source, tmp_path)
+    assert decode(result.output).channels == 2
+    assert result.media.duration == pytest.approx(3, abs=0.1)
