@@ -89,3 +89,10 @@ def test_a_malformed_call_says_how_to_call_it() -> None:
     )  # fmt: skip
     assert done.returncode == 1
     assert "usage: python -m services.cli.with_parent PARENT_PID COMMAND" in done.stderr
+
+
+def test_a_missing_program_fails_at_once_in_the_parent() -> None:
+    # The wrapper would start, fail to exec into a discarded stderr, and `up` would wait 30 s for
+    # a port nobody opens.
+    with pytest.raises(FileNotFoundError, match="no-such-program"):
+        with_parent(["no-such-program-of-ours", "--flag"])

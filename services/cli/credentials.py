@@ -83,8 +83,11 @@ async def password_login(
         raise LoginError(_detail(response))
     tokens: dict[str, str] = response.json()
     if isinstance(tokens.get("device_token"), str):
-        async with _store_locked():
-            await asyncio.to_thread(_save_device_token, server, email, tokens["device_token"])
+        # A script with VIDEO2MP3_EMAIL/PASSWORD may run where it cannot write (a read-only
+        # home): the login stands, only the device stays unknown.
+        with contextlib.suppress(OSError):
+            async with _store_locked():
+                await asyncio.to_thread(_save_device_token, server, email, tokens["device_token"])
     return tokens
 
 
@@ -93,7 +96,10 @@ def _device_key(server: str, email: str) -> str:
 
 
 def _load_device_token(server: str, email: str) -> str | None:
-    token = _read_store().get(_device_key(server, email))
+    try:
+        token = _read_store().get(_device_key(server, email))
+    except OSError:  # unreadable: as if this machine had never logged in
+        return None
     return token if isinstance(token, str) else None
 
 

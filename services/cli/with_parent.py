@@ -13,7 +13,9 @@ survives exec).
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
+import shutil
 import signal
 import sys
 
@@ -49,7 +51,19 @@ def with_parent(command: list[str]) -> list[str]:
     """
     if not sys.platform.startswith("linux"):
         return command
-    return [sys.executable, "-m", "services.cli.with_parent", str(os.getpid()), *command]
+    # Found here, so that a missing program fails at once and says so, as it would without
+    # the wrapper (whose own failure to exec may go to a discarded stderr).
+    program = shutil.which(command[0])
+    if program is None:
+        raise FileNotFoundError(errno.ENOENT, "no such program", command[0])
+    return [
+        sys.executable,
+        "-m",
+        "services.cli.with_parent",
+        str(os.getpid()),
+        program,
+        *command[1:],
+    ]
 
 
 if __name__ == "__main__":

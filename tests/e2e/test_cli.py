@@ -224,6 +224,17 @@ async def test_a_machine_that_logged_in_before_gets_past_strangers_lockout(
     assert code == 0, err
 
 
+async def test_a_script_that_cannot_write_its_config_directory_still_logs_in(
+    stack: Stack, user: dict[str, str], media: MediaFactory, tmp_path: Path
+) -> None:
+    # Keeping the device token crashed a run with VIDEO2MP3_EMAIL/PASSWORD and a read-only home.
+    clip = str(media.h264_aac(2, name="readonly.mp4"))
+    unwritable = Path("/proc/video2mp3-config")  # no one can create a directory here
+    code, _, err = await run_cli(stack, user, clip, "-o", str(tmp_path), home=unwritable)
+    assert code == 0, err
+    assert (tmp_path / "readonly.mp3").exists()
+
+
 async def test_an_output_directory_that_is_a_file_is_refused_in_one_line(
     stack: Stack, user: dict[str, str], media: MediaFactory, tmp_path: Path
 ) -> None:
