@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-# A device token is ~300 characters; anything much longer is not one.
+# A device token is about 500 characters; anything twice as long is not one.
 DEVICE_TOKEN_MAX_LENGTH = 1024
 
 

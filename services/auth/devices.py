@@ -5,18 +5,24 @@ out by failing on purpose, window after window. A successful login hands the cli
 token (signed by auth, for that account only); a later login that presents it is counted against
 that device instead of the account. Strangers' failures then lock only logins from devices that
 never logged in, and a guesser holding no token still meets the account's limit. A token that
-is missing, expired, forged or for another account is simply not one: the login is counted
-against the account, never refused for it.
+is missing, expired, forged, for another account or from before the password last changed is
+simply not one: the login is counted against the account, never refused for it.
+
+Tokens die with the password they were given under (a fingerprint of its hash is in them):
+whoever knew an old password, and had any number of tokens made with it, gets no guesses out
+of them at the new one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 
 import jwt
 
 from services.auth.keys import SigningKey
+from services.auth.models import User
 from shared.tokens import ALGORITHM
 
 # Long enough that a phone used once a season stays known; each login renews it.
@@ -30,9 +36,10 @@ class DeviceTokens:
         # Never the access tokens' audience: a device token opens no API.
         self._audience = f"{audience}/device"
 
-    def device_of(self, token: str | None, account: str) -> str | None:
-        """The device a token names, if it is valid and was given to `account`."""
-        if not token:
+    def device_of(self, token: str | None, account: str, user: User | None) -> str | None:
+        """The device a token names, if it is valid and was given to `account`, the `user` it
+        names, under the password they have now."""
+        if not token or user is None:
             return None
         try:
             claims = jwt.decode(
@@ -41,21 +48,27 @@ class DeviceTokens:
                 algorithms=[ALGORITHM],
                 audience=self._audience,
                 issuer=self._issuer,
-                options={"require": ["exp", "sub", "aud", "iss", "dev"]},
+                options={"require": ["exp", "sub", "aud", "iss", "dev", "pwd"]},
             )
         except jwt.PyJWTError:
             return None
         device = claims["dev"]
-        if claims["sub"] != account or not isinstance(device, str) or len(device) != 32:
+        if (
+            claims["sub"] != account
+            or claims["pwd"] != _fingerprint(user)
+            or not isinstance(device, str)
+            or len(device) != 32
+        ):
             return None
         return device
 
-    def issue(self, account: str, device: str | None = None) -> str:
+    def issue(self, account: str, user: User, device: str | None = None) -> str:
         """A token for `device` (a new one if None) of `account`, valid DEVICE_TOKEN_TTL."""
         now = int(time.time())
         return self._key.sign(
             {
                 "sub": account,
+                "pwd": _fingerprint(user),
                 "dev": device or uuid.uuid4().hex,
                 "aud": self._audience,
                 "iss": self._issuer,
@@ -63,3 +76,8 @@ class DeviceTokens:
                 "exp": now + DEVICE_TOKEN_TTL,
             }
         )
+
+
+def _fingerprint(user: User) -> str:
+    # Of the stored hash (salted), so it tells nothing about the password itself.
+    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:22]

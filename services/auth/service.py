@@ -95,10 +95,10 @@ class AuthService:
     ) -> TokenPair:
         email = normalise_email(email)
         account = account_subject(email)
-        device = self._devices.device_of(device_token, account)
-        attempt = await self._throttle.count(email, client_address, device)
         user = await self._repository.get_user_by_email(email)
         await self._repository.end_reads()
+        device = self._devices.device_of(device_token, account, user)
+        attempt = await self._throttle.count(email, client_address, device)
         if len(password) > passwords.MAX_PASSWORD_LENGTH:
             raise InvalidCredentials()  # no such password was ever accepted; skip the hashing
         if user is None:
@@ -112,7 +112,7 @@ class AuthService:
             user.password_hash = new_hash  # hashing parameters were raised since this one was made
             await self._repository.save()
         pair = await self._issue_tokens(user, family_id=_new_id())
-        return replace(pair, device_token=self._devices.issue(account, device))
+        return replace(pair, device_token=self._devices.issue(account, user, device))
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         now = datetime.now(UTC)

@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from services.auth import throttle
+from services.auth import passwords, throttle
 from services.auth.migrate import upgrade
-from services.auth.models import LoginAttempts
+from services.auth.models import LoginAttempts, User
 from services.auth.throttle import (
     LoginThrottle,
     Scope,
@@ -171,6 +171,31 @@ async def test_a_token_that_is_not_this_accounts_device_counts_as_none(
     ):
         assert_throttled(await login_from(client, new_address(), owner, device_token=token))
     assert (await login_from(client, new_address(), owner, device_token=owners_device)).is_success
+
+
+async def test_device_tokens_die_with_the_password_they_were_made_under(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    # Whoever knew the old password could have had any number of tokens made, each with its own
+    # limit: all of them would have been guesses at the new password beyond the account's.
+    email = new_email()
+    await register(client, email)
+    device = (await login_from(client, new_address(), email)).json()["device_token"]
+    new_password = "a different long passphrase"
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                update(User)
+                .where(User.email == email)
+                .values(password_hash=await passwords.hash_password(new_password))
+            )
+    finally:
+        await engine.dispose()
+    for _ in range(MAX_PER_ACCOUNT):
+        assert (await login_from(client, new_address(), email, "wrong")).status_code == 401
+    assert_throttled(await login_from(client, new_address(), email, device_token=device))
+    assert_throttled(await login_from(client, new_address(), email, new_password, device))
 
 
 async def test_a_device_token_opens_no_api(client: httpx.AsyncClient) -> None:

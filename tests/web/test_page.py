@@ -386,7 +386,7 @@ async def test_a_browser_that_logged_in_before_gets_past_strangers_lockout(
         await open_page(stranger, stack.gateway_url)
         await log_in(stranger, email)
         await expect(stranger.locator("#auth-error")).to_have_text(
-            "Too many failed logins for this account. Try again in a few minutes."
+            "Too many failed logins. Try again in a few minutes."
         )
     finally:
         await elsewhere.close()

@@ -68,7 +68,7 @@ function sessionFromTokens(email, tokens) {
 function readDevices() {
   try {
     const parsed = JSON.parse(localStorage.getItem(DEVICES_KEY) || "{}");
-    return parsed && typeof parsed === "object" ? parsed : {};
+    return parsed && typeof parsed === "object" && !Array.isArray(parsed) ? parsed : {};
   } catch {
     return {};
   }

@@ -127,7 +127,7 @@ const auth = {
       $("#auth-password").focus();
     } else if (code === "too_many_attempts") {
       $("#auth-error").textContent =
-        "Too many failed logins for this account. Try again in a few minutes.";
+        "Too many failed logins. Try again in a few minutes.";
     } else if (error instanceof ApiError && error.status === 422) {
       const field = (error.errors[0] && error.errors[0].field) || "";
       if (field.includes("email")) this.fieldError("auth-email", "This is not a valid email address.");
