@@ -49,6 +49,13 @@ def save_refresh_token(server: str, token: str) -> None:
     _save(server, token, None)
 
 
+async def keep_login(server: str, token: str) -> None:
+    """save_refresh_token under the store's lock: a `convert` refreshing or keeping a device
+    token at the same moment would otherwise write back what it read before this."""
+    async with _store_locked():
+        await asyncio.to_thread(save_refresh_token, server, token)
+
+
 def _save(server: str, refresh_token: str, access: dict[str, Any] | None) -> None:
     stored = _read_store()
     stored[server] = refresh_token

@@ -8,7 +8,7 @@ import sys
 
 import httpx
 
-from services.cli.credentials import LoginError, password_login, save_refresh_token
+from services.cli.credentials import LoginError, keep_login, password_login
 
 
 async def _login(server: str, email: str, password: str) -> int:
@@ -18,7 +18,7 @@ async def _login(server: str, email: str, password: str) -> int:
         except (LoginError, httpx.HTTPError) as exc:
             print(f"video2mp3: login failed: {exc}", file=sys.stderr)
             return 1
-    await asyncio.to_thread(save_refresh_token, server, tokens["refresh_token"])
+    await keep_login(server, tokens["refresh_token"])
     print(f"logged in to {server} as {email}")
     return 0
 
