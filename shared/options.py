@@ -12,7 +12,8 @@ Rules that depend on more than one field:
 - `channels` is the most the output may have: wider sources are downmixed, a mono source
   stays mono (an upmix would only double the size with the same sound). Speaker layouts are
   mixed by FFmpeg's standard matrix; 9 or more channels that name no speakers (multitrack
-  recorders) are mixed with equal weights, every channel into every output channel.
+  recorders) are mixed with equal weights, every channel into every output channel; an
+  ambisonic sound field (360° video) is heard through its omnidirectional channel (W).
 """
 
 from __future__ import annotations

@@ -71,6 +71,8 @@ class ConversionPlan:
     """Source position of the cover frame; None for no cover."""
     mix_from: int | None = None
     """Channels of a source FFmpeg cannot place on speakers, mixed down by equal weights."""
+    from_sound_field: bool = False
+    """An ambisonic source: its omnidirectional first channel (W) is the mix."""
 
     @property
     def passes(self) -> int:
@@ -84,6 +86,7 @@ def plan_conversion(info: MediaInfo, options: ConversionOptions, filename: str) 
     source = info.audio_tracks[track]
     channels = _output_channels(source.channels, options.channels)
     mix_from = source.channels if channels is not None and info.is_unplaced(track) else None
+    from_sound_field = channels is not None and info.is_ambisonic(track)
     sample_rate = _output_sample_rate(source.sample_rate, options)
     copy = (
         options.format == "mp3"
@@ -108,6 +111,7 @@ def plan_conversion(info: MediaInfo, options: ConversionOptions, filename: str) 
         expected_duration=expected,
         channels=channels,
         mix_from=mix_from,
+        from_sound_field=from_sound_field,
         sample_rate=sample_rate,
         normalize=options.normalize,
         loudness_target=options.loudness_target,
@@ -228,7 +232,9 @@ def _pre_filters(plan: ConversionPlan) -> list[str]:
         return [_ON_THE_TIMELINE]
     layout = "mono" if plan.channels == 1 else "stereo"
     chain = [_ON_THE_TIMELINE]
-    if plan.mix_from:
+    if plan.from_sound_field:
+        chain.append("pan=" + "|".join([layout, *(f"c{out}=c0" for out in range(plan.channels))]))
+    elif plan.mix_from:
         chain.append(_equal_mix(plan.mix_from, layout, plan.channels))
     return [*chain, f"aformat=channel_layouts={layout}"]
 

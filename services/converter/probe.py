@@ -132,8 +132,15 @@ class MediaInfo:
     """Per audio track: FFmpeg cannot tell which speaker its channels belong to (no layout,
     none to guess), so mixing it down needs a matrix of ours. Empty: every track is placed."""
 
+    ambisonic: list[bool] = field(default_factory=list)
+    """Per audio track: a sound field (360° video), not speakers; its first channel (W) hears
+    everything from everywhere. Empty: none is."""
+
     def is_unplaced(self, track: int) -> bool:
         return track < len(self.unplaced) and self.unplaced[track]
+
+    def is_ambisonic(self, track: int) -> bool:
+        return track < len(self.ambisonic) and self.ambisonic[track]
 
     @property
     def default_track(self) -> int:
@@ -279,6 +286,9 @@ def _describe(container: av.container.InputContainer) -> MediaInfo:
         activity=_activity(container, audio_streams) if len(audio_streams) > 1 else [],
         has_video=bool(video_streams),
         unplaced=[_unplaced(channels) for channels in names],
+        # swresample mixes no sound field down ("Input channel layout 'ambisonic 1' is not
+        # supported"): Opus with mapping family 2, as 360° videos carry it.
+        ambisonic=[bool(channels) and channels[0] == "AMBI0" for channels in names],
     )
 
 

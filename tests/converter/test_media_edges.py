@@ -236,3 +236,29 @@ async def test_channels_in_a_custom_order_neither_crash_the_probe_nor_the_conver
     result = await run_convert(source, tmp_path)
     assert decode(result.output).channels == 2
     assert result.media.duration == pytest.approx(3, abs=0.1)
+
+
+async def test_a_sound_field_is_heard_through_its_omnidirectional_channel(
+    media: MediaFactory, tmp_path: Path
+) -> None:
+    # First-order ambisonics (Opus, mapping family 2, as 360° videos carry it): swresample mixes
+    # no sound field down, and every conversion failed ("'ambisonic 1' is not supported").
+    source = media.make(
+        "ambisonic.webm",
+        [
+            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=4",
+            "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000:duration=4",
+            "-filter_complex", "[1:a]asplit=3[x][y][z];[0:a][x][y][z]amerge=inputs=4",
+            "-c:a", "libopus", "-mapping_family", "2",
+        ],
+    )  # fmt: skip
+    info = await probe(source)
+    assert info.ambisonic == [True]
+    result = await run_convert(source, tmp_path)
+    assert decode(result.output).channels == 2
+    assert result.media.duration == pytest.approx(4, abs=0.1)
+    alone = tone_level(media.make("tone_440.wav", [*_unlabelled(2, tone_at=(0, 1))]), 0, 440)
+    for side in (0, 1):
+        # W alone, at its own level; the directional channels (1 kHz) are left out.
+        assert tone_level(result.output, side, 440) == pytest.approx(alone, abs=2)
+        assert tone_level(result.output, side, 1000) < alone - 30
