@@ -39,8 +39,10 @@ class DeviceTokens:
     def device_of(self, token: str | None, account: str, user: User | None) -> str | None:
         """The device a token names, if it is valid and was given to `account`, the `user` it
         names, under the password they have now."""
-        if not token or user is None:
+        if not token:
             return None
+        # Checked whether or not the account exists: skipping the signature check for unknown
+        # accounts would tell them apart by the time a login with any token takes.
         try:
             claims = jwt.decode(
                 token,
@@ -54,7 +56,8 @@ class DeviceTokens:
             return None
         device = claims["dev"]
         if (
-            claims["sub"] != account
+            user is None
+            or claims["sub"] != account
             or claims["pwd"] != _fingerprint(user)
             or not isinstance(device, str)
             or len(device) != 32
