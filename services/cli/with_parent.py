@@ -34,6 +34,9 @@ def arm(parent: int) -> str | None:
 
 
 def main(argv: list[str]) -> None:
+    # A Ctrl-C at `up` reaches this wrapper too: end quietly, as the command itself would, not
+    # with Python's KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     if len(argv) < 2 or not argv[0].isdigit():
         sys.exit(USAGE)
     refused = arm(int(argv[0]))
