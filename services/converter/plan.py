@@ -17,7 +17,7 @@ from typing import Literal
 
 from services.converter import loudness
 from services.converter.loudness import Measurement
-from services.converter.probe import MediaInfo
+from services.converter.probe import MAX_PIXELS, MediaInfo
 from services.converter.tags import metadata_args, resolve_tags
 from shared.errors import MediaError
 from shared.options import OPTIONS_ERROR_CODE, OPUS_SAMPLE_RATE, ConversionOptions
@@ -204,6 +204,7 @@ def _source_input(
         # AVI GAB2 subtitle trick) cannot be opened as HLS or concat.
         "-format_whitelist", info.format_name,
         "-f", info.format_name,
+        "-max_pixels", str(MAX_PIXELS),
         *trim,
         "-i", url,
     ]  # fmt: skip

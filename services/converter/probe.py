@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import io
+import time
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -49,6 +50,13 @@ REFUSED_DEMUXERS = frozenset(
 
 # Every nested open (playlists, references, `-i` of the converter) is held to this list.
 INPUT_OPTIONS = {"protocol_whitelist": "file"}
+# Opening a file decodes a frame of each stream to learn its format: three 16000x16000 PNG
+# "video" streams in a 6 MB upload took 33 s and 5.9 GB doing it. No decoder (ours or FFmpeg's)
+# makes a picture larger than twice 8K UHD; video is never needed beyond its presence anyway.
+MAX_PIXELS = 7680 * 4320 * 2
+# For PyAV's `options`, which reach the container and every stream's decoder (its per-stream
+# `stream_options` are refused by demuxers that find their streams late, MPEG-PS and FLV).
+DECODER_OPTIONS = {"max_pixels": str(MAX_PIXELS)}
 # Tags in other encodings than UTF-8 (Latin-1 RIFF INFO from Windows tools) are read with
 # replacement characters: PyAV's default, "strict", fails the whole file over one tag.
 METADATA_ERRORS = "replace"
@@ -72,6 +80,9 @@ UNDETERMINED_LANGUAGE = "und"
 # media time and in bytes read, so a huge video costs no more than a short one.
 ACTIVITY_WINDOW_SECONDS = 20.0
 ACTIVITY_MAX_BYTES = 64 * 1024 * 1024
+# And in time: decoding is bounded by neither of the above (a FLAC track at 655 kHz, timestamps
+# that never reach the window), and this only picks a default track.
+ACTIVITY_MAX_SECONDS = 2.0
 # About -60 dBFS: quieter than any real recording's noise floor, louder than dither.
 AUDIBLE_PEAK = 0.001
 
@@ -214,7 +225,11 @@ def _probe(target: str | io.RawIOBase, raw: io.RawIOBase | io.BufferedReader) ->
     try:
         # `file:` stops a name such as "http:x.mp4" or "a:b" from being read as a protocol.
         with av.open(
-            target, "r", container_options=INPUT_OPTIONS, metadata_errors=METADATA_ERRORS
+            target,
+            "r",
+            options=DECODER_OPTIONS,
+            container_options=INPUT_OPTIONS,
+            metadata_errors=METADATA_ERRORS,
         ) as container:
             info = _describe(container)
     except av.error.FFmpegError as exc:
@@ -268,7 +283,7 @@ def _describe(container: av.container.InputContainer) -> MediaInfo:
             index=position,
             codec=codec_name(stream),
             channels=len(names[position]) or None,
-            sample_rate=stream.codec_context.sample_rate or None,
+            sample_rate=(stream.codec_context.sample_rate if stream.codec_context else 0) or None,
             language=_language(stream.metadata.get("language")),
             title=stream.metadata.get("title") or None,
         )
@@ -283,7 +298,11 @@ def _describe(container: av.container.InputContainer) -> MediaInfo:
         audio_tracks=tracks,
         tags=_lowered(container.metadata),
         track_tags=[_lowered(stream.metadata) for stream in audio_streams],
-        activity=_activity(container, audio_streams) if len(audio_streams) > 1 else [],
+        activity=(
+            _activity(container, audio_streams, [_decodable(channels) for channels in names])
+            if len(audio_streams) > 1
+            else []
+        ),
         has_video=bool(video_streams),
         unplaced=[_unplaced(channels) for channels in names],
         # swresample mixes no sound field down ("Input channel layout 'ambisonic 1' is not
@@ -302,14 +321,25 @@ def _channel_names(stream: av.audio.stream.AudioStream) -> list[str]:
     own a map is therefore never freed, not even when the interpreter exits (an extra reference
     nobody drops): a few bytes for a rare file.
     """
+    if stream.codec_context is None:  # no decoder for it (an unknown WAV format tag)
+        return []
     layout = stream.codec_context.layout
     names = [channel.name for channel in layout.channels]
-    ids = [_NATIVE_CHANNEL_IDS.get(name, -1) for name in names]
-    unspecified = all(name == "NONE" for name in names)
-    native = min(ids, default=0) >= 0 and ids == sorted(set(ids))
-    if not (unspecified or native):
+    if not _decodable(names):
         ctypes.pythonapi.Py_IncRef(ctypes.py_object(layout))
     return names
+
+
+def _decodable(names: list[str]) -> bool:
+    """The layout owns no channel map: unspecified, or in FFmpeg's native (ascending) order.
+
+    Any other track is never decoded here either: each decoded frame's layout is freed twice
+    the same way (a two-track MOV with one custom-order track aborted the probe).
+    """
+    if all(name == "NONE" for name in names):
+        return True
+    ids = [_NATIVE_CHANNEL_IDS.get(name, -1) for name in names]
+    return min(ids) >= 0 and ids == sorted(set(ids))
 
 
 def _unplaced(names: list[str]) -> bool:
@@ -326,30 +356,47 @@ def _lowered(metadata: dict[str, str]) -> dict[str, str]:
 
 
 def _activity(
-    container: av.container.InputContainer, streams: Sequence[av.stream.Stream]
+    container: av.container.InputContainer,
+    streams: Sequence[av.stream.Stream],
+    decodable: Sequence[bool],
 ) -> list[TrackActivity]:
-    """Packets and peak level in each audio track's first ACTIVITY_WINDOW_SECONDS."""
+    """Packets and peak level in each audio track's first ACTIVITY_WINDOW_SECONDS.
+
+    A track that cannot be decoded safely (see `_decodable`) counts as audible once it has
+    packets: it may then become the default track, never the cause of a crash.
+    """
     positions = {stream.index: position for position, stream in enumerate(streams)}
     packets = [0] * len(streams)
     peaks = [0.0] * len(streams)
+    heard = [0.0] * len(streams)
     done: set[int] = set()
     resamplers = {index: av.AudioResampler(format="flt") for index in positions}
     read = 0
+    deadline = time.monotonic() + ACTIVITY_MAX_SECONDS
     try:
         for packet in container.demux(*streams):
             position = positions.get(packet.stream.index)
             if position is None or position in done or packet.size == 0:
                 continue
             read += packet.size
-            if _past_window(packet):
+            if _past_window(packet) or heard[position] >= ACTIVITY_WINDOW_SECONDS:
                 done.add(position)
+            elif not decodable[position]:
+                packets[position] += 1
+                peaks[position] = max(peaks[position], AUDIBLE_PEAK)
             else:
                 packets[position] += 1
-                peaks[position] = max(peaks[position], _packet_peak(packet, resamplers))
+                peak, seconds = _packet_peak(packet, resamplers)
+                peaks[position] = max(peaks[position], peak)
+                heard[position] += seconds
             if len(done) == len(streams) or read > ACTIVITY_MAX_BYTES:
                 break
-    except av.error.FFmpegError:
-        # A damaged stretch: judge the tracks by what was read before it.
+            if time.monotonic() > deadline:
+                break
+    except (av.error.FFmpegError, ValueError, IndexError):
+        # A damaged stretch, a track changing its rate or channels mid-way (the resampler's
+        # ValueError), or a stream appearing mid-file (PyAV's IndexError): judge the tracks by
+        # what was read before it.
         pass
     return [TrackActivity(packets=n, peak=p) for n, p in zip(packets, peaks, strict=True)]
 
@@ -362,18 +409,23 @@ def _past_window(packet: av.Packet[Any]) -> bool:
     return float((packet.pts - start) * stream.time_base) > ACTIVITY_WINDOW_SECONDS
 
 
-def _packet_peak(packet: av.Packet[Any], resamplers: dict[int, av.AudioResampler]) -> float:
-    peak = 0.0
+def _packet_peak(
+    packet: av.Packet[Any], resamplers: dict[int, av.AudioResampler]
+) -> tuple[float, float]:
+    """The packet's peak level, and the seconds of audio it decoded to."""
+    peak = seconds = 0.0
     try:
         frames = packet.decode()
     except av.error.FFmpegError:
-        return peak
+        return peak, seconds
     for frame in frames:
+        if frame.sample_rate:  # type: ignore[attr-defined]
+            seconds += frame.samples / frame.sample_rate  # type: ignore[attr-defined]
         for packed in resamplers[packet.stream.index].resample(frame):  # type: ignore[arg-type]
             samples = array("f", bytes(packed.planes[0]))
             if samples:
                 peak = max(peak, max(samples), -min(samples))
-    return peak
+    return peak, seconds
 
 
 def demuxer_short_name(names: str, long_name: str) -> str:

@@ -26,7 +26,13 @@ import av.error
 
 from services.converter.ffmpeg import describe_failure
 from services.converter.plan import ConversionPlan
-from services.converter.probe import INPUT_OPTIONS, METADATA_ERRORS, MOV_DEMUXER, MediaInfo
+from services.converter.probe import (
+    DECODER_OPTIONS,
+    INPUT_OPTIONS,
+    METADATA_ERRORS,
+    MOV_DEMUXER,
+    MediaInfo,
+)
 from services.converter.tags import OUTPUT_KEYS
 from shared.errors import ErrorCode, MediaError
 
@@ -147,7 +153,7 @@ class _Copy:
             raise MediaError(detail, code=code) from exc
 
     def _copy(self) -> None:
-        options = {**INPUT_OPTIONS, "format_whitelist": self.info.format_name}
+        options = {**INPUT_OPTIONS, **DECODER_OPTIONS, "format_whitelist": self.info.format_name}
         with av.open(
             f"file:{self.source.resolve()}",
             "r",

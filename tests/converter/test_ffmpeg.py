@@ -133,6 +133,7 @@ def test_command_for_a_stereo_source(tmp_path: Path) -> None:
         "-protocol_whitelist", "file",
         "-format_whitelist", "mov",
         "-f", "mov",
+        "-max_pixels", "66355200",
         "-i", f"file:{source}",
         "-map", "0:a:0",
         "-vn", "-sn", "-dn",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -262,3 +263,85 @@ async def test_a_sound_field_is_heard_through_its_omnidirectional_channel(
         # W alone, at its own level; the directional channels (1 kHz) are left out.
         assert tone_level(result.output, side, 440) == pytest.approx(alone, abs=2)
         assert tone_level(result.output, side, 1000) < alone - 30
+
+
+def _probed_in_a_child(source: Path) -> subprocess.CompletedProcess[str]:
+    # In a child, so that a native crash fails the test instead of ending the test run.
+    return subprocess.run(
+        [sys.executable, "-c", PROBE_IN_A_CHILD, str(source)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+async def test_a_second_track_in_a_custom_order_is_not_decoded_to_pick_the_default(
+    media: MediaFactory, tmp_path: Path
+) -> None:
+    # Found by fuzzing: with two tracks the probe decodes their opening seconds to pick the
+    # default one, and each decoded frame of a custom-order track was freed twice (SIGABRT).
+    source = media.make(
+        "two_tracks_custom_order.mov",
+        [
+            "-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono:d=2",
+            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000:duration=2",
+            "-filter_complex",
+            "[1:a]asplit=3[a][b][c];[a][b][c]amerge=inputs=3,"
+            "channelmap=channel_layout=FR+FL+FC[custom]",
+            "-map", "0:a", "-map", "[custom]", "-c:a", "pcm_s16le",
+        ],
+    )  # fmt: skip
+    child = _probed_in_a_child(source)
+    assert child.returncode == 0, child.stderr[-2000:]
+    info = await probe(source)
+    assert info.default_track == 1  # the silent first track is passed over, as before
+    result = await run_convert(source, tmp_path)
+    assert result.media.duration == pytest.approx(2, abs=0.1)
+
+
+async def test_a_track_no_decoder_knows_is_described_not_a_crash(tmp_path: Path) -> None:
+    # A WAV whose format tag no decoder claims: PyAV gives its stream no codec context, and the
+    # probe raised AttributeError (a 500 at the upload check, an internal error on the job).
+    fmt = struct.pack("<HHIIHH", 0x1234, 1, 8000, 16000, 2, 16)
+    data = bytes(64)
+    riff = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    riff += b"data" + struct.pack("<I", len(data)) + data
+    source = tmp_path / "unknown_codec.wav"
+    source.write_bytes(b"RIFF" + struct.pack("<I", len(riff)) + riff)
+    info = await probe(source)
+    assert [(t.codec, t.channels, t.sample_rate) for t in info.audio_tracks] == [(None, None, None)]
+
+
+async def test_tracks_that_change_rate_or_gain_streams_midway_are_judged_by_their_start(
+    media: MediaFactory, tmp_path: Path
+) -> None:
+    # Found by fuzzing, two more ways out of the probe besides MediaError: a track whose rate
+    # changes midway (the resampler's ValueError) and an MPEG-TS whose second half brings a new
+    # program (PyAV's IndexError from its demuxer).
+    first = media.make(
+        "rate_44k.mp3", ["-f", "lavfi", "-i", "sine=r=44100:d=1", "-c:a", "libmp3lame"]
+    )
+    second = media.make(
+        "rate_22k.mp3", ["-f", "lavfi", "-i", "sine=r=22050:d=1", "-c:a", "libmp3lame"]
+    )
+    joined = tmp_path / "rate_change.mp3"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    changing = media.make(
+        "rate_change_two_tracks.mkv",
+        ["-i", str(joined), "-f", "lavfi", "-i", "sine=r=8000:d=2",
+         "-map", "0:a", "-map", "1:a", "-c:a:0", "copy", "-c:a:1", "pcm_s16le"],
+    )  # fmt: skip
+    program_a = media.make(
+        "program_a.ts",
+        ["-f", "lavfi", "-i", "sine=f=440:d=3", "-f", "lavfi", "-i", "sine=f=880:d=3",
+         "-map", "0:a", "-map", "1:a", "-c:a", "mp2"],
+    )  # fmt: skip
+    program_b = media.make(
+        "program_b.ts",
+        ["-f", "lavfi", "-i", "sine=f=660:d=3", "-c:a", "mp2",
+         "-mpegts_start_pid", "0x200", "-mpegts_service_id", "2"],
+    )  # fmt: skip
+    late = tmp_path / "late_program.ts"
+    late.write_bytes(program_a.read_bytes() + program_b.read_bytes())
+    for source in (changing, late):
+        child = _probed_in_a_child(source)
+        assert child.returncode == 0, child.stderr[-2000:]
+        assert len((await probe(source)).audio_tracks) >= 2

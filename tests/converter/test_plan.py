@@ -208,6 +208,7 @@ def test_copy_command() -> None:
     assert cmd == [
         "/usr/bin/ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
         "-protocol_whitelist", "file", "-format_whitelist", "avi", "-f", "avi",
+        "-max_pixels", "66355200",
         "-i", "file:/data/in.avi",
         "-map", "0:a:0", "-vn", "-sn", "-dn",
         "-map_metadata", "-1", "-map_chapters", "-1",
@@ -228,6 +229,7 @@ def test_encode_command_with_everything() -> None:
     cmd = build_output_command("ffmpeg", SOURCE, OUTPUT, AAC_51, decided, cover=cover)
     assert cmd[cmd.index("-protocol_whitelist") : cmd.index("-i") + 2] == [
         "-protocol_whitelist", "file", "-format_whitelist", "avi", "-f", "avi",
+        "-max_pixels", "66355200",
         "-ss", "1.500", "-to", "30.000",
         "-i", "file:/data/in.avi",
     ]  # fmt: skip
