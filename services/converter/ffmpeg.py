@@ -244,7 +244,8 @@ def describe_failure(
         return ErrorCode.NO_AUDIO_STREAM, "the selected audio track does not exist"
     if "no space left on device" in lowered:
         return ErrorCode.CONVERSION_FAILED, "the converter ran out of disk space"
-    if "decoder" in lowered and "not found" in lowered:
+    # "Decoder (codec x) not found"; FFmpeg 7+: "Decoding requested, but no decoder found".
+    if ("decoder" in lowered and "not found" in lowered) or "no decoder found" in lowered:
         return ErrorCode.CONVERSION_FAILED, "the audio codec is not supported"
     if any(marker in lowered for marker in _UNREADABLE):
         return ErrorCode.UNREADABLE_MEDIA, "the file could not be read as audio or video"

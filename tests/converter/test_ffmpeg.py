@@ -235,6 +235,13 @@ def test_the_converters_limit_counts_passes_and_ends_before_the_brokers() -> Non
             ErrorCode.CONVERSION_FAILED,
             "the converter ran out of disk space",
         ),
+        (
+            # A stream whose codec FFmpeg cannot name (a WAV with an unknown format tag).
+            "[aist#0:0/none @ 0x1] Decoding requested, but no decoder found for: none\n",
+            1,
+            ErrorCode.CONVERSION_FAILED,
+            "the audio codec is not supported",
+        ),
         ("", -9, ErrorCode.CONVERSION_FAILED, "ffmpeg was stopped by signal 9"),
         (
             "[aist#0:1/aac @ 0x2] Something odd happened\nConversion failed!\n",
