@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 
 from services.notification import templates
 from services.notification.mailer import MailDeliveryError, MailRejected, MailSender, compose
@@ -74,6 +75,7 @@ class NotificationService:
         self._mail_from = mail_from
         self._clock = clock
         self._claim_for = timedelta(seconds=mailer.max_duration) + CLAIM_MARGIN
+        self._sending: set[asyncio.Task[None]] = set()
 
     async def handle(self, event: Event) -> None:
         """Notify the job's owner of its outcome; raises RetryLater if the mail must wait."""
@@ -148,6 +150,20 @@ class NotificationService:
             recipient=note.user_email,
             message_key=note.id,
         )
+        # A delivery cancelled mid-send (the broker closing our connection cancels its handlers)
+        # left a mail the server had accepted unrecorded: the redelivery sent it again once the
+        # claim ran out. The send and its record now finish whatever happens to the delivery.
+        sending = asyncio.ensure_future(self._send_and_record(note, message, owner))
+        self._sending.add(sending)
+        sending.add_done_callback(self._sent)
+        await asyncio.shield(sending)
+
+    def _sent(self, sending: asyncio.Task[None]) -> None:
+        self._sending.discard(sending)
+        if not sending.cancelled() and sending.exception() is not None:
+            log.debug("mail task ended: %s", sending.exception())  # raised to its awaiter too
+
+    async def _send_and_record(self, note: Notification, message: EmailMessage, owner: str) -> None:
         try:
             await self._mailer.send(message)
         except MailRejected as exc:
