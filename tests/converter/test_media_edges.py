@@ -212,6 +212,14 @@ print(info.audio_tracks[0].channels, info.unplaced)
 """
 
 
+def _probed_in_a_child(source: Path) -> subprocess.CompletedProcess[str]:
+    # In a child, so that a native crash fails the test instead of ending the test run.
+    return subprocess.run(
+        [sys.executable, "-c", PROBE_IN_A_CHILD, str(source)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
 async def test_channels_in_a_custom_order_neither_crash_the_probe_nor_the_conversion(
     media: MediaFactory, tmp_path: Path
 ) -> None:
@@ -227,11 +235,7 @@ async def test_channels_in_a_custom_order_neither_crash_the_probe_nor_the_conver
             "-c:a", "pcm_s16le",
         ],
     )  # fmt: skip
-    # In a child, so that a crash fails this test instead of ending the test run.
-    child = subprocess.run(
-        [sys.executable, "-c", PROBE_IN_A_CHILD, str(source)],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    child = _probed_in_a_child(source)
     assert child.returncode == 0, child.stderr[-2000:]
     assert child.stdout.split() == ["3", "[False]"]
     result = await run_convert(source, tmp_path)
@@ -263,14 +267,6 @@ async def test_a_sound_field_is_heard_through_its_omnidirectional_channel(
         # W alone, at its own level; the directional channels (1 kHz) are left out.
         assert tone_level(result.output, side, 440) == pytest.approx(alone, abs=2)
         assert tone_level(result.output, side, 1000) < alone - 30
-
-
-def _probed_in_a_child(source: Path) -> subprocess.CompletedProcess[str]:
-    # In a child, so that a native crash fails the test instead of ending the test run.
-    return subprocess.run(
-        [sys.executable, "-c", PROBE_IN_A_CHILD, str(source)],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
 
 
 async def test_a_second_track_in_a_custom_order_is_not_decoded_to_pick_the_default(
