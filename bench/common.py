@@ -396,6 +396,13 @@ def rss_kib(pid: int) -> dict[str, int]:
     return values
 
 
+def _is_libav_process(pid: int) -> bool:
+    try:
+        return b"services.converter.libav_process" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def children(pid: int) -> list[int]:
     found: list[int] = []
     with contextlib.suppress(OSError):
@@ -440,20 +447,26 @@ def long_video(seconds: int) -> Path:
 
 
 class RssSampler:
-    """Polls VmRSS of a process (and the largest of its children) every `interval` seconds."""
+    """Polls VmRSS of a process and of its children every `interval` seconds: the peak of the
+    process, of its largest FFmpeg child and of its largest libav process."""
 
     def __init__(self, pid: int, interval: float = 0.05) -> None:
         self.pid = pid
         self.interval = interval
         self.peak_kib = 0
         self.peak_child_kib = 0
+        self.peak_libav_kib = 0
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
         while True:
             self.peak_kib = max(self.peak_kib, rss_kib(self.pid).get("VmRSS", 0))
             for child in children(self.pid):
-                self.peak_child_kib = max(self.peak_child_kib, rss_kib(child).get("VmRSS", 0))
+                kib = rss_kib(child).get("VmRSS", 0)
+                if _is_libav_process(child):
+                    self.peak_libav_kib = max(self.peak_libav_kib, kib)
+                else:
+                    self.peak_child_kib = max(self.peak_child_kib, kib)
             await asyncio.sleep(self.interval)
 
     def __enter__(self) -> RssSampler:

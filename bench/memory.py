@@ -8,7 +8,8 @@ output blob is then replaced by the 2 GiB source itself (through shared.blobstor
 so that GET /v1/jobs/{id}/download streams 2 GiB through the gateway's real download path.
 The gateway's growth is its VmHWM (peak RSS) after both transfers minus its VmRSS before them
 (after a warm-up job); target < 64 MiB. Then a 2 h low-res video is converted: the converter's
-peak RSS (sampled VmRSS and its VmHWM) must stay < 200 MiB; FFmpeg's own peak is reported apart.
+peak RSS (sampled VmRSS and its VmHWM) must stay < 200 MiB; FFmpeg's own peak and that of the
+libav process that read the upload (services/converter/libav_process.py) are reported apart.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "rss_before_mib": round(conv_before["VmRSS"] / 1024, 1),
                     "peak_rss_mib": round(conv_peak_mib, 1),
                     "ffmpeg_peak_rss_mib": round(conv_sampler.peak_child_kib / 1024, 1),
+                    "libav_process_peak_rss_mib": round(conv_sampler.peak_libav_kib / 1024, 1),
                     "limit_mib": CONVERTER_LIMIT_MIB,
                     "meets_target": conv_peak_mib < CONVERTER_LIMIT_MIB,
                     "job_s": round(convert_s, 2),
@@ -145,7 +147,8 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                     c["peak_rss_mib"],
                     CONVERTER_LIMIT_MIB,
                     verdict(c["meets_target"]),
-                    f"FFmpeg child peak {c['ffmpeg_peak_rss_mib']} MiB; job {c['job_s']} s",
+                    f"FFmpeg child peak {c['ffmpeg_peak_rss_mib']} MiB, libav process "
+                    f"{c['libav_process_peak_rss_mib']} MiB; job {c['job_s']} s",
                 ],
             ],
         )

@@ -7,7 +7,9 @@ our processes spend around it. This counts the second part alone. It runs the st
 `file` backend, submits `--jobs` uploads of a 1 s H.264/AAC clip (`--in-flight` at a time, each
 followed to its `job.completed` on a WebSocket), and reads each process's CPU time (user +
 system, /proc) before and after: gateway, converter, notification, auth, nx-27017, RabbitMQ,
-and this client (uploads, WebSocket, the SMTP catcher). FFmpeg is the converter's children.
+the libav processes (probes, output checks), and this client (uploads, WebSocket, the SMTP
+catcher). FFmpeg is the converter's reaped children (a libav process retired during a run,
+after its 200 requests, lands there too).
 CPU time moves less with the host's load than wall time does, but it moves (runs minutes apart
 differed by up to 20 % here): the last column, our CPU over FFmpeg's on the same clips, moves
 less. A profiling aid with no target; JSON in bench/results/per_job.json.
@@ -45,6 +47,7 @@ PROCESSES = {
     "auth": "serve auth",
     "nx-27017": "nx-27017",
     "rabbitmq": "beam.smp",
+    "libav": "services.converter.libav_process",
 }
 TICKS = os.sysconf("SC_CLK_TCK")
 

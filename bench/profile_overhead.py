@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import h264_aac, median, raw_ffmpeg_mp3, table, write_results
 from services.converter.ffmpeg import inspect_output
+from services.converter.libav_pool import probe
 from services.converter.pipeline import convert
 from services.converter.plan import build_output_command, plan_conversion
-from services.converter.probe import probe
 from shared.blobstore import FileBlobStore
 from shared.ffmpeg_path import ffmpeg_executable
 from shared.options import ConversionOptions

@@ -96,7 +96,8 @@ async def main() -> None:
             round(c["peak_rss_mib"] / c["limit_mib"], 3),
             "< 1 (200 MiB)",
             verdict(c["meets_target"]),
-            f"peak {c['peak_rss_mib']} MiB, FFmpeg {c['ffmpeg_peak_rss_mib']} MiB",
+            f"peak {c['peak_rss_mib']} MiB, FFmpeg {c['ffmpeg_peak_rss_mib']} MiB, "
+            f"libav process {c['libav_process_peak_rss_mib']} MiB",
         ]
     )
 

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from services.converter import libav_pool
 from services.converter.retention import RetentionPolicy, RetentionSweeper
 from services.converter.service import Converter
 from services.converter.worker import ConverterWorker
@@ -46,6 +47,7 @@ def create_app(settings: Settings) -> FastAPI:
                 retention=RetentionPolicy.from_settings(settings),
             )
             await asyncio.to_thread(converter.remove_stale_temp)
+            await asyncio.to_thread(libav_pool.warm, settings.converter_concurrency)
             sweeper = RetentionSweeper(jobs, converter.blobs, converter.retention, converter.fail)
             worker = ConverterWorker(
                 amqp,
@@ -64,6 +66,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await amqp.close()
             await mongo.close()
+            await asyncio.to_thread(libav_pool.close)
 
     app = FastAPI(title="video2mp3 converter", lifespan=lifespan, openapi_url=None)
     install_error_handlers(app)

@@ -20,7 +20,9 @@ from pathlib import Path
 import av
 import av.error
 
+from services.converter import libav_pool
 from services.converter.child import Child, PipeWriter, start_child
+from services.converter.libav_pool import LibavUnavailable, raise_for
 from services.converter.probe import INPUT_OPTIONS, METADATA_ERRORS, codec_name
 from services.converter.progress import ProgressParser
 from shared.errors import ErrorCode, MediaError
@@ -306,12 +308,23 @@ async def inspect_output(path: Path, output_format: str = "mp3") -> OutputMedia:
     """Describe a finished output in `output_format` (one of the formats we write).
 
     For MP3 the Xing header makes the container's duration exact enough. An output with no
-    audio in it has no duration: the caller says which track held no sound.
+    audio in it has no duration: the caller says which track held no sound. Read in a libav
+    process, like uploads: the output carries the user's cover picture.
     """
-    return await asyncio.to_thread(_inspect_output_sync, path, output_format)
+    request = {"op": "inspect", "path": path, "format": output_format}
+    try:
+        answer = await libav_pool.ask(request)
+        if "media" in answer:
+            return OutputMedia(**answer["media"])
+    except (LibavUnavailable, TypeError):
+        answer = {}
+    if answer.get("error") in ("missing", "media"):
+        raise_for(answer, path)
+    raise MediaError("the converter produced an unreadable file", code=ErrorCode.CONVERSION_FAILED)
 
 
-def _inspect_output_sync(path: Path, output_format: str) -> OutputMedia:
+def inspect_output_sync(path: Path, output_format: str) -> OutputMedia:
+    """`inspect_output` in this process: for the libav process, which answers it."""
     if path.stat().st_size == 0:
         return _silent(output_format)
     try:

@@ -1,13 +1,12 @@
 """Read what an uploaded file contains (container, duration, audio tracks) with PyAV.
 
 Nothing here runs FFmpeg: a local file is opened through libavformat's `file` protocol only,
-a blob elsewhere (GridFS) through a `BlobFile`, always in a worker thread so the event loop
-never blocks on disk or parsing.
+a blob elsewhere (GridFS) through a block-reading file object. The services run this in a
+probe process (`libav_process`, reached through `libav_pool`), never in their own.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import io
 import time
@@ -202,17 +201,14 @@ class MediaInfo:
         )
 
 
-async def probe(source: Path | io.RawIOBase) -> MediaInfo:
+def probe_sync(source: Path | io.RawIOBase) -> MediaInfo:
     """Describe `source`, or raise MediaError(unreadable_media) if it is not audio or video.
 
-    `source` is a local path or a seekable binary file object (a `BlobFile`), read in a worker
-    thread. A missing file raises FileNotFoundError: that is the caller's bug, not the user's
-    upload.
+    `source` is a local path or a seekable binary file object. A missing file raises
+    FileNotFoundError: that is the caller's bug, not the user's upload. Blocking, and native
+    code run on hostile bytes: the services call it only through `libav_pool`, in a process
+    of its own.
     """
-    return await asyncio.to_thread(probe_sync, source)
-
-
-def probe_sync(source: Path | io.RawIOBase) -> MediaInfo:
     if isinstance(source, Path):
         if not source.is_file():
             raise FileNotFoundError(source)

@@ -8,15 +8,13 @@ where the same demuxer and muxer called from here take ~0.07 s. The output is wh
 metadata, a Xing header.
 
 It is used only where the command line would add nothing: a local file, the copy path, MP3
-out, no cover, no trim, and any container but MP4/MOV (see `copies_in_process`). The probe
-already opens every upload with the same library in this process, with the same protocol and
-format whitelists.
+out, no cover, no trim, and any container but MP4/MOV (see `copies_in_process`). Like the
+probe, it runs in a libav process (`libav_process`), with the same protocol and format
+whitelists: a crash in the demuxer ends that process, not the converter.
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Awaitable, Callable
 from fractions import Fraction
 from pathlib import Path
@@ -24,6 +22,7 @@ from pathlib import Path
 import av
 import av.error
 
+from services.converter import libav_pool
 from services.converter.ffmpeg import describe_failure
 from services.converter.plan import ConversionPlan
 from services.converter.probe import (
@@ -73,64 +72,38 @@ async def copy_mp3(
 ) -> None:
     """Copy the plan's MP3 track from `source` into `output`, reporting seconds done.
 
-    Raises MediaError with the codes `run_ffmpeg` would give for the same file, and
-    MediaError(timeout) after `timeout` seconds. On cancellation or timeout the copy is stopped
-    and waited for, so nothing writes into the job's directory after this returns.
+    Runs in a libav process (see `libav_process`). Raises MediaError with the codes `run_ffmpeg`
+    would give for the same file, and MediaError(timeout) after `timeout` seconds. On
+    cancellation or timeout the process is killed and waited for, so nothing writes into the
+    job's directory after this returns.
     """
-    job = _Copy(source, output, info, plan, timeout)
-    worker = asyncio.ensure_future(asyncio.to_thread(job.run))
-    # Retrieved here too, so a failure while stopping is never logged as unretrieved.
-    worker.add_done_callback(_retrieve)
-    reported = -1.0
-    try:
-        async with asyncio.timeout(timeout):
-            while not worker.done():
-                await asyncio.wait({worker}, timeout=PROGRESS_INTERVAL)
-                seconds = job.seconds
-                if on_progress is not None and seconds > reported:
-                    reported = seconds
-                    await on_progress(seconds)
-    except TimeoutError:
-        raise MediaError("conversion took too long", code=ErrorCode.TIMEOUT) from None
-    finally:
-        await _stopped(job, worker)
-    worker.result()
+    request = {
+        "op": "copy",
+        "source": source,
+        "output": output,
+        "format": info.format_name,
+        "track": plan.track,
+        "tags": {key: plan.tags[key] for key in OUTPUT_KEYS if key in plan.tags},
+    }
+    await libav_pool.copy(
+        request, on_progress=on_progress, timeout=timeout, interval=PROGRESS_INTERVAL
+    )
 
 
-async def _stopped(job: _Copy, worker: asyncio.Future[None]) -> None:
-    """Stop the copy and wait until its thread is done, even through further cancellations:
-    the caller removes the job's directory next."""
-    job.stop.set()
-    cancelled = False
-    while not worker.done():
-        try:
-            await asyncio.wait({worker})
-        except asyncio.CancelledError:
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
+class StreamCopy:
+    """One copy, run in a libav process; `seconds` is read by its progress reports."""
 
-
-def _retrieve(worker: asyncio.Future[None]) -> None:
-    if not worker.cancelled():
-        worker.exception()
-
-
-class _Copy:
-    """One copy, run in a worker thread; `seconds` is read by the event loop for progress."""
-
-    # The thread keeps the last packet's raw timestamp: turning each into seconds (Fraction
-    # arithmetic) would cost a third of the copy.
+    # The copying thread keeps the last packet's raw timestamp: turning each into seconds
+    # (Fraction arithmetic) would cost a third of the copy.
 
     def __init__(
-        self, source: Path, output: Path, info: MediaInfo, plan: ConversionPlan, timeout: float
+        self, source: Path, output: Path, *, format_name: str, track: int, tags: dict[str, str]
     ) -> None:
         self.source = source
         self.output = output
-        self.info = info
-        self.plan = plan
-        self.timeout = timeout
-        self.stop = threading.Event()
+        self.format_name = format_name
+        self.track = track
+        self.tags = tags
         self.first_pts: int | None = None
         self.pts: int | None = None
         self.time_base: Fraction | None = None
@@ -153,32 +126,27 @@ class _Copy:
             raise MediaError(detail, code=code) from exc
 
     def _copy(self) -> None:
-        options = {**INPUT_OPTIONS, **DECODER_OPTIONS, "format_whitelist": self.info.format_name}
+        options = {**INPUT_OPTIONS, **DECODER_OPTIONS, "format_whitelist": self.format_name}
         with av.open(
             f"file:{self.source.resolve()}",
             "r",
-            format=self.info.format_name,
+            format=self.format_name,
             options=options,
             metadata_errors=METADATA_ERRORS,
-            # PyAV's interrupt callback: one read stuck longer than the whole job may take (a
-            # demuxer resyncing through garbage) is ended, since `stop` is seen only between
-            # packets.
-            timeout=(None, self.timeout),
         ) as source:
-            if self.plan.track >= len(source.streams.audio):
+            if self.track >= len(source.streams.audio):
                 raise MediaError(
                     "the selected audio track does not exist", code=ErrorCode.NO_AUDIO_STREAM
                 )
-            track = source.streams.audio[self.plan.track]
+            track = source.streams.audio[self.track]
             with av.open(
                 f"file:{self.output.resolve()}", "w", format="mp3", options=MUXER_OPTIONS
             ) as target:
                 stream = target.add_stream_from_template(track)
                 # A new stream and file start with no metadata (`-map_metadata -1`); only the
                 # tags we chose go in (a test checks the source's GPS position stays out).
-                for key in OUTPUT_KEYS:
-                    if key in self.plan.tags:
-                        target.metadata[key] = self.plan.tags[key]
+                for key, value in self.tags.items():
+                    target.metadata[key] = value
                 self._packets(source, track, stream, target)
 
     def _packets(
@@ -190,8 +158,6 @@ class _Copy:
     ) -> None:
         self.time_base = track.time_base
         for packet in source.demux(track):
-            if self.stop.is_set():
-                return
             if packet.size == 0:
                 continue  # the demuxer's end-of-stream marker
             if packet.pts is not None:

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path, PurePath
 
+from services.converter.libav_pool import probe
 from services.converter.pipeline import convert
-from services.converter.probe import MediaInfo, probe
+from services.converter.probe import MediaInfo
 from services.converter.progress import ProgressThrottle, percent
 from services.converter.retention import RetentionPolicy
 from services.converter.source import StoredSource

@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.converter.probe import MediaInfo, probe
+from services.converter.libav_pool import probe
+from services.converter.probe import MediaInfo
 from shared.blobstore import BlobFile, BlobStore
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 
+from services.converter.libav_pool import probe
 from services.converter.plan import check_options
-from services.converter.probe import probe
 from shared.blobstore import BlobFile, BlobStore
 from shared.errors import ErrorCode, MediaError
 from shared.options import ConversionOptions, InvalidOptions

@@ -4,6 +4,8 @@ PyAV (libavformat) reads through `read`/`seek`/`tell` from a worker thread; the 
 async and belongs to the event loop. `BlobFile` bridges the two: each missing block is fetched
 on the loop with a ranged `read` while the worker thread waits, and the last few blocks stay
 cached, because demuxers re-read headers and jump between a file's start and end.
+`BlockFile` is that cache alone, for files whose blocks come from elsewhere (the probe
+process asks its parent for them).
 """
 
 from __future__ import annotations
@@ -19,35 +21,24 @@ CACHED_BLOCKS = 8
 FETCH_TIMEOUT = 60.0
 
 
-class BlobFile(io.RawIOBase):
-    """`size` bytes of blob `blob_id`, fetched through `loop`.
-
-    Only for worker threads: called on the loop's own thread, a fetch would wait for itself
-    (until `timeout`).
-    """
+class BlockFile(io.RawIOBase):
+    """`size` bytes read in aligned blocks of `block_size` from `fetch`, the last
+    `cached_blocks` of them kept."""
 
     def __init__(
-        self,
-        store: BlobStore,
-        blob_id: str,
-        size: int,
-        loop: asyncio.AbstractEventLoop,
-        *,
-        block_size: int = BLOCK_SIZE,
-        cached_blocks: int = CACHED_BLOCKS,
-        timeout: float = FETCH_TIMEOUT,
+        self, size: int, *, block_size: int = BLOCK_SIZE, cached_blocks: int = CACHED_BLOCKS
     ) -> None:
         super().__init__()
-        self.store = store
-        self.blob_id = blob_id
         self.size = size
-        self.loop = loop
         self.block_size = block_size
         self.cached_blocks = cached_blocks
-        self.timeout = timeout
         self.position = 0
         self.fetched_bytes = 0
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
+
+    def fetch(self, lo: int, hi: int) -> bytes:
+        """Bytes `lo` to `hi` (exclusive) of the file."""
+        raise NotImplementedError
 
     def readable(self) -> bool:
         return True
@@ -100,18 +91,45 @@ class BlobFile(io.RawIOBase):
             self._blocks.move_to_end(index)
             return cached
         lo = index * self.block_size
-        hi = min(self.size, lo + self.block_size)
-        future = asyncio.run_coroutine_threadsafe(self._fetch(lo, hi), self.loop)
-        try:
-            data = future.result(self.timeout)
-        except TimeoutError:
-            future.cancel()
-            raise
+        data = self.fetch(lo, min(self.size, lo + self.block_size))
         self.fetched_bytes += len(data)
         self._blocks[index] = data
         while len(self._blocks) > self.cached_blocks:
             self._blocks.popitem(last=False)
         return data
+
+
+class BlobFile(BlockFile):
+    """`size` bytes of blob `blob_id`, fetched through `loop`.
+
+    Only for worker threads: called on the loop's own thread, a fetch would wait for itself
+    (until `timeout`).
+    """
+
+    def __init__(
+        self,
+        store: BlobStore,
+        blob_id: str,
+        size: int,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        block_size: int = BLOCK_SIZE,
+        cached_blocks: int = CACHED_BLOCKS,
+        timeout: float = FETCH_TIMEOUT,
+    ) -> None:
+        super().__init__(size, block_size=block_size, cached_blocks=cached_blocks)
+        self.store = store
+        self.blob_id = blob_id
+        self.loop = loop
+        self.timeout = timeout
+
+    def fetch(self, lo: int, hi: int) -> bytes:
+        future = asyncio.run_coroutine_threadsafe(self._fetch(lo, hi), self.loop)
+        try:
+            return future.result(self.timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
 
     async def _fetch(self, lo: int, hi: int) -> bytes:
         # The store's `end` is inclusive, like an HTTP Range.

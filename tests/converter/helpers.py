@@ -12,8 +12,8 @@ import mutagen.flac
 import mutagen.id3
 import mutagen.mp4
 
+from services.converter.libav_pool import probe
 from services.converter.pipeline import ConversionResult, convert
-from services.converter.probe import probe
 from shared.ffmpeg_path import ffmpeg_executable
 from shared.options import ConversionOptions
 

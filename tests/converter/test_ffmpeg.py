@@ -22,9 +22,10 @@ from services.converter.ffmpeg import (
     run_ffmpeg,
     timeout_for,
 )
+from services.converter.libav_pool import probe
 from services.converter.pipeline import ConversionResult, FractionCallback, convert
 from services.converter.plan import build_output_command, plan_conversion
-from services.converter.probe import MediaInfo, probe
+from services.converter.probe import MediaInfo
 from services.converter.service import MAX_CONVERSION_SECONDS, Converter
 from shared.errors import ErrorCode, MediaError
 from shared.ffmpeg_path import ffmpeg_executable

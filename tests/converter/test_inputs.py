@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.converter.probe import probe
+from services.converter.libav_pool import probe
 from shared.errors import ErrorCode, MediaError
 from tests.converter.helpers import apic_frames, id3, run_convert
 from tests.converter.test_probe import two_track_mkv

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from services.converter.libav_pool import probe
 from services.converter.pipeline import convert
-from services.converter.probe import probe
 from shared.options import ConversionOptions
 from tests.converter.helpers import FFMPEG
 from tests.support.media import MediaFactory, decode

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from services.converter.probe import probe
+from services.converter.libav_pool import probe
 from services.gateway.precheck import check_against_source
 from shared.blobstore import FileBlobStore
 from shared.errors import ErrorCode, MediaError
@@ -206,7 +206,7 @@ async def test_up_to_eight_channels_with_no_layout_keep_ffmpegs_standard_guess(
 PROBE_IN_A_CHILD = """
 import asyncio, sys
 from pathlib import Path
-from services.converter.probe import probe
+from services.converter.libav_pool import probe
 info = asyncio.run(probe(Path(sys.argv[1])))
 print(info.audio_tracks[0].channels, info.unplaced)
 """

@@ -11,9 +11,9 @@ import mutagen.id3
 import mutagen.mp4
 import pytest
 
+from services.converter.libav_pool import probe
 from services.converter.pipeline import convert
 from services.converter.plan import check_options
-from services.converter.probe import probe
 from shared.errors import MediaError
 from shared.options import OPTIONS_ERROR_CODE, ConversionOptions
 from tests.converter.helpers import (

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from services.converter.probe import demuxer_short_name, probe
+from services.converter.libav_pool import probe
+from services.converter.probe import demuxer_short_name
 from shared.errors import ErrorCode, MediaError
 from tests.support.media import MediaFactory
 

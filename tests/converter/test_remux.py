@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from services.converter.ffmpeg import run_ffmpeg
+from services.converter.libav_pool import default_pool, probe
 from services.converter.plan import ConversionPlan, build_output_command, plan_conversion
-from services.converter.probe import MediaInfo, probe
+from services.converter.probe import MediaInfo
 from services.converter.remux import copies_in_process, copy_mp3
 from shared.errors import ErrorCode, MediaError
 from shared.options import ConversionOptions
@@ -152,11 +153,12 @@ async def test_a_cancelled_copy_has_stopped_when_it_returns(
     assert output.stat().st_size < source.stat().st_size // 3  # stopped, not finished
 
 
-async def test_a_copy_blocked_in_a_read_is_waited_for_through_two_cancellations(
+async def test_a_copy_blocked_in_a_read_is_killed_through_two_cancellations(
     media: MediaFactory, tmp_path: Path
 ) -> None:
-    # The source is a FIFO fed by this test, so the copy's thread sits in a read, where it
-    # cannot see the stop flag, until the test closes the writing end.
+    # The source is a FIFO fed by this test, so the copy sits in a read that no flag can
+    # interrupt: only killing its libav process ends it, and the cancelled copy returns once
+    # that process is gone.
     real = media.mp3_in_avi(4)
     info, plan = await plan_for(real, {})
     fifo = tmp_path / "source.avi"
@@ -171,21 +173,24 @@ async def test_a_copy_blocked_in_a_read_is_waited_for_through_two_cancellations(
 
     feeder = threading.Thread(target=feed)
     feeder.start()
+    pool = default_pool()
     try:
         task = asyncio.create_task(
             copy_mp3(fifo, tmp_path / "out.mp3", info, plan, on_progress=None, timeout=60)
         )
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.5)
+        [copying] = pool.pids()[1]
         for _ in range(2):
             task.cancel()
             await asyncio.sleep(0)
-        await asyncio.sleep(0.3)
-        assert not task.done()  # still waiting for the thread, which is still reading
+        async with asyncio.timeout(10):  # the feeder still holds the read open meanwhile
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert not Path(f"/proc/{copying}").exists()  # killed and reaped
+        assert copying not in pool.pids()[0] + pool.pids()[1]
     finally:
         release.set()
         feeder.join()
-    with pytest.raises(asyncio.CancelledError):
-        await task
 
 
 async def test_a_timed_out_copy_fails_with_timeout_and_stops(

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
+from services.converter.libav_pool import probe
 from services.converter.pipeline import convert
-from services.converter.probe import probe
 from services.converter.source import StoredSource
 from shared.blobstore import BlobNotFound, GridFSBlobStore
 from shared.errors import ErrorCode, MediaError

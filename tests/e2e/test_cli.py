@@ -298,11 +298,16 @@ async def upgrade_refusing_proxy(target: str, failing_polls: int = 0) -> AsyncIt
 async def test_without_the_live_socket_the_cli_polls_to_the_end(
     stack: Stack, user: dict[str, str], media: MediaFactory, tmp_path: Path
 ) -> None:
-    # Several seconds of encoding: polls see it running, and the first two of them fail.
+    # Polls come every 2 s and the first two fail: the job must outlast them on a fast machine
+    # too (30 minutes of mono took 4-6 s to encode, sometimes done by the third poll), so it
+    # is encoded as 48 kHz stereo (~10 s there).
     source = media.long_tone()
     out = tmp_path / "out"
+    wider = ["--channels", "2", "--sample-rate", "48000"]
     async with upgrade_refusing_proxy(stack.gateway_url, failing_polls=2) as proxied:
-        run = run_cli(stack, user, str(source), "-o", str(out), home=tmp_path, server=proxied)
+        run = run_cli(
+            stack, user, str(source), "-o", str(out), *wider, home=tmp_path, server=proxied
+        )
         code, stdout, stderr = await asyncio.wait_for(run, 90)
     assert code == 0, stderr
     assert "no live progress" in stderr

@@ -1,0 +1,248 @@
+"""Uploads are read in libav processes: a crash, a hang or a memory bomb there ends that
+process, never the service, and the pool goes on with new ones."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from services.converter.libav_pool import LibavPool
+from services.converter.libav_process import ADDRESS_SPACE_LIMIT
+from shared.blobstore.filelike import BlockFile
+from shared.errors import ErrorCode, MediaError
+from tests.support.media import MediaFactory
+
+
+class FileBlocks(BlockFile):
+    """A local file served as a blob, with a hook run on every fetch (in the pool's thread)."""
+
+    def __init__(self, path: Path, on_fetch: Callable[[], object] | None = None) -> None:
+        super().__init__(path.stat().st_size)
+        self.path = path
+        self.on_fetch = on_fetch
+
+    def fetch(self, lo: int, hi: int) -> bytes:
+        if self.on_fetch is not None:
+            self.on_fetch()
+        with self.path.open("rb") as f:
+            f.seek(lo)
+            return f.read(hi - lo)
+
+
+def _eventually(condition: Callable[[], bool], within: float = 5.0) -> bool:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _gone(pid: int) -> bool:
+    return _eventually(lambda: not Path(f"/proc/{pid}").exists())
+
+
+@pytest.fixture
+def pool() -> Iterator[LibavPool]:
+    pool = LibavPool()
+    yield pool
+    pool.close()
+
+
+def _crash_busy(pool: LibavPool, times: int) -> tuple[Callable[[], None], list[int]]:
+    """A fetch hook that kills the process reading the blob, as a native crash would, on
+    each of the first `times` attempts; and the pids it killed."""
+    killed: list[int] = []
+
+    def hook() -> None:
+        [busy] = pool.pids()[1]
+        if len(killed) < times and busy not in killed:
+            killed.append(busy)
+            os.kill(busy, signal.SIGSEGV)
+            _gone_or_zombie(busy)
+
+    return hook, killed
+
+
+def _gone_or_zombie(pid: int) -> None:
+    for _ in range(100):
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return
+        if state == "Z":
+            return
+        time.sleep(0.02)
+
+
+async def test_a_process_that_dies_mid_probe_is_replaced_and_the_probe_tried_again(
+    media: MediaFactory, pool: LibavPool, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = media.mp3_in_avi(4)
+    hook, killed = _crash_busy(pool, times=1)
+    with caplog.at_level(logging.WARNING, logger="services.converter.libav_pool"):
+        info = await pool.probe(FileBlocks(source, hook))
+    assert info.duration == pytest.approx(4, abs=0.1)
+    assert [t.codec for t in info.audio_tracks] == ["mp3"]
+    assert len(killed) == 1
+    assert _gone(killed[0])
+    assert "died on" in caplog.text
+
+
+async def test_a_file_that_kills_every_process_is_unreadable_and_the_pool_goes_on(
+    media: MediaFactory, pool: LibavPool
+) -> None:
+    source = media.mp3_in_avi(4)
+    hook, killed = _crash_busy(pool, times=10)
+    with pytest.raises(MediaError) as caught:
+        await pool.probe(FileBlocks(source, hook))
+    assert caught.value.code is ErrorCode.UNREADABLE_MEDIA
+    assert len(killed) == 2  # tried twice, then given up
+    assert all(_gone(pid) for pid in killed)
+    assert (await pool.probe(source)).duration == pytest.approx(4, abs=0.1)
+
+
+async def test_a_probe_that_hangs_is_killed_at_its_timeout(
+    media: MediaFactory, tmp_path: Path
+) -> None:
+    pool = LibavPool(probe_timeout=1.5)
+    release = threading.Event()
+    stuck: list[int] = []
+
+    def hang() -> None:
+        stuck.extend(pool.pids()[1])
+        release.wait(30)
+
+    try:
+        started = time.monotonic()
+        with pytest.raises(MediaError) as caught:
+            await pool.probe(FileBlocks(media.mp3_in_avi(4), hang))
+        assert caught.value.code is ErrorCode.UNREADABLE_MEDIA
+        assert time.monotonic() - started < 10
+    finally:
+        release.set()
+    assert _gone(stuck[0])
+    assert _eventually(lambda: pool.pids() == ([], []))  # its thread lets go of it last
+    pool.close()
+
+
+async def test_a_cancelled_probe_kills_its_process(media: MediaFactory, pool: LibavPool) -> None:
+    release = threading.Event()
+    stuck: list[int] = []
+
+    def hang() -> None:
+        stuck.extend(pool.pids()[1])
+        release.wait(30)
+
+    task = asyncio.create_task(pool.probe(FileBlocks(media.mp3_in_avi(4), hang)))
+    try:
+        while not stuck:
+            await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        release.set()
+    assert _gone(stuck[0])
+
+
+async def test_a_failing_store_is_the_stores_error_and_the_process_is_kept(
+    media: MediaFactory, pool: LibavPool
+) -> None:
+    def outage() -> None:
+        raise ConnectionError("the blob store is down")
+
+    with pytest.raises(ConnectionError):
+        await pool.probe(FileBlocks(media.mp3_in_avi(4), outage))
+    [kept], busy = pool.pids()
+    assert busy == []
+    assert (await pool.probe(media.mp3_in_avi(4))).audio_tracks
+    assert pool.pids() == ([kept], [])
+
+
+async def test_processes_are_reused_and_retired_after_their_share(
+    media: MediaFactory,
+) -> None:
+    pool = LibavPool(requests=3)
+    source = media.mp3_in_avi(4)
+    try:
+        await pool.probe(source)
+        [first], _ = pool.pids()
+        await pool.probe(source)
+        assert pool.pids() == ([first], [])
+        await pool.probe(source)
+        assert pool.pids() == ([], [])  # its third request was its last
+        assert _gone(first)
+        await pool.probe(source)
+        [second], _ = pool.pids()
+        assert second != first
+    finally:
+        pool.close()
+
+
+async def test_a_libav_process_has_its_address_space_capped(
+    media: MediaFactory, pool: LibavPool
+) -> None:
+    await pool.probe(media.mp3_in_avi(4))
+    [pid], _ = pool.pids()
+    limits = Path(f"/proc/{pid}/limits").read_text()
+    [line] = [line for line in limits.splitlines() if line.startswith("Max address space")]
+    assert line.split()[3:5] == [str(ADDRESS_SPACE_LIMIT)] * 2
+
+
+WARM_AND_WAIT = """
+import sys, time
+from services.converter.libav_pool import default_pool
+default_pool().warm(1)
+print(default_pool().pids()[0][0], flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_libav_process_ends_with_a_killed_parent() -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", WARM_AND_WAIT], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert Path(f"/proc/{child}").exists()
+        parent.kill()
+        parent.wait()
+        assert _gone(child)
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+async def test_a_burst_of_requests_shares_a_bounded_number_of_processes(
+    media: MediaFactory,
+) -> None:
+    pool = LibavPool(processes=2)
+    release = threading.Event()
+    source = media.mp3_in_avi(4)
+    try:
+        probes = [
+            asyncio.create_task(pool.probe(FileBlocks(source, lambda: release.wait(30))))
+            for _ in range(5)
+        ]
+        await asyncio.sleep(1.5)
+        idle, busy = pool.pids()
+        assert (len(idle), len(busy)) == (0, 2)
+        release.set()
+        described = await asyncio.gather(*probes)
+        assert all(info.duration == pytest.approx(4, abs=0.1) for info in described)
+        assert len(pool.pids()[0]) == 2
+    finally:
+        release.set()
+        pool.close()
