@@ -107,16 +107,16 @@ async def main() -> None:
     for r in tr["rows"]:
         rows.append(
             [
-                f"transfer {r['backend']} {r['direction']}",
-                r["ratio"],
+                f"transfer {r['backend']} {r['direction']} (vs {r['judged_against']})",
+                r["judged_ratio"],
                 ">= 0.8" if r["target"] else "report",
                 "-" if r["meets_target"] is None else verdict(r["meets_target"]),
-                f"{r['mb_per_s']} vs {r['ceiling_mb_per_s']} MB/s"
-                + (
-                    f"; {r['ratio_durable']} of nginx+fsync; "
+                (
+                    f"{r['mb_per_s']} vs {r['durable_ceiling_mb_per_s']} MB/s; "
+                    f"{r['ratio']} of plain {r['ceiling']} ({r['ceiling_mb_per_s']} MB/s); "
                     f"bare uvicorn {r['python_floor_mb_per_s']}"
                     if r["python_floor_mb_per_s"]
-                    else ""
+                    else f"{r['mb_per_s']} vs {r['ceiling_mb_per_s']} MB/s"
                 ),
             ]
         )

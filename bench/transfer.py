@@ -11,9 +11,12 @@ streams it. Rounds alternate which server goes first and start from a flushed pa
 The verdict uses the median of `--repeat` rounds (on this VM one 1 GiB write into the page
 cache takes 0.6 to 3.5 s from one second to the next, for nginx and us alike, so a best-of
 mostly measures luck); the best-of ratio is printed beside it. Target >= 0.8 of the ceiling
-with the file backend. Uploads are also timed against a bare uvicorn app that only writes the
-body to a file (bench/ceiling.py with `python=True`): what any server on our stack pays before
-doing any work of its own.
+with the file backend. For uploads the judged ceiling is nginx's PUT plus an fsync of the file
+it stored: the gateway answers 201 only once the source is on disk, and no server stores
+durably faster than the disk takes the bytes, so nginx's PUT alone (which leaves the file in
+the page cache) is printed beside it but not judged. Uploads are also timed against a bare
+uvicorn app that only writes the body to a file (bench/ceiling.py with `python=True`): what any
+server on our stack pays before doing any work of its own.
 """
 
 from __future__ import annotations
@@ -219,6 +222,9 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                 upload = direction == "upload"
                 floor = round(size / median(runs.floor_ups) / 1e6, 1) if upload else None
                 durable = size / median(runs.durable_ups) / 1e6 if upload else None
+                # Our 201 promises the bytes are on disk: uploads are judged against a server
+                # keeping the same promise (see the module's docstring).
+                judged = mbps / durable if durable else mbps / cmbps
                 rows.append(
                     {
                         "backend": backend,
@@ -230,7 +236,9 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "ceiling_mb_per_s": round(cmbps, 1),
                         "ceiling": server,
                         "target": TARGET if backend == "file" else None,
-                        "meets_target": mbps / cmbps >= TARGET if backend == "file" else None,
+                        "judged_against": "nginx+fsync" if durable else server,
+                        "judged_ratio": round(judged, 3),
+                        "meets_target": judged >= TARGET if backend == "file" else None,
                         "python_floor_mb_per_s": floor,
                         "durable_ceiling_mb_per_s": round(durable, 1) if durable else None,
                         "ratio_durable": round(mbps / durable, 3) if durable else None,
@@ -251,13 +259,14 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "backend",
                 "direction",
                 "MiB",
-                "ratio",
-                "best-of",
+                "judged ratio",
                 "target",
                 "",
                 "MB/s",
+                "judged vs",
+                "vs plain ceiling",
+                "best-of",
                 "ceiling MB/s",
-                "vs nginx+fsync",
                 "bare uvicorn MB/s",
                 "ceiling",
             ],
@@ -266,13 +275,14 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                     r["backend"],
                     r["direction"],
                     r["bytes"] // MIB,
-                    r["ratio"],
-                    r["ratio_best_of"],
+                    r["judged_ratio"],
                     r["target"] or "-",
                     "-" if r["meets_target"] is None else verdict(r["meets_target"]),
                     r["mb_per_s"],
+                    r["judged_against"],
+                    r["ratio"],
+                    r["ratio_best_of"],
                     r["ceiling_mb_per_s"],
-                    r["ratio_durable"] or "-",
                     r["python_floor_mb_per_s"] or "-",
                     r["ceiling"],
                 ]
