@@ -220,7 +220,7 @@ class LibavPool:
 
     async def _ask(self, request: Answer, blob: BlockFile | None, timeout: float) -> Answer:
         for attempt in range(1, PROBE_ATTEMPTS + 1):
-            process = await asyncio.to_thread(self._checkout)
+            process = await self._take()
             try:
                 async with asyncio.timeout(timeout):
                     answer, fetch_error = await asyncio.to_thread(
@@ -263,7 +263,7 @@ class LibavPool:
         timeout: float,
         interval: float,
     ) -> None:
-        process = await asyncio.to_thread(self._checkout)
+        process = await self._take()
         copied = [0.0]
         worker = asyncio.ensure_future(
             asyncio.to_thread(self._serve, process, request, None, copied.append)
@@ -300,6 +300,27 @@ class LibavPool:
             if slot is None:
                 slot = self._slots[loop] = asyncio.Semaphore(self.max_processes)
             return slot
+
+    async def _take(self) -> LibavProcess:
+        """A process for one request; cancelled meanwhile, it goes back to the pool."""
+        taking = asyncio.ensure_future(asyncio.to_thread(self._checkout))
+        try:
+            return await asyncio.shield(taking)
+        except asyncio.CancelledError:
+            taking.add_done_callback(self._give_back)
+            raise
+
+    def _give_back(self, taking: asyncio.Future[LibavProcess]) -> None:
+        if taking.cancelled() or taking.exception() is not None:
+            return
+        process = taking.result()
+        with self._lock:
+            self._busy.discard(process)
+            if len(self._idle) < self.max_idle:
+                self._idle.append(process)
+                return
+        with contextlib.suppress(OSError):
+            process.popen.kill()  # reaped when the Popen is collected
 
     def _checkout(self) -> LibavProcess:
         while True:

@@ -156,6 +156,26 @@ async def test_a_cancelled_probe_kills_its_process(media: MediaFactory, pool: Li
     assert _gone(stuck[0])
 
 
+async def test_a_probe_cancelled_while_its_process_starts_leaves_it_to_the_pool(
+    media: MediaFactory, pool: LibavPool
+) -> None:
+    # A request given up while its process is being checked out (in a thread: a start may
+    # block) must neither leak the process nor leave it counted as busy. One turn of the loop
+    # takes the task to its first wait, the checkout.
+    source = media.mp3_in_avi(2)
+    task = asyncio.create_task(pool.probe(source))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.to_thread(_eventually, lambda: len(pool.pids()[0]) == 1)
+    idle, busy = pool.pids()
+    assert busy == []
+    info = await pool.probe(source)
+    assert info.duration == pytest.approx(2, abs=0.1)
+    assert pool.pids()[0] == idle
+
+
 async def test_a_failing_store_is_the_stores_error_and_the_process_is_kept(
     media: MediaFactory, pool: LibavPool
 ) -> None:
