@@ -60,7 +60,8 @@ async def main() -> None:
                 f"<= {r['target_ratio_to_baseline']}",
                 verdict(r["meets_target"]),
                 f"vs raw FFmpeg {r['ratio_to_ffmpeg']}"
-                + (f" (<= {r['target_ratio_to_ffmpeg']})" if r["target_ratio_to_ffmpeg"] else ""),
+                + (f" (<= {r['target_ratio_to_ffmpeg']})" if r["target_ratio_to_ffmpeg"] else "")
+                + f"; ratio of medians {r['ratio_of_medians_to_baseline']}",
             ]
         )
 
