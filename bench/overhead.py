@@ -165,7 +165,7 @@ def _row(
     blob_s: list[float],
 ) -> dict[str, Any]:
     # Judged on the median of each job's ratio to the baseline run right after it: the host
-    # drifts over a minute (raw FFmpeg on one 600 s file went 1.97 -> 2.84 s within one row of
+    # drifts over a minute (raw FFmpeg on one 600 s file went 1.95 -> 2.84 s within one row of
     # run 22), and a pair taken together cancels that; a ratio of medians mixes moments.
     ratio = median([p / (f + b) for p, f, b in zip(product, ffmpeg_s, blob_s, strict=True)])
     ratio_ffmpeg = median([p / f for p, f in zip(product, ffmpeg_s, strict=True)])

@@ -3,7 +3,7 @@
     uv run python bench/run_all.py [--quick]
 
 Each benchmark starts (and removes) its own stack and writes bench/results/<name>.json; this
-writes bench/results/summary.json. About 7 to 12 minutes on 2 cores (413-687 s measured); --quick
+writes bench/results/summary.json. About 6 to 12 minutes on 2 cores (334-687 s measured); --quick
 runs fewer repeats.
 """
 
