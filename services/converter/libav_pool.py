@@ -254,42 +254,33 @@ class LibavPool:
         MediaError(timeout) after `timeout` seconds. However it ends, the process is done
         writing when this returns."""
         async with self._slot():
-            await self._copy(request, on_progress, timeout, interval)
-
-    async def _copy(
-        self,
-        request: Answer,
-        on_progress: Callable[[float], Awaitable[None]] | None,
-        timeout: float,
-        interval: float,
-    ) -> None:
-        process = await self._take()
-        copied = [0.0]
-        worker = asyncio.ensure_future(
-            asyncio.to_thread(self._serve, process, request, None, copied.append)
-        )
-        reported = -1.0
-        try:
-            async with asyncio.timeout(timeout):
-                while not worker.done():
-                    await asyncio.wait({worker}, timeout=interval)
-                    if on_progress is not None and copied[-1] > reported:
-                        reported = copied[-1]
-                        del copied[:-1]
-                        await on_progress(reported)
-        except TimeoutError:
-            raise MediaError("conversion took too long", code=ErrorCode.TIMEOUT) from None
-        finally:
-            if not worker.done():
-                self._abandon(process)
-                await _finished(worker)
-        try:
-            answer, _ = worker.result()
-        except LibavProcessDied as exc:
-            log.warning("libav process died copying %s: %s", request.get("source"), exc)
-            raise _unreadable() from None
-        if not answer.get("done"):
-            raise_for(answer, request.get("source"))
+            process = await self._take()
+            copied = [0.0]
+            worker = asyncio.ensure_future(
+                asyncio.to_thread(self._serve, process, request, None, copied.append)
+            )
+            reported = -1.0
+            try:
+                async with asyncio.timeout(timeout):
+                    while not worker.done():
+                        await asyncio.wait({worker}, timeout=interval)
+                        if on_progress is not None and copied[-1] > reported:
+                            reported = copied[-1]
+                            del copied[:-1]
+                            await on_progress(reported)
+            except TimeoutError:
+                raise MediaError("conversion took too long", code=ErrorCode.TIMEOUT) from None
+            finally:
+                if not worker.done():
+                    self._abandon(process)
+                    await _finished(worker)
+            try:
+                answer, _ = worker.result()
+            except LibavProcessDied as exc:
+                log.warning("libav process died copying %s: %s", request.get("source"), exc)
+                raise _unreadable() from None
+            if not answer.get("done"):
+                raise_for(answer, request.get("source"))
 
     def _slot(self) -> asyncio.Semaphore:
         """This event loop's share of processes (a service has one loop; tests have many, one

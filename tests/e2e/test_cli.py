@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -17,6 +18,7 @@ from services.cli.credentials import password_login, save_refresh_token
 from tests.conftest import StackFactory
 from tests.e2e.conftest import register_and_login
 from tests.support.media import MediaFactory, decode
+from tests.support.procs import descendants_of, name_of
 from tests.support.smtp import SmtpCatcher
 from tests.support.stack import Stack
 
@@ -249,10 +251,12 @@ async def test_an_output_directory_that_is_a_file_is_refused_in_one_line(
 
 
 @contextlib.asynccontextmanager
-async def upgrade_refusing_proxy(target: str, failing_polls: int = 0) -> AsyncIterator[str]:
+async def upgrade_refusing_proxy(
+    target: str, failing_polls: int = 0, polled: set[str] | None = None
+) -> AsyncIterator[str]:
     """A proxy in front of `target` that answers every WebSocket upgrade 403, as some do, and
     its first `failing_polls` looks at a job 502. One request per connection, so that it sees
-    each one."""
+    each one. The status of each job it passed on is added to `polled`."""
     upstream = httpx.URL(target)
     failures_left = [failing_polls]
 
@@ -285,7 +289,17 @@ async def upgrade_refusing_proxy(target: str, failing_polls: int = 0) -> AsyncIt
             return
         up_reader, up_writer = await asyncio.open_connection(upstream.host, upstream.port)
         up_writer.write(head.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n", 1))
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        if not (is_poll and polled is not None):
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+            return
+        answer = await up_reader.read()  # the whole of it: the upstream closes after one
+        up_writer.close()
+        status = re.search(rb'"status":\s*"(\w+)"', answer)
+        if status is not None:
+            polled.add(status[1].decode())
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -298,22 +312,48 @@ async def upgrade_refusing_proxy(target: str, failing_polls: int = 0) -> AsyncIt
 async def test_without_the_live_socket_the_cli_polls_to_the_end(
     stack: Stack, user: dict[str, str], media: MediaFactory, tmp_path: Path
 ) -> None:
-    # Polls come every 2 s and the first two fail: the job must outlast them on a fast machine
-    # too (30 minutes of mono took 4-6 s to encode, sometimes done by the third poll), so it
-    # is encoded as 48 kHz stereo (~10 s there).
+    # Polls come every 2 s and the first two fail. However fast the machine, the job is seen
+    # converting: its FFmpeg is paused until a poll has passed on its "processing".
     source = media.long_tone()
     out = tmp_path / "out"
-    wider = ["--channels", "2", "--sample-rate", "48000"]
-    async with upgrade_refusing_proxy(stack.gateway_url, failing_polls=2) as proxied:
-        run = run_cli(
-            stack, user, str(source), "-o", str(out), *wider, home=tmp_path, server=proxied
+    polled: set[str] = set()
+    async with upgrade_refusing_proxy(stack.gateway_url, failing_polls=2, polled=polled) as proxied:
+        run = asyncio.ensure_future(
+            run_cli(stack, user, str(source), "-o", str(out), home=tmp_path, server=proxied)
+        )
+        paused = await pause_encodes_until(
+            stack, lambda: "processing" in polled or run.done(), within=60
         )
         code, stdout, stderr = await asyncio.wait_for(run, 90)
+    assert paused, f"no FFmpeg of the converter's was seen; polled {polled}"
     assert code == 0, stderr
     assert "no live progress" in stderr
     assert "Traceback" not in stderr
     assert f"{source.name}: converting" in stdout
     assert abs(decode(out / f"{source.stem}.mp3").duration - 1800) < 1
+
+
+async def pause_encodes_until(stack: Stack, condition: Callable[[], bool], within: float) -> bool:
+    """Stop the converter's FFmpeg processes (SIGSTOP) as soon as one runs, and let them go on
+    once `condition()` holds. False if none ran before the condition held."""
+    converter = stack.procs["converter"].pid
+    stopped: list[int] = []
+    try:
+        async with asyncio.timeout(within):
+            while not stopped and not condition():
+                for pid in await asyncio.to_thread(descendants_of, converter):
+                    if (name_of(pid) or "").startswith("ffmpeg"):
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGSTOP)
+                            stopped.append(pid)
+                await asyncio.sleep(0.01)
+            while not condition():
+                await asyncio.sleep(0.05)
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    return bool(stopped)
 
 
 async def test_login_without_a_terminal_ends_in_one_line(tmp_path: Path) -> None:

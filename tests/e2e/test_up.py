@@ -19,6 +19,7 @@ from services.cli.embedded import port_is_free
 from tests.support.amqp import delete_topology
 from tests.support.media import decode
 from tests.support.net import free_port
+from tests.support.procs import alive, children_of
 
 SERVICES = ("GATEWAY", "AUTH", "NOTIFICATION", "CONVERTER")
 
@@ -166,26 +167,6 @@ async def test_a_stop_while_starting_is_obeyed(amqp_url: str, tmp_path: Path) ->
             os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
         await delete_topology(amqp_url, prefix)
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")  # a zombie waits for its reaper, not for us
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
