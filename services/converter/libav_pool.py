@@ -347,12 +347,13 @@ class LibavPool:
                 self._busy.discard(process)
             raise
         process.served += 1
+        retired = process.served >= self.max_requests
         with self._lock:
             self._busy.discard(process)
             keep = not process.abandoned
             if keep:
                 process.returned = True
-                keep = process.served < self.max_requests and len(self._idle) < self.max_idle
+                keep = not retired and len(self._idle) < self.max_idle
                 if keep:
                     self._idle.append(process)
         if not keep:
@@ -360,6 +361,10 @@ class LibavPool:
                 process.kill()
             else:
                 process.close()
+        if retired and not process.abandoned:
+            # Its successor starts now, in this worker thread: started on demand, it made the
+            # next request wait for Python and PyAV to load (0.8 s), one job in a hundred.
+            self.warm(1)
         return result
 
     def _abandon(self, process: LibavProcess) -> None:
