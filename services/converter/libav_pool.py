@@ -31,6 +31,7 @@ from typing import Any, Never
 from services.converter.libav_wire import (
     ANSWER,
     BLOCK,
+    MAX_FRAME,
     PROGRESS,
     READ,
     REQUEST,
@@ -76,9 +77,11 @@ class LibavProcess:
         )
         self.served = 0
         # Set under the pool's lock: the requester gave up on it (it is being killed), or it
-        # is back in the pool (too late to give up on).
+        # is back in the pool (too late to give up on). `lease` counts its checkouts, so that
+        # a requester that gives up late cannot kill it under the next one.
         self.abandoned = False
         self.returned = False
+        self.lease = 0
 
     @property
     def pid(self) -> int:
@@ -113,16 +116,19 @@ class LibavProcess:
                     continue
                 if kind != READ or blob is None:
                     raise ProtocolError(f"a {kind!r} frame")
-                lo, hi = json.loads(payload)
+                lo, hi = (int(bound) for bound in json.loads(payload))
+                # The child asks for blocks; a larger range would be read into this process.
+                if not 0 <= lo < hi <= blob.size or hi - lo > MAX_FRAME:
+                    raise ProtocolError(f"a read of [{lo}, {hi}) in {blob.size} bytes")
                 try:
-                    data = blob.fetch(int(lo), int(hi))
+                    data = blob.fetch(lo, hi)
                 except Exception as exc:  # handed to the caller with the answer
                     fetch_error = exc
                     write_frame(to_child, UNAVAILABLE, b"")
                 else:
                     write_frame(to_child, BLOCK, data)
             reason = "no answer"
-        except (OSError, ProtocolError, ValueError, TypeError) as exc:
+        except Exception as exc:  # whatever the child sent (OverflowError, RecursionError...)
             reason = f"{type(exc).__name__}: {exc}"
         self.kill()
         raise LibavProcessDied(f"{reason}; exit status {self.popen.returncode}")
@@ -171,12 +177,22 @@ class LibavPool:
         self._idle: list[LibavProcess] = []
         self._busy: set[LibavProcess] = set()
         self._lock = threading.Lock()
+        self._orphans: set[asyncio.Future[Any]] = set()
 
     def warm(self, count: int) -> None:
-        """Start processes now, so that the first requests do not wait for Python to start."""
-        with self._lock:
-            while len(self._idle) < min(count, self.max_idle):
-                self._idle.append(LibavProcess())
+        """Start processes now, so that the first requests do not wait for Python to start.
+        Blocks (a start is a fork and an exec): not on the loop."""
+        while True:
+            with self._lock:
+                if len(self._idle) >= min(count, self.max_idle):
+                    return
+            process = LibavProcess()  # outside the lock, which the loop takes too
+            with self._lock:
+                if len(self._idle) < self.max_idle:
+                    self._idle.append(process)
+                    continue
+            process.close()
+            return
 
     def close(self) -> None:
         with self._lock:
@@ -221,20 +237,22 @@ class LibavPool:
     async def _ask(self, request: Answer, blob: BlockFile | None, timeout: float) -> Answer:
         for attempt in range(1, PROBE_ATTEMPTS + 1):
             process = await self._take()
+            lease = process.lease
+            # Never cancelled: a serving job cancelled before a thread took it would never
+            # run, and nothing else would reap the process or free its place.
+            worker = asyncio.ensure_future(asyncio.to_thread(self._serve, process, request, blob))
             try:
                 async with asyncio.timeout(timeout):
-                    answer, fetch_error = await asyncio.to_thread(
-                        self._serve, process, request, blob
-                    )
+                    answer, fetch_error = await asyncio.shield(worker)
             except LibavProcessDied as exc:
                 log.warning("libav process died on %s (attempt %d): %s", request, attempt, exc)
                 continue
             except TimeoutError:
-                self._abandon(process)
+                self._abandon(process, lease, worker)
                 log.warning("%s took over %.0f s: stopped", request, timeout)
                 raise LibavUnavailable(f"no answer within {timeout:.0f} s") from None
             except BaseException:
-                self._abandon(process)
+                self._abandon(process, lease, worker)
                 raise
             if fetch_error is not None:
                 raise fetch_error
@@ -255,24 +273,28 @@ class LibavPool:
         writing when this returns."""
         async with self._slot():
             process = await self._take()
-            copied = [0.0]
+            lease = process.lease
+            copied = [0.0]  # the latest report only: the child sets the pace
+
+            def progress(seconds: float) -> None:
+                copied[0] = seconds
+
             worker = asyncio.ensure_future(
-                asyncio.to_thread(self._serve, process, request, None, copied.append)
+                asyncio.to_thread(self._serve, process, request, None, progress)
             )
             reported = -1.0
             try:
                 async with asyncio.timeout(timeout):
                     while not worker.done():
                         await asyncio.wait({worker}, timeout=interval)
-                        if on_progress is not None and copied[-1] > reported:
-                            reported = copied[-1]
-                            del copied[:-1]
+                        if on_progress is not None and copied[0] > reported:
+                            reported = copied[0]
                             await on_progress(reported)
             except TimeoutError:
                 raise MediaError("conversion took too long", code=ErrorCode.TIMEOUT) from None
             finally:
                 if not worker.done():
-                    self._abandon(process)
+                    self._abandon(process, lease)
                     await _finished(worker)
             try:
                 answer, _ = worker.result()
@@ -291,6 +313,11 @@ class LibavPool:
             if slot is None:
                 slot = self._slots[loop] = asyncio.Semaphore(self.max_processes)
             return slot
+
+    def _orphan_done(self, worker: asyncio.Future[Any]) -> None:
+        self._orphans.discard(worker)
+        if not worker.cancelled():
+            worker.exception()  # retrieved: a killed process's exchange fails, as it should
 
     async def _take(self) -> LibavProcess:
         """A process for one request; cancelled meanwhile, it goes back to the pool."""
@@ -319,13 +346,15 @@ class LibavPool:
                 process = self._idle.pop() if self._idle else None
                 if process is not None:
                     self._busy.add(process)
+                    process.lease += 1
+                    process.returned = False
             if process is None:
                 process = LibavProcess()
                 with self._lock:
                     self._busy.add(process)
+                    process.lease += 1
                 return process
             if process.popen.poll() is None:
-                process.returned = False
                 return process
             with self._lock:
                 self._busy.discard(process)
@@ -367,11 +396,17 @@ class LibavPool:
             self.warm(1)
         return result
 
-    def _abandon(self, process: LibavProcess) -> None:
-        """Kill a process whose request was given up, unless it is back in the pool already.
-        Its serving thread then sees the end of its pipe and reaps it."""
+    def _abandon(
+        self, process: LibavProcess, lease: int, worker: asyncio.Future[Any] | None = None
+    ) -> None:
+        """Kill a process whose request (its checkout `lease`) was given up, unless it is back
+        in the pool already. Its serving thread then sees the end of its pipe and reaps it;
+        `worker`, that thread's job, is kept until then and its outcome dropped."""
+        if worker is not None:
+            self._orphans.add(worker)
+            worker.add_done_callback(self._orphan_done)
         with self._lock:
-            if process.returned:
+            if process.returned or process.lease != lease:
                 return
             process.abandoned = True
         with contextlib.suppress(OSError):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from services.converter.libav_pool import LibavPool
+from services.converter.libav_pool import LibavPool, LibavProcess, LibavProcessDied
 from services.converter.libav_process import ADDRESS_SPACE_LIMIT
 from shared.blobstore.filelike import BlockFile
 from shared.errors import ErrorCode, MediaError
@@ -268,3 +268,61 @@ async def test_a_burst_of_requests_shares_a_bounded_number_of_processes(
     finally:
         release.set()
         pool.close()
+
+
+async def test_a_request_given_up_late_leaves_the_next_ones_process_alone(
+    media: MediaFactory, pool: LibavPool
+) -> None:
+    # A request's timeout or cancellation can land after its process went back to the pool
+    # and was taken by the next request: that request's process must not be killed.
+    source = media.mp3_in_avi(2)
+    await pool.probe(source)
+    [pid], _ = pool.pids()
+    process = await pool._take()
+    assert process.pid == pid
+    pool._abandon(process, process.lease - 1)  # the previous request's lease
+    assert process.popen.poll() is None
+    pool._abandon(process, process.lease)  # its own holder's gives it up
+    assert _gone_or_killed(process.popen)
+
+
+def _gone_or_killed(popen: subprocess.Popen[bytes]) -> bool:
+    try:
+        return popen.wait(5) == -signal.SIGKILL
+    except subprocess.TimeoutExpired:
+        return False
+
+
+# Each: what a compromised child could send after a request; the parent must kill it and go
+# on, holding nothing it asked for.
+HOSTILE_FRAMES = {
+    "progress past a float": b"P" + b"1" + b"0" * 400,
+    "a read of everything": b"R" + b"[0,1099511627776]",
+    "a read past its end": b"R" + b"[0,5000]",
+    "a read at infinity": b"R" + b"[1e999,0]",
+    "nesting past the stack": b"R" + b"[" * 100_000,
+}
+
+
+@pytest.mark.parametrize("frame", HOSTILE_FRAMES.values(), ids=HOSTILE_FRAMES.keys())
+def test_a_child_that_sends_nonsense_is_killed(frame: bytes, tmp_path: Path) -> None:
+    source = tmp_path / "blob"
+    source.write_bytes(b"x" * 4096)
+    fetched: list[int] = []
+    blob = FileBlocks(source, lambda: fetched.append(1))
+    kind, payload = frame[:1], frame[1:]
+    script = (
+        "import struct, sys, time\n"
+        "head = sys.stdin.buffer.read(5); sys.stdin.buffer.read(struct.unpack('>cI', head)[1])\n"
+        f"payload = {payload!r}\n"
+        f"sys.stdout.buffer.write(struct.pack('>cI', {kind!r}, len(payload)) + payload)\n"
+        "sys.stdout.buffer.flush(); time.sleep(60)\n"
+    )
+    process = LibavProcess.__new__(LibavProcess)
+    process.popen = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    with pytest.raises(LibavProcessDied):
+        process.exchange({"op": "probe", "size": blob.size}, blob, on_progress=lambda _: None)
+    assert process.popen.returncode == -signal.SIGKILL
+    assert fetched == []
