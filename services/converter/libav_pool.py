@@ -316,8 +316,7 @@ class LibavPool:
 
     def _orphan_done(self, worker: asyncio.Future[Any]) -> None:
         self._orphans.discard(worker)
-        if not worker.cancelled():
-            worker.exception()  # retrieved: a killed process's exchange fails, as it should
+        _drop_outcome(worker)
 
     async def _take(self) -> LibavProcess:
         """A process for one request; cancelled meanwhile, it goes back to the pool."""
@@ -422,10 +421,15 @@ async def _finished(worker: asyncio.Future[Any]) -> None:
             await asyncio.wait({worker})
         except asyncio.CancelledError:
             cancelled = True
-    if not worker.cancelled():
-        worker.exception()  # retrieved: a killed process's exchange fails, as it should
+    _drop_outcome(worker)
     if cancelled:
         raise asyncio.CancelledError
+
+
+def _drop_outcome(worker: asyncio.Future[Any]) -> None:
+    """Retrieve a given-up worker's outcome: a killed process's exchange fails, as it should."""
+    if not worker.cancelled():
+        worker.exception()
 
 
 def raise_for(answer: Answer, source: object) -> Never:
