@@ -16,6 +16,7 @@ from services.gateway import routes, routes_auth, routes_live
 from services.gateway.balancer import Balancer
 from services.gateway.live import LIVE_EVENT_TYPES, LiveHub
 from services.gateway.state import GatewayState
+from shared.accounts import AccountDirectory
 from shared.blobstore import open_blob_store
 from shared.errors import ErrorCode
 from shared.http import install_error_handlers, install_operations
@@ -80,6 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
                     audience=settings.jwt_audience,
                 ),
                 live=live,
+                accounts=AccountDirectory(http, settings.auth_url_list),
             )
             yield
         finally:

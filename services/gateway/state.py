@@ -11,6 +11,7 @@ from pymongo import AsyncMongoClient
 
 from services.gateway.balancer import Balancer
 from services.gateway.live import LiveHub
+from shared.accounts import AccountDirectory
 from shared.blobstore import BlobStore
 from shared.jobstore import JobStore
 from shared.messaging import EventPublisher
@@ -31,3 +32,4 @@ class GatewayState:
     notifications: Balancer
     tokens: JwksCache
     live: LiveHub
+    accounts: AccountDirectory
