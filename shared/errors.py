@@ -32,6 +32,11 @@ class ErrorCode(StrEnum):
     SERVICE_UNAVAILABLE = "service_unavailable"
     INTERNAL_ERROR = "internal_error"
     CANCELLED = "cancelled"
+    TOO_MANY_ACTIVE_JOBS = "too_many_active_jobs"
+    STORAGE_QUOTA_EXCEEDED = "storage_quota_exceeded"
+    DAILY_LIMIT = "daily_limit"
+    TOO_MANY_UPLOADS = "too_many_uploads"
+    UPLOAD_TIMEOUT = "upload_timeout"
 
 
 class AppError(Exception):
@@ -45,6 +50,11 @@ class AppError(Exception):
         self.detail = detail
         if code is not None:
             self.code = code
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        """Headers the HTTP answer carries besides the body."""
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         return {"detail": self.detail, "code": str(self.code)}
@@ -94,3 +104,24 @@ class MediaError(AppError):
 
     status_code = 422
     code = ErrorCode.UNREADABLE_MEDIA
+
+
+class LimitReached(AppError):
+    """A per-account limit refused the request: 429 with `Retry-After` when waiting helps, 403
+    when the user must free something first."""
+
+    def __init__(
+        self, detail: str, *, code: ErrorCode, status_code: int, retry_after: int | None = None
+    ) -> None:
+        super().__init__(detail, code=code)
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return None if self.retry_after is None else {"Retry-After": str(self.retry_after)}
+
+
+class UploadTimeout(AppError):
+    status_code = 408
+    code = ErrorCode.UPLOAD_TIMEOUT

@@ -58,7 +58,10 @@ _DESCRIPTIONS = {
     415: "not an audio/video container (`not_media`)",
     416: "range not satisfiable",
     422: "invalid request or options, per field",
-    429: "too many attempts; see Retry-After",
+    403: "refused (e.g. `storage_quota_exceeded`)",
+    408: "the upload took longer than UPLOAD_DEADLINE_SECONDS (`upload_timeout`)",
+    429: "too many attempts or a per-account limit (`too_many_active_jobs`, `daily_limit`,"
+    " `too_many_uploads`); see Retry-After",
     503: "a dependency is unavailable (`broker_unavailable`, `database_unavailable`, ...)",
 }
 
@@ -82,8 +85,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(AppError)
     async def app_error(_: Request, exc: AppError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-        return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:

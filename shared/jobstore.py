@@ -7,12 +7,14 @@ status), so two workers, a redelivery or a cancel racing a completion cannot bot
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from datetime import datetime
 from typing import Any
 
 from pymongo import DESCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from shared.errors import NotFound, Unprocessable
 from shared.events import Event
@@ -238,6 +240,87 @@ class JobStore:
 
     async def ping(self) -> None:
         await self._jobs.database.command("ping")
+
+
+USAGE_COLLECTION = "user_usage"
+HOLDS_COLLECTION = "upload_holds"
+
+
+class QuotaStore:
+    """What per-account quotas count: jobs, uploads in flight ("holds") and a per-user counter
+    document whose `version` serialises admissions of one user across gateway processes."""
+
+    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+        self._jobs = db[JOBS_COLLECTION]
+        self._usage = db[USAGE_COLLECTION]
+        self._holds = db[HOLDS_COLLECTION]
+
+    async def ensure_indexes(self) -> None:
+        await self._holds.create_index([("user_id", 1), ("expires_at", 1)])
+
+    async def counter(self, user_id: str) -> dict[str, Any]:
+        """`{version, day, jobs}`: the user's admission version and jobs admitted on `day`."""
+        doc = await self._usage.find_one({"_id": user_id})
+        if doc is None:
+            with contextlib.suppress(DuplicateKeyError):  # another gateway made it first
+                await self._usage.insert_one({"_id": user_id, "version": 0, "day": "", "jobs": 0})
+            doc = await self._usage.find_one({"_id": user_id})
+        assert doc is not None
+        return doc
+
+    async def admit(self, user_id: str, version: int, day: str, same_day: bool) -> bool:
+        """Count one job on `day` if nobody admitted one for this user since `version` was read."""
+        update: dict[str, Any] = (
+            {"$inc": {"version": 1, "jobs": 1}}
+            if same_day
+            else {"$inc": {"version": 1}, "$set": {"day": day, "jobs": 1}}
+        )
+        found = await self._usage.find_one_and_update({"_id": user_id, "version": version}, update)
+        return found is not None
+
+    async def refund(self, user_id: str, day: str) -> None:
+        await self._usage.update_one(
+            {"_id": user_id, "day": day, "jobs": {"$gt": 0}}, {"$inc": {"jobs": -1}}
+        )
+
+    async def add_hold(self, hold_id: str, user_id: str, size: int, expires_at: datetime) -> None:
+        await self._holds.insert_one(
+            {"_id": hold_id, "user_id": user_id, "size": size, "expires_at": expires_at}
+        )
+
+    async def release(self, hold_id: str) -> None:
+        await self._holds.delete_one({"_id": hold_id})
+
+    async def holds(self, user_id: str, now: datetime) -> tuple[int, int]:
+        """Uploads in flight and the bytes they announced; a hold whose upload died unreleased
+        stops counting at its expiry."""
+        await self._holds.delete_many({"user_id": user_id, "expires_at": {"$lte": now}})
+        found = self._holds.find({"user_id": user_id, "expires_at": {"$gt": now}}, {"size": 1})
+        sizes = [int(d.get("size") or 0) async for d in found]
+        return len(sizes), sum(sizes)
+
+    async def active_jobs(self, user_id: str) -> int:
+        return await self._jobs.count_documents({"user_id": user_id, "status": {"$in": _ACTIVE}})
+
+    async def stored_bytes(self, user_id: str) -> int:
+        """Bytes of the user's sources still kept plus their outputs not yet expired."""
+        kept = {"$ne": [{"$ifNull": ["$source_blob_id", None]}, None]}
+        made = {"$ne": [{"$ifNull": ["$output_blob_id", None]}, None]}
+        cursor = await self._jobs.aggregate(
+            [
+                # A cancel deletes the job's files at once but keeps the job to read.
+                {"$match": {"user_id": user_id, "status": {"$ne": str(JobStatus.CANCELLED)}}},
+                {
+                    "$group": {
+                        "_id": None,
+                        "sources": {"$sum": {"$cond": [kept, {"$ifNull": ["$source.size", 0]}, 0]}},
+                        "outputs": {"$sum": {"$cond": [made, {"$ifNull": ["$output.size", 0]}, 0]}},
+                    }
+                },
+            ]
+        )
+        rows = await cursor.to_list()
+        return int(rows[0]["sources"] + rows[0]["outputs"]) if rows else 0
 
 
 def _described(source: SourceInfo | None) -> dict[str, Any]:

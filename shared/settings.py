@@ -86,6 +86,17 @@ class Settings(BaseSettings):
     login_max_failures_per_address: int = Field(default=20, ge=1)
     login_window_seconds: int = Field(default=900, ge=1)
 
+    # Per-account limits (0: unlimited); an admin may set other values for one account.
+    user_max_active_jobs: int = Field(default=20, ge=0)
+    user_storage_bytes: int = Field(default=10 * GIB, ge=0)
+    user_jobs_per_day: int = Field(default=500, ge=0)
+    # Per-account caps on what one client holds open (0: unlimited): multipart uploads in flight
+    # (counted across gateways) and live WebSockets (per gateway process).
+    user_max_uploads: int = Field(default=4, ge=0)
+    user_max_sockets: int = Field(default=10, ge=0)
+    # An upload that has not finished this long after it began is cut off (408).
+    upload_deadline_seconds: float = Field(default=3600.0, gt=0)
+
     # Seconds every outbound network call may take before it is abandoned.
     network_timeout: float = 10.0
     log_level: str = "INFO"

@@ -20,7 +20,7 @@ from shared.accounts import AccountDirectory
 from shared.blobstore import open_blob_store
 from shared.errors import ErrorCode
 from shared.http import install_error_handlers, install_operations
-from shared.jobstore import JobStore
+from shared.jobstore import JobStore, QuotaStore
 from shared.messaging import (
     EventPublisher,
     bind_private_queue,
@@ -53,6 +53,8 @@ def create_app(settings: Settings) -> FastAPI:
             db = mongo[settings.mongo_db]
             jobs = JobStore(db)
             await jobs.ensure_indexes()
+            quotas = QuotaStore(db)
+            await quotas.ensure_indexes()
             topology = Topology(settings.amqp_prefix)
             publisher = await EventPublisher.open(amqp, topology, timeout)
             live = LiveHub()
@@ -63,6 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
                 settings=settings,
                 mongo=mongo,
                 jobs=jobs,
+                quotas=quotas,
                 blobs=open_blob_store(settings, db),
                 amqp=amqp,
                 publisher=publisher,

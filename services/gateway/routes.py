@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from services.gateway import service
 from services.gateway.deps import CurrentUser, State
 from services.gateway.downloads import blob_response
+from services.gateway.quota import Usage, usage_of
 from services.gateway.schemas import JobPage
 from services.gateway.uploads import MultipartUpload
 from shared.errors import Conflict, ErrorCode, Gone, NotFound
@@ -59,7 +60,7 @@ _UPLOAD_DOC: dict[str, Any] = {
     "/jobs",
     status_code=202,
     openapi_extra=_UPLOAD_DOC,
-    responses=error_responses(401, 413, 415),
+    responses=error_responses(401, 403, 408, 413, 415, 429),
 )
 async def create_job(request: Request, user: CurrentUser, state: State) -> JSONResponse:
     correlation_id = current_correlation_id.get() or new_correlation_id()
@@ -70,6 +71,12 @@ async def create_job(request: Request, user: CurrentUser, state: State) -> JSONR
     return JSONResponse(
         job.public_view(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"}
     )
+
+
+@router.get("/usage", tags=["account"], responses=error_responses(401))
+async def usage(user: CurrentUser, state: State) -> Usage:
+    """What my account stores and runs, beside its limits (a limit of 0 is unlimited)."""
+    return await usage_of(state, user.user_id)
 
 
 @router.get("/jobs", responses=error_responses(401))

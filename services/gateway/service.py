@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from pathlib import PurePath
 
 from services.gateway.precheck import check_against_source, needs_source
+from services.gateway.quota import admit_job
 from services.gateway.state import GatewayState
 from services.gateway.uploads import MultipartUpload
-from shared.errors import AppError
+from shared.errors import AppError, UploadTimeout
 from shared.events import (
     Event,
     JobCancelled,
@@ -42,10 +44,24 @@ async def submit_job(
     upload: MultipartUpload,
     correlation_id: str,
 ) -> Job:
-    """Store the upload, record the job, then announce it; on any failure leave nothing behind."""
+    """Store the upload, record the job, then announce it; on any failure leave nothing behind.
+    The account's quotas are checked before a byte is read."""
+    async with admit_job(state, user.user_id, upload.declared_bytes):
+        return await _submit(state, user, upload, correlation_id)
+
+
+async def _submit(
+    state: GatewayState, user: Claims, upload: MultipartUpload, correlation_id: str
+) -> Job:
     job_id = uuid.uuid4().hex
     blob_id = f"{job_id}-src"
-    size = await state.blobs.write(blob_id, upload.file_chunks())
+    try:
+        async with asyncio.timeout(state.settings.upload_deadline_seconds):
+            size = await state.blobs.write(blob_id, upload.file_chunks())
+    except TimeoutError:
+        raise UploadTimeout(
+            f"the upload took longer than {state.settings.upload_deadline_seconds:g} seconds"
+        ) from None
     UPLOAD_BYTES.inc(size)
     # Only now are the file name and every form field known: fields may follow the file.
     filename = clean_filename(upload.filename)

@@ -13,7 +13,7 @@ from services.gateway.balancer import Balancer
 from services.gateway.live import LiveHub
 from shared.accounts import AccountDirectory
 from shared.blobstore import BlobStore
-from shared.jobstore import JobStore
+from shared.jobstore import JobStore, QuotaStore
 from shared.messaging import EventPublisher
 from shared.settings import Settings
 from shared.tokens import JwksCache
@@ -24,6 +24,7 @@ class GatewayState:
     settings: Settings
     mongo: AsyncMongoClient[dict[str, Any]]
     jobs: JobStore
+    quotas: QuotaStore
     blobs: BlobStore
     amqp: AbstractRobustConnection
     publisher: EventPublisher

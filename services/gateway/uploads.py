@@ -55,6 +55,9 @@ class MultipartUpload:
             and (len(declared) > 18 or int(declared) > max_bytes)
         ):
             raise _too_large(max_bytes)
+        # The announced body size: an upper bound on the file's, counted against the storage
+        # quota while the upload runs.
+        self.declared_bytes = int(declared) if declared.isascii() and declared.isdigit() else None
         self._request = request
         self._max_bytes = max_bytes
         self._boundary = params[b"boundary"]
