@@ -101,11 +101,17 @@ class Job(BaseModel):
     # The final event (completed/failed) recorded with the state change that caused it, until it
     # is published: a crash between the two cannot lose it (a transactional outbox).
     outbox: dict[str, Any] | None = None
+    # When the requeue sweep last published the job's `job.submitted` again (None: only the
+    # gateway's publish at `created_at`).
+    published_at: datetime | None = None
+    # The `event_id` of the message whose delivery holds the job: only a redelivery of that same
+    # message may take a `processing` job over (its converter died), never a republished copy.
+    claimed_by: str | None = None
 
     def to_document(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, mode="python")
 
-    @field_validator("created_at", "updated_at", "expires_at")
+    @field_validator("created_at", "updated_at", "expires_at", "published_at")
     @classmethod
     def _assume_utc(cls, value: datetime | None) -> datetime | None:
         # Stored times are UTC; some servers and clients hand them back without a zone.

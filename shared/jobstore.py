@@ -108,11 +108,54 @@ class JobStore:
         )
         return Job.from_document(doc) if doc else None
 
-    async def claim(self, job_id: str) -> Job | None:
-        """Take a queued job, or one a dead worker left in `processing`; None if it is final."""
-        return await self._transition(
-            job_id, _ACTIVE, {"status": str(JobStatus.PROCESSING)}, inc={"attempts": 1}
+    async def claim(self, job_id: str, message_id: str | None = None) -> Job | None:
+        """Take a queued job for the message `message_id`, or a `processing` one that a dead
+        worker left while holding that same message (the broker's redelivery); None otherwise:
+        final, or held through another message (a republished copy while the job runs)."""
+        doc = await self._jobs.find_one_and_update(
+            {
+                "_id": job_id,
+                "$or": [
+                    {"status": str(JobStatus.QUEUED)},
+                    {"status": str(JobStatus.PROCESSING), "claimed_by": message_id},
+                    # Claimed before claims were named: any redelivery may resume it.
+                    {"status": str(JobStatus.PROCESSING), "claimed_by": None},
+                ],
+            },
+            {
+                "$set": {
+                    "status": str(JobStatus.PROCESSING),
+                    "claimed_by": message_id,
+                    "updated_at": utcnow(),
+                },
+                "$inc": {"attempts": 1},
+            },
+            return_document=ReturnDocument.AFTER,
         )
+        return Job.from_document(doc) if doc else None
+
+    async def unclaimed_since(self, cutoff: datetime, limit: int = 500) -> list[Job]:
+        """Queued jobs last published before `cutoff`: their message may be lost. A job never
+        republished was published when it was created."""
+        found = self._jobs.find(
+            {
+                "status": str(JobStatus.QUEUED),
+                "$or": [
+                    {"published_at": {"$lt": cutoff}},
+                    {"published_at": None, "created_at": {"$lt": cutoff}},
+                ],
+            }
+        ).limit(limit)
+        return [Job.from_document(d) async for d in found]
+
+    async def mark_republished(self, job: Job, now: datetime) -> bool:
+        """Whether this caller won the right to publish `job` again: of several converters
+        sweeping at once, only the one whose write still sees the publish time it read."""
+        result = await self._jobs.update_one(
+            {"_id": job.id, "status": str(JobStatus.QUEUED), "published_at": job.published_at},
+            {"$set": {"published_at": now}},
+        )
+        return result.modified_count == 1
 
     async def set_source(self, job_id: str, source: SourceInfo) -> None:
         await self._jobs.update_one(

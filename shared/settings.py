@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     retention_sweep_interval: float = Field(default=600.0, gt=0)
     # A queued or processing job untouched for this long is failed by the sweep.
     stuck_job_hours: float = Field(default=24.0, gt=0)
+    # A job still queued this long after its last publish is published again (its message may
+    # have been lost: a purged queue, another install's consumer).
+    requeue_after_seconds: float = Field(default=120.0, gt=0)
     # On SIGTERM running conversions get this long to finish; the rest go back to the queue.
     converter_shutdown_grace: float = Field(default=30.0, ge=0)
 

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.converter import libav_pool
-from services.converter.retention import RetentionPolicy, RetentionSweeper
+from services.converter.retention import Requeuer, RetentionPolicy, RetentionSweeper
 from services.converter.service import Converter
 from services.converter.worker import ConverterWorker
 from shared.blobstore import open_blob_store
@@ -56,6 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
                 settings.converter_concurrency,
                 sweeper=sweeper,
                 sweep_interval=settings.retention_sweep_interval,
+                requeuer=Requeuer(jobs, converter.publisher, settings.requeue_after_seconds),
             )
             await worker.start()
             app.state.converter = converter

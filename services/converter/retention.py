@@ -10,8 +10,10 @@ from datetime import datetime, timedelta
 
 from shared.blobstore import BlobStore
 from shared.errors import ErrorCode
+from shared.events import JobSubmitted, JobSubmittedPayload
 from shared.jobs import Job, utcnow
 from shared.jobstore import JobStore
+from shared.messaging import EventPublisher
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -115,3 +117,47 @@ class RetentionSweeper:
                     await self.blobs.delete(blob_id)
                     removed += 1
         return removed
+
+
+class Requeuer:
+    """Publishes again the `job.submitted` of jobs queued `after` seconds past their last
+    publish. Several converters may sweep at once: a compare-and-set on the publish time lets
+    one of them publish; a copy that meets a job already claimed is dropped by `claim`."""
+
+    def __init__(self, jobs: JobStore, publisher: EventPublisher, after: float) -> None:
+        self.jobs = jobs
+        self.publisher = publisher
+        self.after = after
+
+    @property
+    def interval(self) -> float:
+        return max(1.0, self.after / 4)
+
+    async def sweep(self, now: datetime | None = None) -> int:
+        now = now or utcnow()
+        published = 0
+        for job in await self.jobs.unclaimed_since(now - timedelta(seconds=self.after)):
+            if job.source_blob_id is None or not await self.jobs.mark_republished(job, now):
+                continue
+            # If this publish fails, the job's new publish time makes the next attempt wait a
+            # full period: a broker that is down would drop it too.
+            await self.publisher.publish(submitted_event(job, job.source_blob_id))
+            published += 1
+        if published:
+            log.warning("re-published %d queued job(s) whose message was lost", published)
+        return published
+
+
+def submitted_event(job: Job, source_blob_id: str) -> JobSubmitted:
+    return JobSubmitted(
+        correlation_id=job.correlation_id or job.id,
+        payload=JobSubmittedPayload(
+            job_id=job.id,
+            user_id=job.user_id,
+            user_email=job.user_email,
+            filename=job.filename,
+            source_blob_id=source_blob_id,
+            size=job.source.size,
+            options=job.options,
+        ),
+    )

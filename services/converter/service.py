@@ -123,7 +123,7 @@ class Converter:
 
     async def convert(self, event: JobSubmitted) -> None:
         job_id = event.payload.job_id
-        job = await self.jobs.claim(job_id)
+        job = await self.jobs.claim(job_id, event.event_id)
         if job is None:
             # Missing, finished or cancelled: a redelivery or a late message, nothing to redo,
             # except an outcome whose event was never published.

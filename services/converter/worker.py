@@ -9,7 +9,7 @@ import logging
 
 from aio_pika.abc import AbstractQueue, AbstractRobustChannel, AbstractRobustConnection
 
-from services.converter.retention import RetentionSweeper
+from services.converter.retention import Requeuer, RetentionSweeper
 from services.converter.service import Converter
 from shared.events import EventType
 from shared.messaging import bind_private_queue, consume, open_consumer_channel
@@ -31,7 +31,10 @@ class ConverterWorker:
         concurrency: int,
         sweeper: RetentionSweeper | None = None,
         sweep_interval: float = 600.0,
+        requeuer: Requeuer | None = None,
     ) -> None:
+        self._requeuer = requeuer
+        self._requeue_task: asyncio.Task[None] | None = None
         self._retention = sweeper
         self._retention_interval = sweep_interval
         self._retention_task: asyncio.Task[None] | None = None
@@ -61,6 +64,8 @@ class ConverterWorker:
         self._gauge = asyncio.create_task(self._measure_queues(side))
         if self._retention is not None:
             self._retention_task = asyncio.create_task(self._retain_forever(self._retention))
+        if self._requeuer is not None:
+            self._requeue_task = asyncio.create_task(self._requeue_forever(self._requeuer))
         log.info(
             "converter consuming %s, %d at a time", self._topology.jobs_queue, self._concurrency
         )
@@ -83,6 +88,14 @@ class ConverterWorker:
                 log.exception("retention sweep failed")
             await asyncio.sleep(self._retention_interval)
 
+    async def _requeue_forever(self, requeuer: Requeuer) -> None:
+        while True:
+            await asyncio.sleep(requeuer.interval)
+            try:
+                await requeuer.sweep()
+            except Exception:  # an outage must not end the sweeps; the next one catches up
+                log.exception("requeue sweep failed")
+
     async def _measure_queues(self, channel: AbstractRobustChannel) -> None:
         """Keep the queue-depth gauge current (what autoscalers and dashboards read)."""
         names = (*self._topology.work_queues, self._topology.dead_letter_queue)
@@ -97,7 +110,7 @@ class ConverterWorker:
 
     async def stop(self, grace: float) -> None:
         """Stop taking jobs, give running ones `grace` seconds, hand the rest back."""
-        for task in (self._sweeper, self._gauge, self._retention_task):
+        for task in (self._sweeper, self._gauge, self._retention_task, self._requeue_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

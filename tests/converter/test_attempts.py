@@ -10,15 +10,16 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from services.converter.retention import RetentionPolicy, job_id_of
+from services.converter.retention import Requeuer, RetentionPolicy, job_id_of, submitted_event
 from services.converter.service import Converter
 from shared.blobstore.file import FileBlobStore
 from shared.events import JobCancelled, JobRef, JobSubmitted, JobSubmittedPayload
-from shared.jobs import Job, JobStatus, SourceInfo
+from shared.jobs import Job, JobStatus, SourceInfo, utcnow
 from shared.jobstore import JobStore
 from shared.messaging import EventPublisher, connect
 from shared.mongo import mongo_client
@@ -126,6 +127,45 @@ async def test_a_second_attempt_leaves_the_first_ones_output(
     assert rig.outputs() == [job.output_blob_id]
     assert job.output is not None
     assert await rig.blobs.size(job.output_blob_id or "") == job.output.size
+
+
+async def test_a_republished_copy_never_takes_a_running_job(
+    rig: Rig, media: MediaFactory, tmp_path: Path
+) -> None:
+    # The requeue sweep published the job again while its first message still waited in a
+    # long queue: the copy reaches a second converter while the first converts.
+    event = await rig.submit(media.long_tone(), "copied.flac")
+    first = asyncio.create_task(rig.converter(tmp_path / "a").convert(event))
+    await asyncio.sleep(1.0)
+    job = await rig.jobs.get(event.payload.job_id)
+    assert job is not None
+    assert job.source_blob_id is not None
+    copy = submitted_event(job, job.source_blob_id)
+    assert copy.event_id != event.event_id
+    await rig.converter(tmp_path / "b").convert(copy)
+    assert not first.done()
+    await first
+    job = await rig.jobs.get(event.payload.job_id)
+    assert job is not None
+    assert job.status is JobStatus.COMPLETED
+    assert job.attempts == 1
+
+
+async def test_converters_sweeping_at_once_republish_a_job_once(
+    rig: Rig, media: MediaFactory
+) -> None:
+    event = await rig.submit(media.h264_aac(1), "lost.mp4")
+    sweepers = [Requeuer(rig.jobs, rig.publisher, after=1) for _ in range(4)]
+    later = utcnow() + timedelta(seconds=5)
+    counts = await asyncio.gather(*(s.sweep(later) for s in sweepers))
+    assert sum(counts) == 1
+    # Published again just now: not yet due, then due once more a period later.
+    assert sum(await asyncio.gather(*(s.sweep(later) for s in sweepers))) == 0
+    again = later + timedelta(seconds=2)
+    assert sum(await asyncio.gather(*(s.sweep(again) for s in sweepers))) == 1
+    job = await rig.jobs.get(event.payload.job_id)
+    assert job is not None
+    assert job.status is JobStatus.QUEUED
 
 
 async def test_a_cancel_while_the_output_is_stored_leaves_no_output(
