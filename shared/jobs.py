@@ -50,6 +50,13 @@ class SourceInfo(BaseModel):
     audio_tracks: list[AudioTrack] = Field(default_factory=list)
 
 
+class Loudness(BaseModel):
+    """EBU R128 readings of the output itself, taken after it was written."""
+
+    integrated_lufs: float
+    true_peak_dbtp: float
+
+
 class OutputInfo(BaseModel):
     size: int
     duration: float | None = None
@@ -63,6 +70,10 @@ class OutputInfo(BaseModel):
     path: Literal["copy", "encode"] | None = None
     track: int | None = None
     cover: bool = False
+    # Measured on the output when it was normalised; None with `loudness_note` saying why when
+    # it could not be (a clip under 3 s, silence).
+    loudness: Loudness | None = None
+    loudness_note: str | None = None
 
 
 class JobError(BaseModel):

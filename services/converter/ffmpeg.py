@@ -77,7 +77,7 @@ async def run_ffmpeg(
     mid-read) is raised in place of whatever FFmpeg made of the cut-off input.
 
     Returns the (bounded, path-redacted) tail of stderr, which is where filters such as
-    loudnorm print what they measured. Raises FFmpegFailed (a MediaError) on a failed run or a
+    ebur128 print what they measured. Raises FFmpegFailed (a MediaError) on a failed run or a
     truncated input, MediaError(timeout) after `timeout` seconds; on cancellation the process
     group is killed and reaped first.
     """

@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from services.converter import loudness
 from services.converter.ffmpeg import OutputMedia, inspect_output, run_ffmpeg, timeout_for
-from services.converter.loudness import Measurement, parse_measurement
+from services.converter.loudness import Gain, Measurement, gain_for, parse_summary
 from services.converter.plan import (
     STDIN,
     ConversionPath,
     ConversionPlan,
     Source,
     build_cover_command,
+    build_loudness_command,
     build_measure_command,
     build_output_command,
     plan_conversion,
@@ -29,7 +32,7 @@ from services.converter.probe import MediaInfo
 from services.converter.remux import copies_in_process, copy_mp3
 from services.converter.source import StoredSource
 from shared.errors import ErrorCode, MediaError
-from shared.jobs import OutputInfo
+from shared.jobs import Loudness, OutputInfo
 from shared.options import ConversionOptions
 
 log = logging.getLogger(__name__)
@@ -56,9 +59,16 @@ class ConversionResult:
     """Whether a cover picture was embedded."""
     measured_loudness: float | None = None
     """The source's integrated loudness (LUFS) when normalising."""
+    loudness: Loudness | None = None
+    """The output's loudness when normalised and long enough to measure."""
+    loudness_note: str | None = None
+    """Why a normalised output has no `loudness`."""
 
     def to_output_info(self, size: int, filename: str) -> OutputInfo:
-        return self.media.to_output_info(size, filename, self.content_type)
+        info = self.media.to_output_info(size, filename, self.content_type)
+        return info.model_copy(
+            update={"loudness": self.loudness, "loudness_note": self.loudness_note}
+        )
 
 
 async def convert(
@@ -100,19 +110,87 @@ async def convert(
     cover = await _grab_cover(ffmpeg, source, workdir, info, plan, deadline)
 
     measured: Measurement | None = None
+    gain: Gain | None = None
     if plan.normalize:
-        stderr = await run_ffmpeg(
-            build_measure_command(ffmpeg, source, info, plan),
-            duration=plan.expected_duration,
-            on_progress=progress.stage(0),
-            timeout=_remaining(deadline),
-        )
-        measured = parse_measurement(stderr)
+        measured, gain = await _choose_gain(ffmpeg, source, info, plan, progress, deadline)
 
     media = await _write_output(
-        ffmpeg, source, output, info, plan, progress, deadline, measured=measured, cover=cover
+        ffmpeg, source, output, info, plan, progress, deadline, gain=gain, cover=cover
     )
-    return _result(output, media, plan, options, cover, measured)
+    result = _result(output, media, plan, options, cover, measured)
+    if plan.normalize:
+        result = await _with_loudness(ffmpeg, result, measured, deadline)
+    return result
+
+
+async def _measure(
+    ffmpeg: str,
+    source: Path,
+    info: MediaInfo,
+    plan: ConversionPlan,
+    progress: _Progress,
+    deadline: float,
+    gain: Gain | None = None,
+) -> Measurement:
+    stderr = await run_ffmpeg(
+        build_measure_command(ffmpeg, source, info, plan, gain),
+        duration=plan.expected_duration,
+        on_progress=progress.stage(0),
+        timeout=_remaining(deadline),
+    )
+    return parse_summary(stderr)
+
+
+async def _choose_gain(
+    ffmpeg: str,
+    source: Path,
+    info: MediaInfo,
+    plan: ConversionPlan,
+    progress: _Progress,
+    deadline: float,
+) -> tuple[Measurement, Gain | None]:
+    """The source's loudness and the gain that takes it to the target. A plain gain lands
+    exactly; one that needs the limiter is tried on the signal and corrected for what the
+    limiter took away."""
+    measured = await _measure(ffmpeg, source, info, plan, progress, deadline)
+    gain = gain_for(plan.loudness_target, measured)
+    correction = 0.0
+    for _ in range(loudness.MAX_CORRECTIONS):
+        if gain is None or not gain.limit:
+            break
+        trial = await _measure(ffmpeg, source, info, plan, progress, deadline, gain)
+        missed = plan.loudness_target - trial.integrated
+        if abs(missed) <= loudness.TOLERANCE or trial.silent:
+            break
+        correction += missed
+        gain = gain_for(plan.loudness_target, measured, correction)
+    return measured, gain
+
+
+async def _with_loudness(
+    ffmpeg: str, result: ConversionResult, measured: Measurement | None, deadline: float
+) -> ConversionResult:
+    """The result with its output's own loudness, or the reason it has none."""
+    if measured is None or measured.silent:
+        return replace(result, loudness_note=loudness.SILENT)
+    if (result.media.duration or 0.0) < loudness.MIN_MEASURABLE_SECONDS:
+        return replace(result, loudness_note=loudness.TOO_SHORT)
+    stderr = await run_ffmpeg(
+        build_loudness_command(ffmpeg, result.output),
+        duration=None,
+        on_progress=None,
+        timeout=_remaining(deadline),
+    )
+    reading = parse_summary(stderr)
+    if reading.silent or not math.isfinite(reading.true_peak):
+        return replace(result, loudness_note=loudness.SILENT)
+    return replace(
+        result,
+        loudness=Loudness(
+            integrated_lufs=round(reading.integrated, 1),
+            true_peak_dbtp=round(reading.true_peak, 1),
+        ),
+    )
 
 
 def _pipeable(info: MediaInfo, plan: ConversionPlan) -> bool:
@@ -155,7 +233,7 @@ async def _write_output(
     progress: _Progress,
     deadline: float,
     *,
-    measured: Measurement | None = None,
+    gain: Gain | None = None,
     cover: Path | None = None,
     stdin: AsyncIterator[bytes] | None = None,
 ) -> OutputMedia:
@@ -172,9 +250,7 @@ async def _write_output(
         )
     else:
         await run_ffmpeg(
-            build_output_command(
-                ffmpeg, source, output, info, plan, measured=measured, cover=cover
-            ),
+            build_output_command(ffmpeg, source, output, info, plan, gain=gain, cover=cover),
             duration=plan.expected_duration,
             on_progress=progress.stage(plan.passes - 1),
             timeout=_remaining(deadline),

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from services.converter import loudness
-from services.converter.loudness import Measurement
+from services.converter.loudness import Gain
 from services.converter.probe import MAX_PIXELS, MediaInfo
 from services.converter.tags import metadata_args, resolve_tags
 from shared.errors import MediaError
@@ -252,12 +252,13 @@ def _equal_mix(sources: int, layout: str, outputs: int) -> str:
 
 
 def build_measure_command(
-    ffmpeg: str, source: Source, info: MediaInfo, plan: ConversionPlan
+    ffmpeg: str, source: Source, info: MediaInfo, plan: ConversionPlan, gain: Gain | None = None
 ) -> list[str]:
-    """First loudness pass: decode the chosen (trimmed, mixed) audio, print loudnorm's JSON."""
-    chain = [*_pre_filters(plan), loudness.measure_filter(plan.loudness_target)]
+    """A loudness pass: decode the chosen (trimmed, mixed) audio, with `gain` applied as the
+    output will have it, and print ebur128's summary."""
+    chain = [*_pre_filters(plan), *(gain.filters() if gain else []), loudness.MEASURE_FILTER]
     return [
-        # loudnorm prints its measurement at the `info` level.
+        # ebur128 prints its summary at the `info` level.
         *_head(ffmpeg, loglevel="info"),
         *_source_input(source, info, start=plan.start, end=plan.end),
         "-map", f"0:a:{plan.track}",
@@ -292,7 +293,7 @@ def build_output_command(
     info: MediaInfo,
     plan: ConversionPlan,
     *,
-    measured: Measurement | None = None,
+    gain: Gain | None = None,
     cover: Path | None = None,
 ) -> list[str]:
     """The run that writes the result: stream copy or encode, tags, optional cover.
@@ -326,7 +327,7 @@ def build_output_command(
         "-map_metadata", "-1",
         "-map_chapters", "-1",
         *metadata_args(plan.tags),
-        *(["-c:a", "copy"] if plan.path == "copy" else _encode_args(plan, measured)),
+        *(["-c:a", "copy"] if plan.path == "copy" else _encode_args(plan, gain)),
         *_muxer_args(plan.format),
         *_progress(),
         "-f", _MUXERS[plan.format],
@@ -334,13 +335,24 @@ def build_output_command(
     ]  # fmt: skip
 
 
-def _encode_args(plan: ConversionPlan, measured: Measurement | None) -> list[str]:
+def build_loudness_command(ffmpeg: str, output: Path) -> list[str]:
+    """Measure what was written: ebur128's summary of the output's audio."""
+    return [
+        *_head(ffmpeg, loglevel="info"),
+        "-protocol_whitelist", "file",
+        "-i", f"file:{output.resolve()}",
+        "-map", "0:a:0",
+        "-vn", "-sn", "-dn",
+        "-af", loudness.MEASURE_FILTER,
+        "-f", "null", "-",
+    ]  # fmt: skip
+
+
+def _encode_args(plan: ConversionPlan, gain: Gain | None) -> list[str]:
     args: list[str] = []
     chain = _pre_filters(plan)
-    if plan.normalize and measured is not None and not measured.silent:
-        chain.append(loudness.apply_filter(plan.loudness_target, measured))
-        # loudnorm works (and outputs) at 192 kHz; bring it back to the rate we promised.
-        chain.append(f"aresample={plan.sample_rate or plan.source_sample_rate}")
+    if plan.normalize and gain is not None:
+        chain += gain.filters()
     if chain:
         args += ["-af", ",".join(chain)]
     args += ["-c:a", _ENCODERS[plan.format]]

@@ -158,8 +158,54 @@ async def test_normalise_lands_within_one_lu(
     after = integrated_loudness(result.output)
     assert after == pytest.approx(float(target), abs=1.0)
     decoded = decode(result.output)
-    assert decoded.sample_rate == 48000  # back from loudnorm's internal 192 kHz
+    assert decoded.sample_rate == 48000  # the source's rate, kept
+    assert result.loudness is not None
+    assert result.loudness.integrated_lufs == pytest.approx(after, abs=0.2)
     assert decoded.duration == pytest.approx(6, abs=0.1)
+
+
+@pytest.mark.parametrize(
+    ("form", "target"),
+    [
+        ({"start": "1", "end": "4.2"}, -14.0),
+        # Far louder than the film's peaks allow: the limiter's loss is measured and made up.
+        ({}, -9.0),
+        ({"start": "2"}, -9.0),
+    ],
+    ids=["trimmed-3.2s", "whole-limited", "trimmed-limited"],
+)
+async def test_normalise_a_real_film_trimmed_or_limited(
+    shared_media: Path, tmp_path: Path, form: dict[str, str], target: float
+) -> None:
+    fields = {"normalize": "true", "loudness_target": f"{target:g}", **form}
+    result = await run_convert(shared_media / "bigbuckbunny.mp4", tmp_path, fields)
+    after = integrated_loudness(result.output)
+    assert after == pytest.approx(target, abs=1.0)
+    assert result.loudness is not None
+    assert result.loudness.integrated_lufs == pytest.approx(after, abs=0.2)
+    assert result.loudness.true_peak_dbtp <= -0.5
+    assert result.loudness_note is None
+
+
+async def test_normalise_a_clip_under_3s_says_it_cannot_be_measured(
+    shared_media: Path, tmp_path: Path
+) -> None:
+    fields = {"normalize": "true", "loudness_target": "-14", "start": "1", "end": "3.5"}
+    result = await run_convert(shared_media / "bigbuckbunny.mp4", tmp_path, fields)
+    assert result.loudness is None
+    assert result.loudness_note is not None
+    assert "shorter than 3 s" in result.loudness_note
+    # loudnorm's pass made this -20.3 LUFS; the plain gain lands where it was asked.
+    assert integrated_loudness(result.output) == pytest.approx(-14, abs=1.0)
+
+
+async def test_normalise_silence_says_there_was_nothing_to_do(
+    media: MediaFactory, tmp_path: Path
+) -> None:
+    result = await run_convert(media.tone(4, 0.0, "silence.flac"), tmp_path, {"normalize": "1"})
+    assert result.loudness is None
+    assert result.loudness_note is not None
+    assert "silent" in result.loudness_note
 
 
 async def test_normalise_with_trim_and_progress_over_two_passes(

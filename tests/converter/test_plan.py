@@ -6,12 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.converter.loudness import (
-    Measurement,
-    apply_filter,
-    loudness_range_for,
-    parse_measurement,
-)
+from services.converter.loudness import Gain, Measurement, gain_for, parse_summary
 from services.converter.plan import (
     ConversionPlan,
     build_cover_command,
@@ -294,55 +289,64 @@ def test_measure_then_apply_use_the_same_signal() -> None:
     assert value_after(measure, "-ss") == "2.000"
     assert value_after(measure, "-af") == (
         "aresample=async=1:first_pts=0,"
-        "aformat=channel_layouts=mono,loudnorm=I=-16:TP=-1:LRA=11:print_format=json"
+        "aformat=channel_layouts=mono,ebur128=peak=true:framelog=quiet"
     )
     assert measure[-3:] == ["-f", "null", "-"]
 
-    measured = Measurement(-27.3, -12.1, 6.5, -37.6, 0.4)
-    apply = build_output_command("ffmpeg", SOURCE, OUTPUT, AAC_51, decided, measured=measured)
+    gain = gain_for(-16, Measurement(-27.3, -14.1))
+    assert gain is not None
+    assert gain.db == pytest.approx(11.3)
+    assert not gain.limit
+    apply = build_output_command("ffmpeg", SOURCE, OUTPUT, AAC_51, decided, gain=gain)
     assert value_after(apply, "-af") == (
-        "aresample=async=1:first_pts=0,"
-        "aformat=channel_layouts=mono,"
-        "loudnorm=I=-16:TP=-1:LRA=11:measured_I=-27.30:measured_TP=-12.10:"
-        "measured_LRA=6.50:measured_thresh=-37.60:offset=0.40:linear=true:print_format=none,"
-        "aresample=48000"
+        "aresample=async=1:first_pts=0,aformat=channel_layouts=mono,volume=11.30dB"
     )
-    silent = Measurement(float("-inf"), float("-inf"), 0, -70, 0)
-    quiet = build_output_command("ffmpeg", SOURCE, OUTPUT, AAC_51, decided, measured=silent)
+    # A trial of a limited gain measures exactly what the output will get.
+    loud = gain_for(-16, Measurement(-27.3, -3.0))
+    assert loud is not None
+    assert loud.limit
+    trial = build_measure_command("ffmpeg", SOURCE, AAC_51, decided, loud)
+    applied = build_output_command("ffmpeg", SOURCE, OUTPUT, AAC_51, decided, gain=loud)
+    assert value_after(trial, "-af").startswith(value_after(applied, "-af") + ",ebur128")
+    assert "alimiter=limit=0.8414:level=false:latency=true" in value_after(applied, "-af")
+    assert gain_for(-16, Measurement(float("-inf"), float("-inf"))) is None
+    quiet = build_output_command("ffmpeg", SOURCE, OUTPUT, AAC_51, decided, gain=None)
     assert value_after(quiet, "-af") == "aresample=async=1:first_pts=0,aformat=channel_layouts=mono"
 
 
-LOUDNORM_STDERR = """\
-[Parsed_loudnorm_0 @ 0x5581] 
-{
-\t"input_i" : "-23.71",
-\t"input_tp" : "-18.03",
-\t"input_lra" : "0.00",
-\t"input_thresh" : "-33.71",
-\t"output_i" : "-14.47",
-\t"output_tp" : "-9.20",
-\t"output_lra" : "0.00",
-\t"output_thresh" : "-24.47",
-\t"normalization_type" : "dynamic",
-\t"target_offset" : "0.47"
-}
-[out#0/null @ 0x5582] video:0KiB audio:1034KiB
-"""  # noqa: W291 - FFmpeg prints the trailing space
+EBUR128_STDERR = """\
+[Parsed_ebur128_1 @ 0x7f26] t: 2.4 TARGET:-23 LUFS M: -30.1 S:-120.7 I: -33.0 LUFS
+[Parsed_ebur128_1 @ 0x7f26] Summary:
+
+  Integrated loudness:
+    I:         -32.9 LUFS
+    Threshold: -43.9 LUFS
+
+  Loudness range:
+    LRA:         0.0 LU
+    Threshold:   0.0 LUFS
+
+  True peak:
+    Peak:      -10.7 dBFS
+[out#0/null @ 0x55ec] video:0KiB audio:1406KiB
+"""
 
 
-def test_parse_measurement() -> None:
-    measured = parse_measurement(LOUDNORM_STDERR)
-    assert measured == Measurement(-23.71, -18.03, 0.0, -33.71, 0.47)
+def test_parse_summary() -> None:
+    measured = parse_summary(EBUR128_STDERR)
+    assert measured == Measurement(-32.9, -10.7)
     assert not measured.silent
-    silent = parse_measurement(LOUDNORM_STDERR.replace('"-23.71"', '"-inf"'))
+    silent = parse_summary(
+        EBUR128_STDERR.replace("-32.9 LUFS", "-70.0 LUFS").replace("-10.7 dBFS", "-inf dBFS")
+    )
     assert silent.silent
     with pytest.raises(MediaError) as caught:
-        parse_measurement("nothing here")
+        parse_summary("I: -20.0 LUFS but no summary")
     assert caught.value.code is ErrorCode.CONVERSION_FAILED
 
 
-def test_loudness_range_follows_a_wide_source() -> None:
-    assert loudness_range_for(Measurement(-20, -5, 3.0, -30, 0)) == 11
-    assert loudness_range_for(Measurement(-20, -5, 17.2, -30, 0)) == 19
-    assert loudness_range_for(Measurement(-20, -5, 70, -30, 0)) == 50
-    assert ":LRA=19:" in apply_filter(-14, Measurement(-20, -5, 17.2, -30, 0))
+def test_a_limited_gain_is_corrected_up_to_a_bound() -> None:
+    measured = Measurement(-30.0, -5.0)
+    assert gain_for(-14, measured) == Gain(16.0, limit=True)
+    assert gain_for(-14, measured, correction=1.5) == Gain(17.5, limit=True)
+    assert gain_for(-14, measured, correction=100) == Gain(40.0, limit=True)
