@@ -13,6 +13,9 @@ from datetime import UTC, datetime
 correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 
 
+QUIET_LIBRARIES = ("aio_pika", "aiormq", "pymongo", "alembic", "uvicorn", "httpx", "httpcore")
+
+
 def new_correlation_id() -> str:
     return uuid.uuid4().hex
 
@@ -60,6 +63,7 @@ def setup_logging(service: str, level: str = "INFO", json_lines: bool = False) -
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("aio_pika").setLevel(max(logging.WARNING, root.level))
-    logging.getLogger("aiormq").setLevel(max(logging.WARNING, root.level))
-    logging.getLogger("pymongo").setLevel(max(logging.WARNING, root.level))
+    # Libraries speak up only when something is wrong: their INFO lines (each request to auth,
+    # alembic's plugins and dialect, uvicorn's start and stop) say nothing an operator acts on.
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

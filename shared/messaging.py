@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import aio_pika
 import aiormq
 from aio_pika.abc import (
+    AbstractConnection,
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
@@ -46,10 +48,67 @@ class DeadLetter(Exception):
 
 
 async def connect(url: str, name: str, timeout: float = 10.0) -> AbstractRobustConnection:
-    """A robust connection that reconnects by itself and restores its channels and consumers."""
-    return await aio_pika.connect_robust(
+    """A robust connection that reconnects by itself and restores its channels and consumers.
+
+    Its loss is logged once as a WARNING and its recovery once as INFO; the libraries' own
+    records of the same outage (a traceback, then one line per attempt) are dropped.
+    """
+    _quiet_library_outage_records()
+    connection = await aio_pika.connect_robust(
         url, timeout=timeout, client_properties={"connection_name": name}
     )
+    outage = _Outage()
+    connection.close_callbacks.add(outage.lost)
+    connection.reconnect_callbacks.add(outage.recovered)
+    return connection
+
+
+class _Outage:
+    def __init__(self) -> None:
+        self.since: float | None = None
+
+    def lost(self, connection: AbstractConnection | None, exc: BaseException | None, /) -> None:
+        if (connection is not None and connection.close_called) or self.since is not None:
+            return
+        self.since = time.monotonic()
+        reason = _describe(exc) if exc is not None else "closed"
+        log.warning("lost the broker (%s); reconnecting", reason)
+
+    def recovered(self, connection: AbstractRobustConnection | None, /) -> None:
+        if self.since is None:
+            return
+        log.info("reconnected to the broker after %.1f s", time.monotonic() - self.since)
+        self.since = None
+
+
+# Records of aio-pika and aiormq that only say, again and in their words, that the broker went
+# away or is still away: `_Outage` says it once. Anything else they log stays.
+_OUTAGE_RECORDS = {
+    "aiormq.connection": (
+        "Cancelling cause reader exited abnormally",
+        "Unexpected connection close from remote",
+        "error when creating transport",
+        "Server connection %r was stuck",
+    ),
+    "aio_pika.robust_connection": ("Connection attempt to ",),
+}
+
+
+class _OutageRecordFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if record.name == "aio_pika.tools":
+            # A restored channel's close callback failing on the closed connection.
+            args = record.args if isinstance(record.args, tuple) else ()
+            return not (message.startswith("Callback ") and args and "_on_close" in repr(args[0]))
+        return not message.startswith(_OUTAGE_RECORDS.get(record.name, ()))
+
+
+def _quiet_library_outage_records() -> None:
+    for name in (*_OUTAGE_RECORDS, "aio_pika.tools"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _OutageRecordFilter) for f in logger.filters):
+            logger.addFilter(_OutageRecordFilter())
 
 
 class EventPublisher:
