@@ -26,7 +26,7 @@ class Settings(BaseSettings):
 
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     # Prefix of every exchange and queue name, so that several installs (or test runs) can share
-    # one broker without seeing each other's messages.
+    # one broker without seeing each other's messages. `up` makes one per VAR_DIR when unset.
     amqp_prefix: str = "video2mp3"
     mongo_url: str | None = None
     mongo_db: str = "video2mp3"

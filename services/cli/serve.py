@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from typing import TYPE_CHECKING
 
-from shared.logs import setup_logging
 from shared.settings import Settings, get_settings
-from shared.tracing import setup_tracing, shutdown_tracing
+
+if TYPE_CHECKING:
+    # Only for the annotation: `up` imports this module for `service_port` and needs no FastAPI.
+    from fastapi import FastAPI
 
 
 def create_service_app(name: str, settings: Settings) -> FastAPI:
@@ -43,7 +45,9 @@ def service_port(name: str, settings: Settings) -> int:
 def serve(name: str, port: int | None = None, host: str | None = None) -> int:
     import uvicorn
 
+    from shared.logs import setup_logging
     from shared.server_protocol import ServerProtocol
+    from shared.tracing import setup_tracing, shutdown_tracing
 
     settings = get_settings()
     setup_logging(name, settings.log_level, settings.log_json)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -21,11 +22,14 @@ from services.cli.embedded import (
 )
 from services.cli.serve import service_port
 from services.cli.with_parent import with_parent
-from shared.settings import Settings, get_settings
+from shared.settings import Settings, get_settings, load_or_create_secret
+from shared.topology import Topology
 
-START_ORDER = ("auth", "notification", "converter", "gateway")
+SERVICES = ("auth", "notification", "converter", "gateway")
 RESTART_BACKOFF_MAX = 30.0
 STOP_TIMEOUT = 40.0
+# Where the AMQP prefix made for a VAR_DIR is kept, so that its stack keeps its queues.
+PREFIX_FILE = "amqp-prefix"
 
 
 @dataclass
@@ -38,12 +42,16 @@ class Child:
     started_at: float = field(default=0.0)
 
     async def start(self) -> None:
+        # A session of its own: a Ctrl-C in the terminal reaches `up` alone, which stops each
+        # service with SIGTERM, rather than every process of the service (FFmpeg helpers
+        # included) at once, each with its own KeyboardInterrupt traceback.
         self.proc = await asyncio.create_subprocess_exec(
             *with_parent([
                 sys.executable, "-m", "services.cli.main", "serve", self.name,
                 "--port", str(self.port),
             ]),
             env=self.env,
+            start_new_session=True,
         )  # fmt: skip
         self.started_at = time.monotonic()
 
@@ -96,6 +104,17 @@ async def wait_ready(
     raise TimeoutError(f"{child.name} not ready after {timeout:.0f}s")
 
 
+async def wait_all_ready(children: list[Child], stopping: asyncio.Event) -> None:
+    """Until every child is ready; the first that cannot be ends the wait."""
+    waits = [asyncio.create_task(wait_ready(child, stopping)) for child in children]
+    try:
+        for done in asyncio.as_completed(waits):
+            await done
+    finally:
+        for wait in waits:
+            wait.cancel()
+
+
 async def supervise(child: Child, stopping: asyncio.Event) -> None:
     """Restart a child that dies, with a growing pause so a crash loop does not spin."""
     backoff = 1.0
@@ -121,6 +140,57 @@ def prepare_secrets(settings: Settings) -> None:
     load_signing_key(settings)
 
 
+def amqp_prefix(settings: Settings) -> str:
+    """AMQP_PREFIX when set; else this VAR_DIR's own, made once: two stacks on one broker with
+    the default names would take each other's jobs and mail each other's users."""
+    if "amqp_prefix" in settings.model_fields_set:
+        return settings.amqp_prefix
+    path = settings.var_dir / PREFIX_FILE
+    made = load_or_create_secret(path, lambda: f"video2mp3-{secrets.token_hex(4)}".encode())
+    return made.decode()
+
+
+async def foreign_consumers(url: str, topology: Topology, timeout: float) -> dict[str, int]:
+    """Consumers already on the work queues this stack will use, by queue: before our services
+    start, every one of them belongs to someone else."""
+    import aio_pika
+
+    found: dict[str, int] = {}
+    connection = await aio_pika.connect(url, timeout=timeout)
+    async with connection:
+        for name in topology.work_queues:
+            channel = await connection.channel()
+            try:
+                # Passive: tells how many consume it, and creates nothing.
+                queue = await channel.declare_queue(name, passive=True, timeout=timeout)
+            except aio_pika.exceptions.ChannelNotFoundEntity:
+                continue
+            count = queue.declaration_result.consumer_count or 0
+            if count:
+                found[name] = count
+    return found
+
+
+async def warn_of_foreign_consumers(settings: Settings, prefix: str) -> None:
+    from aio_pika.exceptions import AMQPError
+
+    try:
+        found = await asyncio.wait_for(
+            foreign_consumers(settings.amqp_url, Topology(prefix), settings.network_timeout),
+            settings.network_timeout * 2,
+        )
+    except (OSError, TimeoutError, RuntimeError, AMQPError) as exc:
+        # The services meet the same broker in a moment, and say what is wrong with it.
+        say(f"could not check the broker's queues for other consumers: {exc}")
+        return
+    for name, count in found.items():
+        say(
+            f"warning: queue {name} already has {count} consumer(s) this `up` did not start "
+            "(another stack with the same AMQP_PREFIX?); they will take some of its messages. "
+            "Give each stack its own AMQP_PREFIX, or leave it unset."
+        )
+
+
 async def run(settings: Settings) -> int:
     if not await broker_reachable(settings.amqp_url):
         say(
@@ -131,7 +201,7 @@ async def run(settings: Settings) -> int:
         return 2
     taken = [
         f"{name} port {port}"
-        for name in START_ORDER
+        for name in SERVICES
         if not _can_listen(settings.bind_host, port := service_port(name, settings))
     ]
     if taken:
@@ -143,8 +213,10 @@ async def run(settings: Settings) -> int:
         )
         return 2
     settings.var_dir.mkdir(parents=True, exist_ok=True)
+    prefix = await asyncio.to_thread(amqp_prefix, settings)
     env = {**os.environ, **_local_urls(settings)}
     env["VAR_DIR"] = str(settings.var_dir.resolve())
+    env["AMQP_PREFIX"] = prefix
     mongo_proc = None
     sink = None
     stopping = asyncio.Event()
@@ -154,6 +226,8 @@ async def run(settings: Settings) -> int:
         loop.add_signal_handler(sig, stopping.set)
     children: list[Child] = []
     try:
+        checked = asyncio.create_task(warn_of_foreign_consumers(settings, prefix))
+        secrets_made = asyncio.create_task(asyncio.to_thread(prepare_secrets, settings))
         if not settings.mongo_url:
             mongo_proc, url = await start_embedded_mongo(settings.var_dir / "mongo")
             env["MONGO_URL"] = url
@@ -168,14 +242,17 @@ async def run(settings: Settings) -> int:
             say(f"embedded mail sink: mails kept in {settings.var_dir / 'mail'}")
         if not settings.database_url:
             say(f"user store: SQLite at {settings.resolved_database_url.split('///')[-1]}")
-        await asyncio.to_thread(prepare_secrets, settings)
-        for name in START_ORDER:
-            if stopping.is_set():  # Ctrl-C or SIGTERM while starting: stop what runs
-                return 0
-            child = Child(name, service_port(name, settings), env)
+        await secrets_made
+        await checked
+        if stopping.is_set():  # Ctrl-C or SIGTERM while starting: stop what runs
+            return 0
+        say(f"AMQP prefix: {prefix}")
+        # All at once: each service waits for what it needs by itself (the gateway's readiness
+        # for auth's keys), and start-up takes as long as the slowest, not the sum.
+        children = [Child(name, service_port(name, settings), env) for name in SERVICES]
+        for child in children:
             await child.start()
-            children.append(child)
-            await wait_ready(child, stopping)
+        await wait_all_ready(children, stopping)
         if stopping.is_set():
             return 0
         watchers = [asyncio.create_task(supervise(c, stopping)) for c in children]
