@@ -30,6 +30,7 @@ from bench.common import AMQP_URL, REPO, machine, median, table, write_results
 from services.cli.up import PREFIX_FILE
 from tests.support.amqp import delete_topology
 from tests.support.net import free_port
+from tests.support.procs import cpu_seconds
 
 COLD_TARGET = 40.0
 WARM_TARGET = 8.0
@@ -48,8 +49,11 @@ def readme_run_command() -> str:
     return match.group(1).strip()
 
 
-async def time_to_ready(clone: Path, env: dict[str, str], var_dir: Path) -> tuple[float, str]:
-    """Seconds from the command's start to `ready`, and everything it printed."""
+async def time_to_ready(
+    clone: Path, env: dict[str, str], var_dir: Path
+) -> tuple[float, float, str]:
+    """Seconds from the command's start to `ready`, the CPU seconds all its processes spent
+    until then (what a busy machine cannot shrink), and everything it printed."""
     ports = {name: str(free_port()) for name in ("GATEWAY", "AUTH", "NOTIFICATION", "CONVERTER")}
     run_env = {**env, "VAR_DIR": str(var_dir), **{f"{k}_PORT": v for k, v in ports.items()}}
     started = time.monotonic()
@@ -60,15 +64,17 @@ async def time_to_ready(clone: Path, env: dict[str, str], var_dir: Path) -> tupl
     )  # fmt: skip
     assert proc.stdout is not None
     lines: list[str] = []
-    elapsed = float("nan")
+    elapsed = cpu = float("nan")
     try:
         while True:
             line = await asyncio.wait_for(proc.stdout.readline(), READY_TIMEOUT)
             if not line:
                 raise RuntimeError("the command ended before `ready`:\n" + "".join(lines))
-            lines.append(line.decode(errors="replace"))
+            # Each line with its time since the start: where a slow start spends it.
+            lines.append(f"{time.monotonic() - started:6.1f}s {line.decode(errors='replace')}")
             if "video2mp3: ready." in lines[-1]:
                 elapsed = time.monotonic() - started
+                cpu = cpu_seconds(proc.pid)
                 break
         os.killpg(proc.pid, signal.SIGINT)
         rest, _ = await asyncio.wait_for(proc.communicate(), 60)
@@ -77,7 +83,7 @@ async def time_to_ready(clone: Path, env: dict[str, str], var_dir: Path) -> tupl
         if proc.returncode is None:
             os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
-    return elapsed, "".join(lines)
+    return elapsed, cpu, "".join(lines)
 
 
 async def main() -> None:
@@ -87,6 +93,10 @@ async def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="v2m-startup-"))
     env = {k: v for k, v in os.environ.items() if k not in UNSET}
+    venv = os.environ.get("VIRTUAL_ENV", str(REPO / ".venv"))
+    env["PATH"] = os.pathsep.join(
+        p for p in env.get("PATH", "").split(os.pathsep) if not p.startswith(venv)
+    )
     env["AMQP_URL"] = AMQP_URL
     results: dict[str, Any] = {"machine": machine(), "command": readme_run_command()}
     var_dir = root / "var"
@@ -98,17 +108,20 @@ async def main() -> None:
             git = ["git", "clone", "--quiet", str(REPO), str(clone)]
             await asyncio.to_thread(subprocess.run, git, check=True)
             env["UV_CACHE_DIR"] = str(root / "uv-cache")
-            cold, output = await time_to_ready(clone, env, var_dir)
+            cold, cpu, output = await time_to_ready(clone, env, var_dir)
             results["cold_seconds"] = round(cold, 1)
+            results["cold_cpu_seconds"] = round(cpu, 1)
             results["cold_output"] = output
             print(output)
-        warm = []
+        warm, warm_cpu = [], []
         for _ in range(args.warm):
-            seconds, output = await time_to_ready(clone, env, var_dir)
+            seconds, cpu, output = await time_to_ready(clone, env, var_dir)
             warm.append(round(seconds, 1))
+            warm_cpu.append(round(cpu, 1))
         if warm:
             print(output)
         results["warm_seconds"] = warm
+        results["warm_cpu_seconds"] = warm_cpu
         results["load_average"] = os.getloadavg()
     finally:
         prefix_file = var_dir / PREFIX_FILE
@@ -117,10 +130,11 @@ async def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
     rows = []
     if "cold_seconds" in results:
-        rows.append(["cold", results["cold_seconds"], f"≤ {COLD_TARGET:.0f}"])
+        cold_row = [results["cold_seconds"], results["cold_cpu_seconds"]]
+        rows.append(["cold", *cold_row, f"≤ {COLD_TARGET:.0f}"])
     if warm:
-        rows.append(["warm (median)", median(warm), f"≤ {WARM_TARGET:.0f}"])
-    print(table(["start", "seconds to ready", "target"], rows))
+        rows.append(["warm (median)", median(warm), median(warm_cpu), f"≤ {WARM_TARGET:.0f}"])
+    print(table(["start", "seconds to ready", "CPU seconds", "target"], rows))
     print(f"load average at the end: {results['load_average']}")
     write_results("startup", results)
 

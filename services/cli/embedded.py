@@ -67,8 +67,9 @@ def nx_27017_command(data_dir: Path, port: int) -> list[str]:
 
 async def start_embedded_mongo(
     data_dir: Path, preferred_port: int = 27017
-) -> tuple[asyncio.subprocess.Process, str]:
-    """Start nx-27017 on a data directory; returns the process and its URL."""
+) -> tuple[asyncio.subprocess.Process, int]:
+    """Start nx-27017 on a data directory; returns the process and its port, which it may not
+    listen on yet (`wait_for_port`): what needs it can start meanwhile."""
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     port = preferred_port if port_is_free(preferred_port) else free_port()
     proc = await asyncio.create_subprocess_exec(
@@ -77,5 +78,4 @@ async def start_embedded_mongo(
         stderr=asyncio.subprocess.DEVNULL,
         start_new_session=True,
     )
-    await wait_for_port(port, 30)
-    return proc, f"mongodb://127.0.0.1:{port}"
+    return proc, port

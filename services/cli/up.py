@@ -19,6 +19,7 @@ from services.cli.embedded import (
     free_port,
     port_is_free,
     start_embedded_mongo,
+    wait_for_port,
 )
 from services.cli.serve import service_port
 from services.cli.with_parent import with_parent
@@ -132,14 +133,6 @@ async def supervise(child: Child, stopping: asyncio.Event) -> None:
         await child.start()
 
 
-def prepare_secrets(settings: Settings) -> None:
-    """Create shared secrets once, before several processes race to create them."""
-    _ = settings.link_key
-    from services.auth.keys import load_signing_key
-
-    load_signing_key(settings)
-
-
 def amqp_prefix(settings: Settings) -> str:
     """AMQP_PREFIX when set; else this VAR_DIR's own, made once: two stacks on one broker with
     the default names would take each other's jobs and mail each other's users."""
@@ -226,12 +219,11 @@ async def run(settings: Settings) -> int:
         loop.add_signal_handler(sig, stopping.set)
     children: list[Child] = []
     try:
-        checked = asyncio.create_task(warn_of_foreign_consumers(settings, prefix))
-        secrets_made = asyncio.create_task(asyncio.to_thread(prepare_secrets, settings))
+        # Before our services consume: every consumer found now is someone else's.
+        await warn_of_foreign_consumers(settings, prefix)
         if not settings.mongo_url:
-            mongo_proc, url = await start_embedded_mongo(settings.var_dir / "mongo")
-            env["MONGO_URL"] = url
-            say(f"embedded MongoDB-wire server (nx-27017) at {url}")
+            mongo_proc, mongo_port = await start_embedded_mongo(settings.var_dir / "mongo")
+            env["MONGO_URL"] = f"mongodb://127.0.0.1:{mongo_port}"
         if not settings.smtp_url:
             from services.notification.sink import MailSink
 
@@ -239,19 +231,23 @@ async def run(settings: Settings) -> int:
             sink = MailSink(settings.var_dir / "mail", "127.0.0.1", port)
             await sink.start()
             env["SMTP_URL"] = f"smtp://127.0.0.1:{port}"
-            say(f"embedded mail sink: mails kept in {settings.var_dir / 'mail'}")
-        if not settings.database_url:
-            say(f"user store: SQLite at {settings.resolved_database_url.split('///')[-1]}")
-        await secrets_made
-        await checked
+        # All at once, without waiting for nx-27017 to listen: each service waits for what it
+        # needs by itself (MongoDB within its timeout, the gateway's readiness for auth), and
+        # start-up takes as long as the slowest, not the sum. Secrets they share are created
+        # atomically by whichever comes first.
         if stopping.is_set():  # Ctrl-C or SIGTERM while starting: stop what runs
             return 0
-        say(f"AMQP prefix: {prefix}")
-        # All at once: each service waits for what it needs by itself (the gateway's readiness
-        # for auth's keys), and start-up takes as long as the slowest, not the sum.
         children = [Child(name, service_port(name, settings), env) for name in SERVICES]
         for child in children:
             await child.start()
+        if mongo_proc is not None:
+            await wait_for_port(mongo_port, 30)
+            say(f"embedded MongoDB-wire server (nx-27017) at {env['MONGO_URL']}")
+        if sink is not None:
+            say(f"embedded mail sink: mails kept in {settings.var_dir / 'mail'}")
+        if not settings.database_url:
+            say(f"user store: SQLite at {settings.resolved_database_url.split('///')[-1]}")
+        say(f"AMQP prefix: {prefix}")
         await wait_all_ready(children, stopping)
         if stopping.is_set():
             return 0

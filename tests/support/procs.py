@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -42,3 +43,14 @@ def alive(pid: int) -> bool:
     stat = _stat(pid)
     # A zombie waits for its reaper, not for us.
     return stat is not None and bool(stat[1]) and stat[1][0] not in ("Z", "X")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) spent so far by a process and all its descendants, the live
+    ones and those already reaped."""
+    ticks = 0
+    for each in (pid, *descendants_of(pid)):
+        stat = _stat(each)
+        if stat is not None:
+            ticks += sum(int(v) for v in stat[1][11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
