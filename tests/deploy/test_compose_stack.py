@@ -186,7 +186,9 @@ def test_topology_replicas_volumes_and_proxy() -> None:
     declared = set(compose["volumes"])
     for name, service in services.items():
         for volume in service.get("volumes", []):
-            source = volume.split(":")[0]
+            source, *target = volume.split(":")
+            if not target:
+                continue  # an anonymous volume: each container gets its own
             if not source.startswith((".", "/")):
                 assert source in declared, f"{name}: undeclared volume {source}"
             else:
