@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from shared.settings import Settings
@@ -28,3 +29,9 @@ def converter_drain_seconds(configured: str | None = None) -> float:
     the cancelled ones to hand their messages back (services/converter/worker.py)."""
     default = Settings.model_fields["converter_shutdown_grace"].default
     return float(configured if configured is not None else default) + 5
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "image: builds and runs the container image (tests/deploy/test_image_run.py)"
+    )
