@@ -37,6 +37,7 @@ class ErrorCode(StrEnum):
     DAILY_LIMIT = "daily_limit"
     TOO_MANY_UPLOADS = "too_many_uploads"
     UPLOAD_TIMEOUT = "upload_timeout"
+    EMPTY_FILE = "empty_file"
 
 
 class AppError(Exception):
@@ -44,6 +45,8 @@ class AppError(Exception):
 
     status_code: int = 400
     code: ErrorCode = ErrorCode.INVALID_REQUEST
+    # Seconds after which asking again may succeed: sent in the body and as `Retry-After`.
+    retry_after: int | None = None
 
     def __init__(self, detail: str, *, code: ErrorCode | None = None) -> None:
         super().__init__(detail)
@@ -54,10 +57,13 @@ class AppError(Exception):
     @property
     def headers(self) -> dict[str, str] | None:
         """Headers the HTTP answer carries besides the body."""
-        return None
+        return None if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"detail": self.detail, "code": str(self.code)}
+        body: dict[str, Any] = {"detail": self.detail, "code": str(self.code)}
+        if self.retry_after is not None:
+            body["retry_after"] = self.retry_after
+        return body
 
 
 class NotFound(AppError):
@@ -94,6 +100,13 @@ class Unprocessable(AppError):
     code = ErrorCode.INVALID_REQUEST
 
 
+class EmptyFile(Unprocessable):
+    code = ErrorCode.EMPTY_FILE
+
+    def __init__(self) -> None:
+        super().__init__("the file is empty")
+
+
 class Unavailable(AppError):
     status_code = 503
     code = ErrorCode.SERVICE_UNAVAILABLE
@@ -116,10 +129,6 @@ class LimitReached(AppError):
         super().__init__(detail, code=code)
         self.status_code = status_code
         self.retry_after = retry_after
-
-    @property
-    def headers(self) -> dict[str, str] | None:
-        return None if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
 
 class UploadTimeout(AppError):

@@ -46,6 +46,7 @@ class ErrorBody(BaseModel):
     detail: str
     code: str
     errors: list[FieldError] | None = None
+    retry_after: int | None = None
 
 
 _DESCRIPTIONS = {
@@ -57,11 +58,11 @@ _DESCRIPTIONS = {
     413: "upload larger than MAX_UPLOAD_BYTES (`too_large`)",
     415: "not an audio/video container (`not_media`)",
     416: "range not satisfiable",
-    422: "invalid request or options, per field",
+    422: "invalid request or options, per field; `empty_file` for a file of no bytes",
     403: "refused (e.g. `storage_quota_exceeded`)",
     408: "the upload took longer than UPLOAD_DEADLINE_SECONDS (`upload_timeout`)",
     429: "too many attempts or a per-account limit (`too_many_active_jobs`, `daily_limit`,"
-    " `too_many_uploads`); see Retry-After",
+    " `too_many_uploads`); ask again after `retry_after` seconds (also in Retry-After)",
     503: "a dependency is unavailable (`broker_unavailable`, `database_unavailable`, ...)",
 }
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
-from services.auth.errors import TooManyAttempts
 from services.auth.keys import load_signing_key
 from services.auth.passwords import common_passwords
 from services.auth.routes import router, well_known
@@ -34,13 +32,6 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="video2mp3 auth", version="1", lifespan=lifespan)
     install_error_handlers(app)
-
-    @app.exception_handler(TooManyAttempts)
-    async def too_many_attempts(_: Request, exc: TooManyAttempts) -> JSONResponse:
-        # shared.http maps AppError without headers; this one needs Retry-After.
-        return JSONResponse(
-            exc.to_dict(), status_code=429, headers={"Retry-After": str(exc.retry_after)}
-        )
 
     install_operations(app, {"database": state.ping_database}, service="auth")
     # No CORS: browsers reach auth only through the gateway.

@@ -41,13 +41,13 @@ class RefreshTokenReused(InvalidRefreshToken):
 class TooManyAttempts(AppError):
     """Too many failed logins for this account or from this address within the window.
 
-    One answer whether the account exists or not; `retry_after` (seconds) goes out as the
-    `Retry-After` header.
+    One answer whether the account exists or not; `retry_after` (seconds) goes out in the body
+    and as the `Retry-After` header.
     """
 
     status_code = 429
     code = ErrorCode.TOO_MANY_ATTEMPTS
 
     def __init__(self, retry_after: int) -> None:
-        super().__init__("too many failed login attempts; try again later")
+        super().__init__(f"too many failed login attempts; try again in {retry_after} seconds")
         self.retry_after = retry_after

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import APIRouter, Depends, Form, Request, Response
 
 from services.gateway.deps import State
 from services.gateway.schemas import RefreshRequest, RegisterRequest
 from shared.accounts import DEVICE_TOKEN_MAX_LENGTH, LoginResponse, TokenResponse, UserResponse
+from shared.errors import Unprocessable
 from shared.http import error_responses
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
@@ -50,7 +51,25 @@ async def register(body: RegisterRequest, state: State) -> Response:
     return await _forward(state, "POST", "/v1/auth/register", json=body.model_dump())
 
 
-@router.post("/login", responses={200: {"model": LoginResponse}, **error_responses(401, 429)})
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+async def _sent_as_form(request: Request) -> None:
+    """Runs before the form fields are read: a JSON login would otherwise be told only
+    `username: Field required`, with no hint that the fields are right but the encoding is not."""
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type not in _FORM_TYPES:
+        raise Unprocessable(
+            "login takes a form (application/x-www-form-urlencoded), not JSON: "
+            "fields `username` (the email) and `password`, optionally `device_token`"
+        )
+
+
+@router.post(
+    "/login",
+    responses={200: {"model": LoginResponse}, **error_responses(401, 429)},
+    dependencies=[Depends(_sent_as_form)],
+)
 async def login(
     username: Annotated[str, Form(max_length=320)],
     password: Annotated[str, Form(max_length=1024)],

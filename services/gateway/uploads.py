@@ -15,7 +15,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from services.gateway.sniff import SNIFF_BYTES, sniff_container
-from shared.errors import TooLarge, Unprocessable, UnsupportedMedia
+from shared.errors import EmptyFile, TooLarge, Unprocessable, UnsupportedMedia
 
 # Plain form fields (options, tags) are small; a huge one is an attack, not an option.
 MAX_FIELD_BYTES = 16 * 1024
@@ -177,9 +177,10 @@ class MultipartUpload:
             # short Content-Length, a chunked body ended early) would be stored as a whole file.
             raise Unprocessable("the multipart form data ends before its closing boundary")
         if not sniffed:
+            if not head:
+                raise EmptyFile()
             self._sniff(bytes(head))
-            if head:
-                yield bytes(head)
+            yield bytes(head)
 
     def _sniff(self, head: bytes) -> None:
         container = sniff_container(head)

@@ -209,6 +209,11 @@ async def test_text_file_named_mp4_is_refused(
     response = await upload(client, user, fake)
     assert response.status_code == 415
     assert response.json()["code"] == "not_media"
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    response = await upload(client, user, empty)
+    assert response.status_code == 422
+    assert response.json()["code"] == "empty_file"
     assert await stored_blobs(stack) == before
     assert (await client.get("/v1/jobs", headers=auth(user))).json()["items"] == []
 

@@ -99,6 +99,17 @@ async def test_a_whole_form_is_stored(served: Served) -> None:
     assert blob.read_bytes() == MEDIA
 
 
+@pytest.mark.parametrize("fields_after", [False, True])
+async def test_an_empty_file_has_its_own_code(served: Served, fields_after: bool) -> None:
+    parts = [part("file", b"", "empty.mp4")]
+    if fields_after:
+        parts.append(part("bitrate", b"192"))
+    status, answer = await post(served, form(*parts))
+    assert status == 422, answer
+    assert answer == {"detail": "the file is empty", "code": "empty_file"}
+    assert served.leftovers() == []
+
+
 @pytest.mark.parametrize("cut", [len(MEDIA) // 2, len(MEDIA)])
 async def test_a_form_cut_off_in_the_file_is_refused_and_nothing_stored(
     served: Served, cut: int
