@@ -11,6 +11,7 @@ from services.auth.keys import load_signing_key
 from services.auth.passwords import common_passwords
 from services.auth.routes import router, well_known
 from services.auth.state import AuthState, ensure_sqlite_directory
+from shared.apidocs import install_docs
 from shared.http import install_error_handlers, install_operations
 from shared.security import install_security
 from shared.settings import Settings
@@ -30,8 +31,11 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await state.close()
 
-    app = FastAPI(title="video2mp3 auth", version="1", lifespan=lifespan)
+    app = FastAPI(
+        title="video2mp3 auth", version="1", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     install_error_handlers(app)
+    install_docs(app)
 
     install_operations(app, {"database": state.ping_database}, service="auth")
     # No CORS: browsers reach auth only through the gateway.

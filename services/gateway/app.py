@@ -12,11 +12,12 @@ import httpx
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from services.gateway import routes, routes_auth, routes_live
+from services.gateway import routes, routes_auth, routes_index, routes_live
 from services.gateway.balancer import Balancer
 from services.gateway.live import LIVE_EVENT_TYPES, LiveHub
 from services.gateway.state import GatewayState
 from shared.accounts import AccountDirectory
+from shared.apidocs import install_docs
 from shared.blobstore import open_blob_store
 from shared.errors import ErrorCode
 from shared.http import install_error_handlers, install_operations
@@ -97,8 +98,11 @@ def create_app(settings: Settings) -> FastAPI:
         version="1.0",
         summary="Upload a video, get an MP3.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
+    install_docs(app)
 
     async def mongo_ready() -> None:
         await app.state.gateway.jobs.ping()
@@ -116,6 +120,7 @@ def create_app(settings: Settings) -> FastAPI:
         service="gateway",
     )
     install_security(app, cors_origins=settings.cors_origin_list)
+    app.include_router(routes_index.router)
     app.include_router(routes_auth.router)
     app.include_router(routes.router)
     app.include_router(routes_live.router)

@@ -19,3 +19,13 @@ class RefreshRequest(BaseModel):
 class JobPage(BaseModel):
     items: list[dict[str, Any]]
     next_cursor: str | None
+
+
+class ApiIndex(BaseModel):
+    """`GET /v1`: where a person or a script starting from the API's URL goes next."""
+
+    name: str = Field(examples=["video2mp3"])
+    version: str = Field(description="of the server software", examples=["0.1.0"])
+    docs: str = Field(description="interactive API documentation", examples=["/docs"])
+    openapi: str = Field(description="the OpenAPI document", examples=["/openapi.json"])
+    web: str = Field(description="the web page", examples=["/"])

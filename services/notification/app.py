@@ -14,6 +14,7 @@ from services.notification.service import LinkConfig, NotificationService
 from services.notification.state import NotificationState
 from services.notification.store import NotificationStore
 from services.notification.worker import REQUEUE_DELAY, NotificationConsumer
+from shared.apidocs import install_docs
 from shared.errors import ErrorCode, Unavailable
 from shared.http import install_error_handlers, install_operations
 from shared.messaging import connect
@@ -83,7 +84,14 @@ def create_app(
             )
             yield
 
-    app = FastAPI(title="video2mp3 notification", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="video2mp3 notification",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_docs(app)
     install_error_handlers(app)
 
     def state() -> NotificationState:
