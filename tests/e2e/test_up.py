@@ -27,6 +27,7 @@ from tests.support.amqp import delete_topology
 from tests.support.media import MediaFactory, decode
 from tests.support.net import free_port
 from tests.support.procs import alive, children_of
+from tests.support.stack import running_stack
 
 SERVICES = ("GATEWAY", "AUTH", "NOTIFICATION", "CONVERTER")
 
@@ -356,3 +357,14 @@ async def test_up_warns_when_others_consume_its_queues(amqp_url: str, tmp_path: 
         if proc is not None:
             await stop_up(proc)
         await delete_topology(amqp_url, prefix)
+
+
+@pytest.mark.parametrize("prefix", [None, "video2mp3", "video2mp3-0123abcd"])
+def test_no_test_stack_runs_on_the_names_of_an_up(
+    prefix: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every stack of the tests and benchmarks comes through running_stack.
+    monkeypatch.delenv("AMQP_PREFIX", raising=False)
+    env = {} if prefix is None else {"AMQP_PREFIX": prefix}
+    with pytest.raises(ValueError, match="AMQP_PREFIX of its own"), running_stack(env, tmp_path):
+        pass

@@ -98,6 +98,11 @@ def running_stack(env_overrides: dict[str, str], log_dir: Path) -> Iterator[Stac
         }
     )
     env.update(env_overrides)
+    prefix = env.get("AMQP_PREFIX", "")
+    if not prefix or prefix.startswith("video2mp3"):
+        # The names of a `video2mp3 up` (the default, or the video2mp3-… it derives): a test's
+        # stack on them and that `up` would take each other's jobs.
+        raise ValueError(f"a test stack needs an AMQP_PREFIX of its own, not {prefix!r}")
     log_dir.mkdir(parents=True, exist_ok=True)
     stack = Stack(env=env, ports=ports, log_dir=log_dir)
     try:
