@@ -112,6 +112,12 @@ async def main() -> None:
             results["cold_seconds"] = round(cold, 1)
             results["cold_cpu_seconds"] = round(cpu, 1)
             results["cold_output"] = output
+            # uv's own line "Installed N packages in …": the part of a cold start that is
+            # downloading and installing.
+            installed = re.search(r"^\s*([\d.]+)s Installed (\d+) packages", output, re.M)
+            if installed:
+                results["cold_installed_at_seconds"] = float(installed.group(1))
+                results["cold_packages"] = int(installed.group(2))
             print(output)
         warm, warm_cpu = [], []
         for _ in range(args.warm):
@@ -132,6 +138,9 @@ async def main() -> None:
     if "cold_seconds" in results:
         cold_row = [results["cold_seconds"], results["cold_cpu_seconds"]]
         rows.append(["cold", *cold_row, f"≤ {COLD_TARGET:.0f}"])
+        if "cold_packages" in results:
+            packages = f"{results['cold_packages']} packages installed"
+            rows.append([packages, results["cold_installed_at_seconds"], "", ""])
     if warm:
         rows.append(["warm (median)", median(warm), median(warm_cpu), f"≤ {WARM_TARGET:.0f}"])
     print(table(["start", "seconds to ready", "CPU seconds", "target"], rows))
