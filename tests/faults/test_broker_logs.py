@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
 import time
 from urllib.parse import urlsplit, urlunsplit
+
+import pytest
 
 from tests.conftest import StackFactory
 from tests.e2e.test_pipeline import upload, wait_final
@@ -23,15 +26,43 @@ def through(url: str, port: int) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def close_from_the_broker(ports: set[int]) -> None:
+    """The broker closes the connections from these ports (CONNECTION_FORCED), as it does to
+    every connection when it stops; others' connections to the shared broker are left alone."""
+    listed = subprocess.run(
+        ["rabbitmqctl", "list_connections", "pid", "peer_port", "-q", "--no-table-headers"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    pids = [
+        pid for pid, port in (line.split() for line in listed.splitlines()) if int(port) in ports
+    ]
+    assert len(pids) == len(ports), (listed, ports)
+    for pid in pids:
+        subprocess.run(
+            ["rabbitmqctl", "close_connection", pid, "broker restart (test)"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+
+@pytest.mark.parametrize("how", ["dropped", "closed by the broker"])
 async def test_a_broker_restart_logs_one_warning_and_one_recovery_per_service(
-    private_stack: StackFactory, smtp: SmtpCatcher, media: MediaFactory, amqp_url: str
+    private_stack: StackFactory, smtp: SmtpCatcher, media: MediaFactory, amqp_url: str, how: str
 ) -> None:
     broker = urlsplit(amqp_url)
     with tcp_proxy(broker.hostname or "127.0.0.1", broker.port or 5672) as proxy:
         env = {"AMQP_URL": through(amqp_url, proxy.port)}
         async with private_stack(smtp.url, **env) as stack, client_and_user(stack) as (c, user):
             marks = {name: len(stack.log_tail(name, 10**9)) for name in BROKER_USERS}
-            proxy.cut()
+            if how == "dropped":
+                proxy.cut()
+            else:
+                proxy.refuse()
+                await asyncio.to_thread(close_from_the_broker, proxy.upstream_ports())
             await asyncio.sleep(6)  # several reconnection attempts fail meanwhile
             proxy.restore()
             deadline = time.monotonic() + 60

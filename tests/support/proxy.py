@@ -41,16 +41,31 @@ class TcpProxy:
         """Close every connection and refuse new ones, until `restore`."""
         self._call(self._cut())
 
+    def refuse(self) -> None:
+        """Refuse new connections, until `restore`; those open stay."""
+        self._call(self._refuse())
+
     def restore(self) -> None:
         self._call(self._listen())
+
+    def upstream_ports(self) -> set[int]:
+        """The local ports of the open connections to the target: how it knows them."""
+        return {
+            w.get_extra_info("sockname")[1]
+            for w in list(self._writers)
+            if w.get_extra_info("peername") == self.target
+        }
 
     async def _listen(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
 
-    async def _cut(self) -> None:
+    async def _refuse(self) -> None:
         if self._server is not None:
             self._server.close()
             self._server = None
+
+    async def _cut(self) -> None:
+        await self._refuse()
         for writer in list(self._writers):
             writer.transport.abort()
         self._writers.clear()
