@@ -13,8 +13,6 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import httpx
-
 from services.cli.embedded import (
     free_port,
     port_is_free,
@@ -89,6 +87,9 @@ async def wait_ready(
 ) -> None:
     """Until the child answers /readyz; returns early once a stop was asked for."""
     deadline = time.monotonic() + timeout
+    # Imported here, once the services are starting, rather than before they can.
+    import httpx
+
     async with httpx.AsyncClient(timeout=2) as client:
         while time.monotonic() < deadline:
             if stopping is not None and stopping.is_set():
