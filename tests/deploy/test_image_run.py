@@ -26,7 +26,11 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from services.auth.migrate import alembic_config
 from shared.ffmpeg_path import ffmpeg_executable
 from tests.deploy.conftest import DEPLOY, ROOT
 from tests.deploy.test_compose_stack import COMPOSE, ENV_EXAMPLE, interpolate, read_env_file
@@ -365,6 +369,15 @@ async def test_a_whole_job_through_the_containers(
             by_link = await client.get(download_link(message))
             assert by_link.status_code == 200
             assert by_link.content == mp3.content
+
+        # The empty database got its schema from the auth container's migrations.
+        engine_ = create_async_engine(mariadb)
+        try:
+            async with engine_.connect() as connection:
+                version = await connection.scalar(text("SELECT version_num FROM alembic_version"))
+        finally:
+            await engine_.dispose()
+        assert version == ScriptDirectory.from_config(alembic_config()).get_current_head()
 
         # SIGTERM, then the engine's SIGKILL only after the grace compose.yaml gives.
         for service in reversed(SERVICES):
