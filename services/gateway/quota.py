@@ -12,6 +12,7 @@ one upload sent without a length (chunked), whose size is only known at its end.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import secrets
 import uuid
@@ -23,8 +24,11 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel
 
 from services.gateway.state import GatewayState
+from shared.accounts import AccountLimits, effective_limit
 from shared.errors import ErrorCode, LimitReached, Unavailable
 from shared.jobs import utcnow
+
+log = logging.getLogger(__name__)
 
 # Admissions of one user racing each other retry this often before giving up with a 503.
 ADMIT_ATTEMPTS = 12
@@ -53,11 +57,19 @@ class Usage(BaseModel):
 
 
 async def limits_for(state: GatewayState, user_id: str) -> Limits:
+    """The account's limits: an admin's values where set, else the installation's."""
     settings = state.settings
+    try:
+        account = await state.accounts.get(user_id)
+    except Unavailable:
+        # Auth being out should not stop uploads that tokens still allow: the defaults apply.
+        log.warning("limits of %s unknown (auth unavailable); the defaults apply", user_id)
+        account = None
+    own = account.limits if account is not None else AccountLimits()
     return Limits(
-        max_active_jobs=settings.user_max_active_jobs,
-        storage_bytes=settings.user_storage_bytes,
-        jobs_per_day=settings.user_jobs_per_day,
+        max_active_jobs=effective_limit(own.max_active_jobs, settings.user_max_active_jobs),
+        storage_bytes=effective_limit(own.storage_bytes, settings.user_storage_bytes),
+        jobs_per_day=effective_limit(own.jobs_per_day, settings.user_jobs_per_day),
     )
 
 
