@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import DESCENDING, ReturnDocument
@@ -31,6 +31,7 @@ from shared.jobs import (
 )
 
 _ACTIVE = [str(s) for s in ACTIVE_STATUSES]
+_NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 def encode_cursor(job: Job) -> str:
@@ -54,6 +55,7 @@ class JobStore:
     async def ensure_indexes(self) -> None:
         await self._jobs.create_index([("user_id", 1), ("created_at", DESCENDING)])
         await self._jobs.create_index([("status", 1)])
+        await self._jobs.create_index([("user_id", 1), ("started_at", DESCENDING)])
 
     async def insert(self, job: Job) -> None:
         await self._jobs.insert_one(job.to_document())
@@ -127,6 +129,8 @@ class JobStore:
                     "status": str(JobStatus.PROCESSING),
                     "claimed_by": message_id,
                     "updated_at": utcnow(),
+                    # Not in the model: fair share reads it to tell who was served last.
+                    "started_at": utcnow(),
                 },
                 "$inc": {"attempts": 1},
             },
@@ -283,6 +287,38 @@ class JobStore:
 
     async def ping(self) -> None:
         await self._jobs.database.command("ping")
+
+    async def others_before(self, user_id: str, max_users: int = 50) -> bool:
+        """Whether another account with a job queued should have its turn before `user_id`'s
+        next job: it has fewer jobs running, or as many and started one less recently."""
+        others = await self._jobs.distinct(
+            "user_id", {"status": str(JobStatus.QUEUED), "user_id": {"$ne": user_id}}
+        )
+        if not others:
+            return False
+        mine = await self._share(user_id)
+        for other in others[:max_users]:
+            if await self._share(other) < mine:
+                return True
+        return False
+
+    async def _share(self, user_id: str) -> tuple[int, datetime]:
+        running = await self._jobs.count_documents(
+            {"user_id": user_id, "status": str(JobStatus.PROCESSING)}
+        )
+        last = await self._jobs.find_one(
+            # `$exists` too: nx-27017's `$ne: None` matches a missing field.
+            {"user_id": user_id, "started_at": {"$exists": True, "$ne": None}},
+            {"started_at": 1},
+            sort=[("started_at", DESCENDING)],
+        )
+        return running, _moment(last["started_at"]) if last else _NEVER
+
+
+def _moment(value: datetime | str) -> datetime:
+    # nx-27017 keeps a datetime written by an update as its text; MongoDB keeps a datetime.
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 USAGE_COLLECTION = "user_usage"

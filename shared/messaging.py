@@ -41,6 +41,7 @@ OUTAGE_RETRY_FIRST = 0.5
 OUTAGE_RETRY_MAX = 30.0
 
 Handler = Callable[[Event], Awaitable[None]]
+Gate = Callable[[AbstractIncomingMessage, Event], Awaitable[bool]]
 
 
 class DeadLetter(Exception):
@@ -227,13 +228,26 @@ def _describe(exc: BaseException) -> str:
 
 
 async def consume(
-    channel: AbstractRobustChannel, queue_name: str, handler: Handler
+    channel: AbstractRobustChannel, queue_name: str, handler: Handler, gate: Gate | None = None
 ) -> tuple[AbstractQueue, str]:
-    """Start consuming `queue_name`; returns the queue and consumer tag (to cancel it)."""
+    """Start consuming `queue_name`; returns the queue and consumer tag (to cancel it).
+
+    `gate`, when given, sees each parsed message first; when it answers True it has dealt with
+    the message (e.g. put a copy at the back of the queue) and the delivery is acknowledged
+    without running `handler`. It runs under the same outage retries as the handler.
+    """
     queue = await channel.get_queue(queue_name, ensure=True)
 
     async def on_message(message: AbstractIncomingMessage) -> None:
-        await handle_delivery(message, handler)
+        if gate is None:
+            await handle_delivery(message, handler)
+            return
+
+        async def gated(event: Event) -> None:
+            if not await gate(message, event):
+                await handler(event)
+
+        await handle_delivery(message, gated)
 
     tag = await queue.consume(on_message, no_ack=False)
     return queue, tag

@@ -12,6 +12,7 @@ from aio_pika.abc import AbstractQueue, AbstractRobustChannel, AbstractRobustCon
 from services.converter.retention import Requeuer, RetentionSweeper
 from services.converter.service import Converter
 from shared.events import EventType
+from shared.fairshare import FairShare
 from shared.messaging import bind_private_queue, consume, open_consumer_channel
 from shared.metrics import QUEUE_DEPTH
 from shared.topology import Topology
@@ -49,8 +50,14 @@ class ConverterWorker:
     async def start(self) -> None:
         # Prefetch = concurrency: the broker hands this process exactly as many jobs as it runs.
         channel = await open_consumer_channel(self._connection, self._topology, self._concurrency)
+        fair = await FairShare.open(self._connection, self._topology, self._converter.jobs)
         self._consumers.append(
-            await consume(channel, self._topology.jobs_queue, self._converter.handle)
+            await consume(
+                channel,
+                self._topology.jobs_queue,
+                self._converter.handle,
+                gate=fair.defer_if_others_wait,
+            )
         )
         side = await open_consumer_channel(self._connection, self._topology, 50)
         self._consumers.append(
