@@ -31,7 +31,7 @@ from shared.jobs import utcnow
 log = logging.getLogger(__name__)
 
 # Admissions of one user racing each other retry this often before giving up with a 503.
-ADMIT_ATTEMPTS = 12
+ADMIT_ATTEMPTS = 40
 # A hold outlives its upload's deadline by this much, so it never lapses while the upload runs.
 HOLD_SLACK = timedelta(minutes=5)
 
@@ -153,7 +153,7 @@ async def admit_job(state: GatewayState, user_id: str, size: int | None) -> Asyn
         if await store.admit(user_id, int(counter["version"]), day, same_day):
             break
         await store.release(hold_id)
-        await asyncio.sleep(0.001 * secrets.randbelow(5 * 2**attempt + 1))
+        await asyncio.sleep(0.001 * secrets.randbelow(min(100, 5 * 2**attempt) + 1))
     else:
         raise Unavailable("too many uploads of this account at once; try again")
     try:

@@ -22,7 +22,9 @@ async def test_parallel_uploads_through_two_gateways_stop_at_the_active_limit(
     clip = media.tone(2, 0.5, "quota-active.flac")
     async with (
         SmtpCatcher() as smtp,
-        private_stack(smtp.url, USER_MAX_ACTIVE_JOBS="3", USER_MAX_UPLOADS="0") as stack,
+        private_stack(
+            smtp.url, USER_MAX_ACTIVE_JOBS="3", USER_MAX_UPLOADS="0", NETWORK_TIMEOUT="15"
+        ) as stack,
     ):
         stack.stop("converter")  # the admitted jobs stay queued: the limit is all that counts
         await asyncio.to_thread(stack.start, "gateway2", "gateway")
@@ -58,6 +60,7 @@ async def test_storage_and_daily_limits(
             smtp.url,
             USER_STORAGE_BYTES=str(size * 3 // 2),
             USER_JOBS_PER_DAY="3",
+            NETWORK_TIMEOUT="15",
         ) as stack,
     ):
         stack.stop("converter")  # sources stay stored while their jobs wait
