@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=5, ge=1)
     login_max_failures_per_address: int = Field(default=20, ge=1)
     login_window_seconds: int = Field(default=900, ge=1)
+    # Sign-ups (each costs a full Argon2 hash) per client address in LOGIN_WINDOW_SECONDS.
+    signup_max_per_address: int = Field(default=10, ge=1)
 
     # Per-account limits (0: unlimited); an admin may set other values for one account.
     user_max_active_jobs: int = Field(default=20, ge=0)

@@ -46,7 +46,9 @@ DbSession = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 def get_service(session: DbSession, state: State) -> AuthService:
-    return AuthService(AuthRepository(session), state.signing_key, state.settings, state.throttle)
+    return AuthService(
+        AuthRepository(session), state.signing_key, state.settings, state.throttle, state.hashing
+    )
 
 
 Service = Annotated[AuthService, Depends(get_service)]

@@ -51,3 +51,11 @@ class TooManyAttempts(AppError):
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"too many failed login attempts; try again in {retry_after} seconds")
         self.retry_after = retry_after
+
+
+class TooManySignUps(TooManyAttempts):
+    """Too many sign-ups from this address, or too many passwords waiting to be hashed."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after)
+        self.detail = f"too many sign-ups; try again in {retry_after} seconds"

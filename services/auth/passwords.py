@@ -1,19 +1,27 @@
 """Password hashing (Argon2id) and the rules a new password must pass.
 
 Argon2 is deliberately slow and memory-hungry, so hashing and verifying run in a worker thread:
-the event loop keeps serving other requests meanwhile.
+the event loop keeps serving other requests meanwhile. How many run at once is bounded by
+`HashingLanes`: a burst of sign-ups must not take the CPU from people logging in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
+import os
+import threading
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from functools import cache
 from pathlib import Path
 
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
-from services.auth.errors import WeakPassword
+from services.auth.errors import TooManySignUps, WeakPassword
 
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 128
@@ -66,3 +74,73 @@ async def burn_verify_time(password: str) -> None:
         _hasher.verify(password, _dummy_hash())
 
     await asyncio.to_thread(verify_against_dummy)
+
+
+# One Argon2 hash takes about this long on a current core; it sizes the Retry-After of a refusal.
+HASH_SECONDS = 0.25
+# New passwords that may wait per lane slot; more are refused rather than queued for long.
+NEW_PASSWORD_QUEUE_PER_SLOT = 4
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class Lane:
+    """At most `slots` hashes at once; beyond `max_waiting` callers in line, refuse at once."""
+
+    def __init__(self, slots: int, max_waiting: int | None = None) -> None:
+        self._slots = slots
+        self._semaphore = asyncio.Semaphore(slots)
+        self._max_waiting = max_waiting
+        self._waiting = 0
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        if self._max_waiting is not None and self._waiting >= self._max_waiting:
+            line = self._waiting / self._slots + 1
+            raise TooManySignUps(max(1, math.ceil(line * HASH_SECONDS)))
+        self._waiting += 1
+        try:
+            await self._semaphore.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            yield
+        finally:
+            self._semaphore.release()
+
+
+def _lower_this_threads_priority() -> None:
+    # Linux keeps a nice value per thread, and Argon2's own threads (p=4) inherit it.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
+class HashingLanes:
+    """A lane of its own, so that hashing new passwords (sign-ups, resets) never holds up logins.
+
+    Logins check passwords on the default executor at normal priority. New passwords are hashed
+    by threads at the lowest CPU priority (a hash runs four Argon2 threads: one alone fills two
+    cores), half as many slots as cores, with a short line: with 60 sign-ups at once, a login
+    still gets the CPU it would get idle, and most sign-ups are told to come back later.
+    """
+
+    def __init__(self, cpus: int | None = None) -> None:
+        cpus = cpus or _usable_cpus()
+        new_slots = max(1, cpus // 2)
+        self.new_password = Lane(new_slots, new_slots * NEW_PASSWORD_QUEUE_PER_SLOT)
+        self._background = ThreadPoolExecutor(
+            new_slots, "argon2-new", initializer=_lower_this_threads_priority
+        )
+
+    def close(self) -> None:
+        self._background.shutdown(wait=False, cancel_futures=True)
+
+    async def hash_new(self, password: str) -> str:
+        """Hash a new password; the caller holds a `new_password` slot."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._background, _hasher.hash, password)

@@ -34,8 +34,10 @@ def _token_response(pair: TokenPair) -> TokenResponse:
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED)
-async def register(body: RegisterRequest, service: Service) -> UserResponse:
-    user = await service.register(body.email, body.password)
+async def register(
+    body: RegisterRequest, service: Service, client_address: ClientAddress
+) -> UserResponse:
+    user = await service.register(body.email, body.password, client_address)
     return UserResponse.model_validate(user)
 
 

@@ -65,26 +65,35 @@ class AuthService:
         signing_key: SigningKey,
         settings: Settings,
         throttle: LoginThrottle,
+        hashing: passwords.HashingLanes,
     ):
         self._repository = repository
         self._signing_key = signing_key
         self._settings = settings
         self._throttle = throttle
+        self._hashing = hashing
         self._devices = DeviceTokens(signing_key, settings.jwt_issuer, settings.jwt_audience)
 
-    async def register(self, email: str, password: str) -> User:
-        email = normalise_email(email)
-        passwords.check_password_strength(password)
-        if await self._repository.get_user_by_email(email) is not None:
-            raise EmailTaken()
-        user = User(
-            id=_new_id(),
-            email=email,
-            password_hash=await passwords.hash_password(password),
-            created_at=datetime.now(UTC),
-        )
-        await self._repository.add_user(user)
-        return user
+    async def register(self, email: str, password: str, client_address: str | None) -> User:
+        # The whole sign-up waits in the new-password lane: a burst beyond its short line is
+        # refused before it costs even a database write.
+        async with self._hashing.new_password.slot():
+            await self._throttle.count_signup(client_address)
+            email = normalise_email(email)
+            passwords.check_password_strength(password)
+            if await self._repository.get_user_by_email(email) is not None:
+                raise EmailTaken()
+            # No transaction held open through the hash: on SQLite it would block every other
+            # request's commit (a login's among them) until the hash is done.
+            await self._repository.end_reads()
+            user = User(
+                id=_new_id(),
+                email=email,
+                password_hash=await self._hashing.hash_new(password),
+                created_at=datetime.now(UTC),
+            )
+            await self._repository.add_user(user)
+            return user
 
     async def login(
         self,

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import (
 
 from services.auth.keys import SigningKey
 from services.auth.migrate import upgrade
-from services.auth.passwords import prepare_dummy_hash
+from services.auth.passwords import HashingLanes, prepare_dummy_hash
 from services.auth.throttle import LoginThrottle, ThrottlePolicy
 from shared.security import IPNetwork, parse_networks
 from shared.settings import Settings
@@ -38,6 +38,7 @@ class AuthState:
             signing_key.jwks(), issuer=settings.jwt_issuer, audience=settings.jwt_audience
         )
         self.trusted_proxies: list[IPNetwork] = parse_networks(settings.trusted_proxies)
+        self.hashing = HashingLanes()
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
         self._throttle: LoginThrottle | None = None
@@ -51,6 +52,7 @@ class AuthState:
         self._throttle = LoginThrottle(self._sessions, ThrottlePolicy.from_settings(self.settings))
 
     async def close(self) -> None:
+        self.hashing.close()
         if self._engine is not None:
             await self._engine.dispose()
         self._engine = None

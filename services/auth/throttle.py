@@ -29,7 +29,7 @@ from enum import StrEnum
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.auth.errors import TooManyAttempts
+from services.auth.errors import TooManyAttempts, TooManySignUps
 from services.auth.repository import LoginAttemptsRepository
 from shared.settings import Settings
 
@@ -45,6 +45,7 @@ class Scope(StrEnum):
     ACCOUNT = "account"
     DEVICE = "device"
     ADDRESS = "address"
+    SIGNUP = "signup"
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class ThrottlePolicy:
     max_failures_per_account: int
     max_failures_per_address: int
     window_seconds: int
+    max_signups_per_address: int = 10
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ThrottlePolicy:
@@ -60,11 +62,14 @@ class ThrottlePolicy:
             max_failures_per_account=settings.login_max_failures,
             max_failures_per_address=settings.login_max_failures_per_address,
             window_seconds=settings.login_window_seconds,
+            max_signups_per_address=settings.signup_max_per_address,
         )
 
     def limit(self, scope: Scope) -> int:
         if scope is Scope.ADDRESS:
             return self.max_failures_per_address
+        if scope is Scope.SIGNUP:
+            return self.max_signups_per_address
         return self.max_failures_per_account
 
 
@@ -123,6 +128,19 @@ class LoginThrottle:
         await self._count_one(attempt.scope, attempt.subject)
         await self._maybe_purge()
         return attempt
+
+    async def count_signup(self, address: str | None) -> None:
+        """Count a sign-up from `address` (every one, whatever its outcome: each may cost a
+        hash); raise TooManyAttempts when the address is over. None (a trusted proxy that named
+        no client) is not counted, as for logins."""
+        subject = address_subject(address) if address else None
+        if subject is None:
+            return
+        try:
+            await self._count_one(Scope.SIGNUP, subject)
+        except TooManyAttempts as exc:
+            raise TooManySignUps(exc.retry_after or 1) from None
+        await self._maybe_purge()
 
     async def succeeded(self, attempt: CountedAttempt) -> None:
         now = self._clock()

@@ -45,10 +45,16 @@ def _forwarded_for(request: Request) -> dict[str, str]:
 @router.post(
     "/register",
     status_code=201,
-    responses={201: {"model": UserResponse}, **error_responses(409)},
+    responses={201: {"model": UserResponse}, **error_responses(409, 429)},
 )
-async def register(body: RegisterRequest, state: State) -> Response:
-    return await _forward(state, "POST", "/v1/auth/register", json=body.model_dump())
+async def register(body: RegisterRequest, request: Request, state: State) -> Response:
+    return await _forward(
+        state,
+        "POST",
+        "/v1/auth/register",
+        json=body.model_dump(),
+        headers=_forwarded_for(request),
+    )
 
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")

@@ -95,6 +95,8 @@ def running_stack(env_overrides: dict[str, str], log_dir: Path) -> Iterator[Stac
             "PUBLIC_URL": f"http://127.0.0.1:{ports['gateway']}",
             "CONVERTER_CONCURRENCY": "2",
             "LOG_LEVEL": "INFO",
+            # Suites register a user per test, all through one gateway, i.e. from one address.
+            "SIGNUP_MAX_PER_ADDRESS": "100000",
         }
     )
     env.update(env_overrides)
