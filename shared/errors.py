@@ -38,6 +38,9 @@ class ErrorCode(StrEnum):
     TOO_MANY_UPLOADS = "too_many_uploads"
     UPLOAD_TIMEOUT = "upload_timeout"
     EMPTY_FILE = "empty_file"
+    SOURCE_TOO_LONG = "source_too_long"
+    OUTPUT_TOO_LARGE = "output_too_large"
+    INSUFFICIENT_STORAGE = "insufficient_storage"
 
 
 class AppError(Exception):
@@ -134,3 +137,10 @@ class LimitReached(AppError):
 class UploadTimeout(AppError):
     status_code = 408
     code = ErrorCode.UPLOAD_TIMEOUT
+
+
+class InsufficientStorage(AppError):
+    """Too little free space under the blob store to take more bytes."""
+
+    status_code = 507
+    code = ErrorCode.INSUFFICIENT_STORAGE

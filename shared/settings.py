@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     # A job still queued this long after its last publish is published again (its message may
     # have been lost: a purged queue, another install's consumer).
     requeue_after_seconds: float = Field(default=120.0, gt=0)
+    # The longest source converted (6 h): a few KB of silence may claim days of audio.
+    max_source_seconds: float = Field(default=21600.0, gt=0)
+    # Uploads are refused (507) and converters hold their jobs below this much free space.
+    min_free_bytes: int = Field(default=GIB, ge=0)
     # On SIGTERM running conversions get this long to finish; the rest go back to the queue.
     converter_shutdown_grace: float = Field(default=30.0, ge=0)
 

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.converter import libav_pool
+from services.converter.plan import Limits
 from services.converter.retention import Requeuer, RetentionPolicy, RetentionSweeper
 from services.converter.service import Converter
 from services.converter.worker import ConverterWorker
@@ -45,6 +46,8 @@ def create_app(settings: Settings) -> FastAPI:
                 timeout_base=settings.ffmpeg_timeout_base,
                 timeout_factor=settings.ffmpeg_timeout_factor,
                 retention=RetentionPolicy.from_settings(settings),
+                limits=Limits(max_source_seconds=settings.max_source_seconds),
+                min_free_bytes=settings.min_free_bytes,
             )
             await asyncio.to_thread(converter.remove_stale_temp)
             await asyncio.to_thread(libav_pool.warm, settings.converter_concurrency)

@@ -21,6 +21,7 @@ from services.converter.plan import (
     STDIN,
     ConversionPath,
     ConversionPlan,
+    Limits,
     Source,
     build_cover_command,
     build_loudness_command,
@@ -41,6 +42,8 @@ FractionCallback = Callable[[float], Awaitable[None]]
 """Receives the share of the whole conversion done, 0.0..1.0, never decreasing."""
 
 COVER_TIMEOUT = 60.0
+# FFmpeg stops at `-fs` with the file at about that size: the last packet may fall short of it.
+CAP_MARGIN_BYTES = 64 * 1024
 MIN_STEP_TIMEOUT = 1.0
 
 
@@ -81,6 +84,7 @@ async def convert(
     filename: str,
     on_progress: FractionCallback | None = None,
     timeout: float | None = None,
+    limits: Limits | None = None,
 ) -> ConversionResult:
     """Convert `source` (already probed as `info`) as `options` ask; the result lives in `workdir`.
 
@@ -92,8 +96,10 @@ async def convert(
     `filename` is the upload's name (the title when no tag gives one). `timeout` bounds the
     whole conversion, every pass included. Raises MediaError with a stable code for anything
     the file or the options cause; FFmpeg never outlives a cancellation or a timeout.
+    `limits` bound the source's length (`source_too_long`) and the output's length and size
+    (`output_too_large`).
     """
-    plan = plan_conversion(info, options, filename)
+    plan = plan_conversion(info, options, filename, limits)
     if timeout is None:
         timeout = timeout_for(plan.expected_duration or info.duration) * plan.passes
     deadline = time.monotonic() + timeout
@@ -257,6 +263,7 @@ async def _write_output(
             stdin=stdin,
         )
     media = await inspect_output(output, plan.format)
+    await _check_caps(output, media, plan)
     if media.duration is None or media.duration <= 0:
         raise MediaError(
             f"audio track {plan.track} holds no sound to convert", code=ErrorCode.NO_AUDIO_STREAM
@@ -272,6 +279,18 @@ async def _write_output(
         ", in process" if in_process else "",
     )
     return media
+
+
+async def _check_caps(output: Path, media: OutputMedia, plan: ConversionPlan) -> None:
+    """An output cut at its `-t` or `-fs` cap came from a source longer than it claimed."""
+    size = await asyncio.to_thread(lambda: output.stat().st_size)
+    at_size_cap = plan.max_bytes is not None and size >= plan.max_bytes - CAP_MARGIN_BYTES
+    at_time_cap = media.duration is not None and media.duration >= plan.max_seconds - 1.0
+    if at_size_cap or at_time_cap:
+        raise MediaError(
+            "the file holds far more audio than it says; it was not converted",
+            code=ErrorCode.OUTPUT_TOO_LARGE,
+        )
 
 
 def _result(

@@ -19,7 +19,7 @@ from services.converter import loudness
 from services.converter.loudness import Gain
 from services.converter.probe import MAX_PIXELS, MediaInfo
 from services.converter.tags import metadata_args, resolve_tags
-from shared.errors import MediaError
+from shared.errors import ErrorCode, MediaError
 from shared.options import OPTIONS_ERROR_CODE, OPUS_SAMPLE_RATE, ConversionOptions
 
 ConversionPath = Literal["copy", "encode"]
@@ -44,6 +44,33 @@ _ENCODERS = {
     "wav": "pcm_s16le",
 }
 _MUXERS = {"mp3": "mp3", "m4a": "ipod", "opus": "opus", "flac": "flac", "wav": "wav"}
+
+DEFAULT_MAX_SOURCE_SECONDS = 21600.0
+# An output may last twice what the probe promised plus a minute (an MP3 without a Xing header
+# has an estimated duration) before it counts as a source that lied about its length.
+OUTPUT_SECONDS_FACTOR = 2.0
+OUTPUT_SECONDS_SLACK = 60.0
+# Bytes per second no encoding of ours exceeds: 320 kb/s with room for the container (lossy),
+# 32-bit samples (lossless); plus a cover picture and headers.
+_LOSSY_BYTES_PER_SECOND = 60_000
+_PCM_BYTES_PER_SAMPLE = 4
+OUTPUT_BYTES_SLACK = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on one job's work, from the operator's settings."""
+
+    max_source_seconds: float = DEFAULT_MAX_SOURCE_SECONDS
+
+
+def check_source_length(info: MediaInfo, limits: Limits) -> None:
+    if info.duration is not None and info.duration > limits.max_source_seconds:
+        raise MediaError(
+            f"the file lasts {info.duration:.0f} s; the longest accepted is "
+            f"{limits.max_source_seconds:.0f} s",
+            code=ErrorCode.SOURCE_TOO_LONG,
+        )
 
 
 @dataclass(frozen=True)
@@ -73,14 +100,22 @@ class ConversionPlan:
     """Channels of a source FFmpeg cannot place on speakers, mixed down by equal weights."""
     from_sound_field: bool = False
     """An ambisonic source: its omnidirectional first channel (W) is the mix."""
+    max_seconds: float = DEFAULT_MAX_SOURCE_SECONDS
+    """`-t` of every decoding run: an output this long means the source lied about its length."""
+    max_bytes: int | None = None
+    """`-fs` of the written output."""
 
     @property
     def passes(self) -> int:
         return 2 if self.normalize else 1
 
 
-def plan_conversion(info: MediaInfo, options: ConversionOptions, filename: str) -> ConversionPlan:
+def plan_conversion(
+    info: MediaInfo, options: ConversionOptions, filename: str, limits: Limits | None = None
+) -> ConversionPlan:
     """Every decision for one conversion; MediaError when the options do not fit the file."""
+    limits = limits or Limits()
+    check_source_length(info, limits)
     track = info.select_track(options.audio_track)
     start, end = _trim(info, options)
     source = info.audio_tracks[track]
@@ -99,6 +134,11 @@ def plan_conversion(info: MediaInfo, options: ConversionOptions, filename: str) 
         and sample_rate is None
     )
     expected = _expected_duration(info.duration, start, end)
+    # Past the limit too: an honest source just under it must not reach its cap.
+    max_seconds = limits.max_source_seconds + OUTPUT_SECONDS_SLACK
+    if expected is not None:
+        max_seconds = min(max_seconds, OUTPUT_SECONDS_FACTOR * expected + OUTPUT_SECONDS_SLACK)
+    rate = sample_rate or source.sample_rate or FALLBACK_SAMPLE_RATE
     cover_at = None
     if options.cover == "frame" and info.has_video:
         cover_at = round((info.duration or 0.0) * COVER_POSITION, 3)
@@ -120,7 +160,17 @@ def plan_conversion(info: MediaInfo, options: ConversionOptions, filename: str) 
         source_sample_rate=source.sample_rate or FALLBACK_SAMPLE_RATE,
         tags=resolve_tags(options, info, track, filename),
         cover_at=cover_at,
+        max_seconds=round(max_seconds, 3),
+        max_bytes=_max_bytes(options.format, max_seconds, rate, channels or 2),
     )
+
+
+def _max_bytes(fmt: str, seconds: float, sample_rate: int, channels: int) -> int:
+    if fmt in ("flac", "wav"):
+        per_second = sample_rate * channels * _PCM_BYTES_PER_SAMPLE
+    else:
+        per_second = _LOSSY_BYTES_PER_SECOND
+    return int(per_second * seconds) + OUTPUT_BYTES_SLACK
 
 
 def check_options(info: MediaInfo, options: ConversionOptions) -> None:
@@ -264,6 +314,7 @@ def build_measure_command(
         "-map", f"0:a:{plan.track}",
         "-vn", "-sn", "-dn",
         "-af", ",".join(chain),
+        "-t", f"{plan.max_seconds:.3f}",
         *_progress(),
         "-f", "null", "-",
     ]  # fmt: skip
@@ -329,6 +380,8 @@ def build_output_command(
         *metadata_args(plan.tags),
         *(["-c:a", "copy"] if plan.path == "copy" else _encode_args(plan, gain)),
         *_muxer_args(plan.format),
+        "-t", f"{plan.max_seconds:.3f}",
+        *(["-fs", str(plan.max_bytes)] if plan.max_bytes is not None else []),
         *_progress(),
         "-f", _MUXERS[plan.format],
         f"file:{output.resolve()}",

@@ -19,6 +19,7 @@ from pathlib import Path, PurePath
 
 from services.converter.libav_pool import probe
 from services.converter.pipeline import convert
+from services.converter.plan import Limits
 from services.converter.probe import MediaInfo
 from services.converter.progress import ProgressThrottle, percent
 from services.converter.retention import RetentionPolicy
@@ -50,6 +51,7 @@ from shared.metrics import (
     JOBS_FINISHED,
 )
 from shared.options import ConversionOptions, InvalidOptions
+from shared.storage_space import ensure_work_space
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,8 @@ class Converter:
     retention: RetentionPolicy = field(
         default_factory=lambda: RetentionPolicy(source_days=0, output_days=7, stuck_hours=24)
     )
+    limits: Limits = field(default_factory=Limits)
+    min_free_bytes: int = 0
     _running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _cancelled: set[str] = field(default_factory=set)
 
@@ -123,6 +127,8 @@ class Converter:
 
     async def convert(self, event: JobSubmitted) -> None:
         job_id = event.payload.job_id
+        # Short of space, the job is held unclaimed (an outage to the delivery loop), not failed.
+        await ensure_work_space(self.blobs, self.work_dir, self.min_free_bytes)
         job = await self.jobs.claim(job_id, event.event_id)
         if job is None:
             # Missing, finished or cancelled: a redelivery or a late message, nothing to redo,
@@ -332,6 +338,7 @@ class Converter:
                 filename=job.filename,
                 on_progress=self._progress_reporter(job, correlation_id),
                 timeout=self.timeout_for(info.duration, 2 if options.normalize else 1),
+                limits=self.limits,
             )
             await _settle(recorded, unwritten)
         except asyncio.CancelledError:

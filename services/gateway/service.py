@@ -7,7 +7,7 @@ import logging
 import uuid
 from pathlib import PurePath
 
-from services.gateway.precheck import check_against_source, needs_source
+from services.gateway.precheck import check_against_source
 from services.gateway.quota import admit_job
 from services.gateway.state import GatewayState
 from services.gateway.uploads import MultipartUpload
@@ -24,6 +24,7 @@ from shared.events import (
 from shared.jobs import Job, JobStatus, SourceInfo
 from shared.metrics import UPLOAD_BYTES
 from shared.options import ConversionOptions
+from shared.storage_space import ensure_upload_space
 from shared.tokens import Claims
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,9 @@ async def _submit(
 ) -> Job:
     job_id = uuid.uuid4().hex
     blob_id = f"{job_id}-src"
+    await ensure_upload_space(
+        state.blobs, state.settings.min_free_bytes, upload.declared_bytes or 0
+    )
     try:
         async with asyncio.timeout(state.settings.upload_deadline_seconds):
             size = await state.blobs.write(blob_id, upload.file_chunks())
@@ -67,8 +71,9 @@ async def _submit(
     filename = clean_filename(upload.filename)
     try:
         parsed = ConversionOptions.from_form(upload.fields)
-        if needs_source(parsed):
-            await check_against_source(state.blobs, blob_id, size, parsed)
+        await check_against_source(
+            state.blobs, blob_id, size, parsed, state.settings.max_source_seconds
+        )
     except BaseException:
         await state.blobs.delete(blob_id)
         raise

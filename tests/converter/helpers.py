@@ -16,6 +16,7 @@ from services.converter.libav_pool import probe
 from services.converter.pipeline import ConversionResult, convert
 from shared.ffmpeg_path import ffmpeg_executable
 from shared.options import ConversionOptions
+from tests.support.media import MediaFactory
 
 FFMPEG = ffmpeg_executable()
 MP3_FRAME_SECONDS = 1152 / 44100
@@ -69,3 +70,28 @@ def mp4_tags(path: Path) -> Any:
 def flac_pictures(path: Path) -> list[Any]:
     pictures: list[Any] = mutagen.flac.FLAC(path).pictures  # type: ignore[no-untyped-call]
     return pictures
+
+
+def silent_flac(media: MediaFactory, seconds: int) -> Path:
+    """Mono silence as FLAC: a few KB per minute, however long it claims to be."""
+    return media.make(
+        f"silence_{seconds}s.flac",
+        ["-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono", "-t", str(seconds),
+         "-c:a", "flac", "-compression_level", "8"],
+    )  # fmt: skip
+
+
+def lying_flac(media: MediaFactory, seconds: int, claims: int) -> Path:
+    """`seconds` of silence whose STREAMINFO says it lasts `claims` seconds: probes short,
+    decodes long (a decompression bomb for a lossless output)."""
+    out = media.root / f"lying_{seconds}s_as_{claims}s.flac"
+    if not out.exists():
+        data = bytearray(silent_flac(media, seconds).read_bytes())
+        # STREAMINFO after "fLaC" and its block header: 10 bytes of block and frame sizes,
+        # then 20 bits of rate, 3 of channels, 5 of depth and 36 of total samples.
+        packed = int.from_bytes(data[18:26], "big")
+        rate = packed >> 44
+        packed = (packed >> 36 << 36) | (rate * claims)
+        data[18:26] = packed.to_bytes(8, "big")
+        out.write_bytes(data)
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from services.converter.loudness import Gain, Measurement, gain_for, parse_summary
 from services.converter.plan import (
     ConversionPlan,
+    Limits,
     build_cover_command,
     build_measure_command,
     build_output_command,
@@ -21,6 +23,7 @@ from shared.errors import ErrorCode, MediaError
 from shared.jobs import AudioTrack
 from shared.options import OPTIONS_ERROR_CODE, ConversionOptions
 
+MIB = 1024 * 1024
 SOURCE = Path("/data/in.avi")
 OUTPUT = Path("/work/out.mp3")
 
@@ -210,6 +213,8 @@ def test_copy_command() -> None:
         "-metadata", "title=Song",
         "-c:a", "copy",
         "-id3v2_version", "4", "-write_id3v1", "0",
+        # 2 x 60 s + 60 s, at 60 kB/s + 8 MiB: a source lying about its length is cut short.
+        "-t", "180.000", "-fs", str(180 * 60_000 + 8 * 1024 * 1024),
         "-progress", "pipe:1", "-nostats",
         "-f", "mp3", "file:/work/out.mp3",
     ]  # fmt: skip
@@ -350,3 +355,20 @@ def test_a_limited_gain_is_corrected_up_to_a_bound() -> None:
     assert gain_for(-14, measured) == Gain(16.0, limit=True)
     assert gain_for(-14, measured, correction=1.5) == Gain(17.5, limit=True)
     assert gain_for(-14, measured, correction=100) == Gain(40.0, limit=True)
+
+
+def test_every_run_is_capped_by_the_sources_length_and_the_limit() -> None:
+    assert AAC_51.duration is not None
+    wav = plan(AAC_51, format="wav", channels="1", sample_rate="44100")
+    cmd = build_output_command("ffmpeg", SOURCE, OUTPUT, AAC_51, wav)
+    assert value_after(cmd, "-t") == f"{2 * AAC_51.duration + 60:.3f}"
+    assert value_after(cmd, "-fs") == str(int(44100 * 4 * (2 * AAC_51.duration + 60)) + 8 * MIB)
+    normalised = plan(AAC_51, normalize="1")
+    measure = build_measure_command("ffmpeg", SOURCE, AAC_51, normalised)
+    assert value_after(measure, "-t") == f"{2 * AAC_51.duration + 60:.3f}"
+    unknown = replace(AAC_51, duration=None)
+    decided = plan_conversion(unknown, ConversionOptions(), "a.mp4", Limits(600))
+    assert decided.max_seconds == 660
+    with pytest.raises(MediaError) as caught:
+        plan_conversion(AAC_51, ConversionOptions(), "a.mp4", Limits(AAC_51.duration - 1))
+    assert caught.value.code is ErrorCode.SOURCE_TOO_LONG
