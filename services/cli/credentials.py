@@ -10,13 +10,19 @@ import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:  # kept out of `up` and `serve`, which import this module for the server
+    import httpx
 
 
 class LoginError(Exception):
     pass
+
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+# The store's key for the server of the last `video2mp3 login`; the others hold URLs.
+_SERVER_KEY = "server"
 
 
 def config_dir() -> Path:
@@ -50,15 +56,33 @@ def save_refresh_token(server: str, token: str) -> None:
 
 
 async def keep_login(server: str, token: str) -> None:
-    """save_refresh_token under the store's lock: a `convert` refreshing or keeping a device
-    token at the same moment would otherwise write back what it read before this."""
+    """save_refresh_token, and `server` as the one to use when none is named, under the store's
+    lock: a `convert` refreshing or keeping a device token at the same moment would otherwise
+    write back what it read before this."""
     async with _store_locked():
-        await asyncio.to_thread(save_refresh_token, server, token)
+        await asyncio.to_thread(_save, server, token, None, remember=True)
 
 
-def _save(server: str, refresh_token: str, access: dict[str, Any] | None) -> None:
+def resolve_server(named: str | None) -> str:
+    """The server a command talks to: the one named on the command line, else
+    VIDEO2MP3_SERVER, else the one of the last `video2mp3 login`, else the local default."""
+    server = named or os.environ.get("VIDEO2MP3_SERVER")
+    if not server:
+        try:
+            remembered = _read_store().get(_SERVER_KEY)
+        except OSError:  # unreadable: as if there had been no login
+            remembered = None
+        server = remembered if isinstance(remembered, str) else DEFAULT_SERVER
+    return server.rstrip("/")
+
+
+def _save(
+    server: str, refresh_token: str, access: dict[str, Any] | None, *, remember: bool = False
+) -> None:
     stored = _read_store()
     stored[server] = refresh_token
+    if remember:
+        stored[_SERVER_KEY] = server
     if access is None:
         stored.pop(_access_key(server), None)  # a new login: the old access token goes
     else:

@@ -1,4 +1,4 @@
-"""`video2mp3 login`: ask for email and password once, keep a refresh token."""
+"""`video2mp3 login`: ask for email and password once, keep a refresh token and the server."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ async def _login(server: str, email: str, password: str) -> int:
             print(f"video2mp3: login failed: {exc}", file=sys.stderr)
             return 1
     await keep_login(server, tokens["refresh_token"])
-    print(f"logged in to {server} as {email}")
+    print(f"logged in to {server} as {email}; `video2mp3 convert` uses this server from now on")
     return 0
 
 

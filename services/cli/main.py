@@ -1,11 +1,12 @@
-"""The `video2mp3` command: `up` runs everything locally, `serve NAME` runs one service."""
+"""The `video2mp3` command: `up` runs everything locally, `serve NAME` runs one service,
+`login` and `convert` talk to a running server."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
+from services.cli.credentials import DEFAULT_SERVER, resolve_server
 from shared.options import ConversionOptions
 
 SERVICES = ("gateway", "auth", "converter", "notification")
@@ -19,11 +20,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("name", choices=SERVICES)
     serve.add_argument("--port", type=int, default=None, help="override the service's port")
     serve.add_argument("--host", default=None, help="override BIND_HOST")
-    server_default = os.environ.get("VIDEO2MP3_SERVER", "http://127.0.0.1:8000")
+    server_help = (
+        "the server's URL (default: VIDEO2MP3_SERVER, else the server of the last "
+        f"`video2mp3 login`, else {DEFAULT_SERVER})"
+    )
     convert = commands.add_parser("convert", help="convert files through a running server")
     convert.add_argument("files", nargs="+", metavar="FILE")
     convert.add_argument("-o", "--output-dir", default=None, help="where to write the MP3s")
-    convert.add_argument("--server", default=server_default)
+    convert.add_argument("--server", help=server_help)
     convert.add_argument("--force", action="store_true", help="overwrite existing MP3s")
     options = convert.add_argument_group(
         "conversion options", "sent as the form fields of the same names (see the README)"
@@ -34,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
             options.add_argument(flag, dest=f"option_{name}", action="store_const", const="true")
         else:
             options.add_argument(flag, dest=f"option_{name}", metavar="VALUE")
-    login = commands.add_parser("login", help="log in once and keep a refresh token")
-    login.add_argument("--server", default=server_default)
+    login = commands.add_parser(
+        "login", help="log in once; keep a refresh token and remember the server"
+    )
+    login.add_argument("--server", help=server_help)
     return parser
 
 
@@ -69,11 +75,12 @@ def _run(args: argparse.Namespace) -> None:
             for name in ConversionOptions.model_fields
             if (value := getattr(args, f"option_{name}")) is not None
         }
-        sys.exit(convert(args.files, args.output_dir, args.server.rstrip("/"), args.force, fields))
+        server = resolve_server(args.server)
+        sys.exit(convert(args.files, args.output_dir, server, args.force, fields))
     if args.command == "login":
         from services.cli.login import login
 
-        sys.exit(login(args.server.rstrip("/")))
+        sys.exit(login(resolve_server(args.server)))
     if args.command == "up":
         from services.cli.up import up
 

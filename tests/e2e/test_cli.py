@@ -369,3 +369,56 @@ async def test_login_without_a_terminal_ends_in_one_line(tmp_path: Path) -> None
     assert "login cancelled" in err.decode()
     assert "Traceback" not in err.decode()
     assert not any(tmp_path.rglob("*"))
+
+
+async def test_login_remembers_the_server_for_a_plain_convert(
+    stack: Stack, user: dict[str, str], media: MediaFactory, tmp_path: Path
+) -> None:
+    # After `login --server URL`, a plain `convert` went to 127.0.0.1:8000 again.
+    env = {
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("VIDEO2MP3_EMAIL", "VIDEO2MP3_PASSWORD", "VIDEO2MP3_SERVER")
+        },
+        "XDG_CONFIG_HOME": str(tmp_path),
+    }
+    login = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli.main", "login", "--server", stack.gateway_url + "/",
+        env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,  # no terminal: the password is read from stdin
+    )  # fmt: skip
+    answers = f"{user['email']}\ncorrect horse battery staple\n".encode()
+    out, err = await asyncio.wait_for(login.communicate(answers), 60)
+    assert login.returncode == 0, err.decode()
+    assert f"logged in to {stack.gateway_url} as {user['email']}" in out.decode()
+
+    clip = media.h264_aac(2, name="remembered.mp4")
+    convert = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli.main", "convert", str(clip), "-o", str(tmp_path),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(convert.communicate(), 120)
+    assert convert.returncode == 0, err.decode()
+    assert (tmp_path / "remembered.mp3").exists()
+
+
+async def test_the_server_can_come_from_the_environment(
+    stack: Stack, user: dict[str, str], media: MediaFactory, tmp_path: Path
+) -> None:
+    clip = media.h264_aac(2, name="from-env.mp4")
+    env = {
+        **os.environ,
+        "VIDEO2MP3_EMAIL": user["email"],
+        "VIDEO2MP3_PASSWORD": "correct horse battery staple",
+        "VIDEO2MP3_SERVER": stack.gateway_url,
+        "XDG_CONFIG_HOME": str(tmp_path),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli.main", "convert", str(clip), "-o", str(tmp_path),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    assert (tmp_path / "from-env.mp3").exists()
