@@ -143,3 +143,17 @@ def client_view(event: Event) -> dict[str, Any]:
     """The `{type, job_id, ...}` shape that WebSocket clients receive."""
     payload = event.payload.model_dump(mode="json", exclude={"user_id", "user_email"})
     return {"type": str(event.type), "occurred_at": event.occurred_at.isoformat(), **payload}
+
+
+class ClientEvent(BaseModel):
+    """A live message as a client reads it (what `client_view` sends). Fields only some types
+    carry are optional and others are ignored, so a client keeps reading a newer server."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    type: EventType
+    job_id: str
+    progress: int | None = None
+    # An ErrorCode read as text: a code newer than the client leaves the message readable.
+    code: str | None = None
+    detail: str | None = None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import sys
 import uuid
@@ -14,23 +13,34 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from services.cli.credentials import LoginError, access_token
+from shared.events import ClientEvent, EventType
+from shared.jobs import JobError, JobStatus
 from shared.options import ConversionOptions, InvalidOptions
 
 READ_BLOCK = 1024 * 1024
-FINAL = {"job.completed", "job.failed", "job.cancelled"}
+# What a poll that finds a job finished stands for: the event the live socket would have sent.
+FINAL_EVENTS = {
+    JobStatus.COMPLETED: EventType.JOB_COMPLETED,
+    JobStatus.FAILED: EventType.JOB_FAILED,
+    JobStatus.CANCELLED: EventType.JOB_CANCELLED,
+}
 # Uploads at once: more only share the same link, and past httpx's 100 connections the rest
 # waited for the pool and failed.
 UPLOADS_AT_ONCE = 4
@@ -76,29 +86,53 @@ class FileJob:
     job_id: str | None = None
     status: str = "waiting"
     error: str | None = None
-    events: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    events: asyncio.Queue[ClientEvent] = field(default_factory=asyncio.Queue)
     poll_failures: int = 0
+
+
+class JobView(BaseModel):
+    """What the CLI reads of a job (`GET /v1/jobs/{id}`)."""
+
+    status: JobStatus
+    progress: int = 0
+    error: JobError | None = None
+
+
+class TransferColumn(ProgressColumn):
+    """Bytes and speed while a file uploads; nothing once its bar counts percent of the
+    conversion, where bytes would read `42/100 bytes`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.size = DownloadColumn()
+        self.speed = TransferSpeedColumn()
+
+    def render(self, task: Task) -> Text:
+        if not task.fields.get("bytes"):
+            return Text()
+        return Text.assemble(self.size.render(task), " ", self.speed.render(task))
 
 
 class Reporter:
     """Progress bars on a terminal, one line per state change otherwise."""
 
-    def __init__(self, tty: bool) -> None:
+    def __init__(self, tty: bool, console: Console | None = None) -> None:
         self.tty = tty
-        self.console = Console(stderr=True)
+        self.console = console or Console(stderr=True)
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             TextColumn("{task.percentage:>3.0f}%"),
-            DownloadColumn(),
-            TransferSpeedColumn(),
+            TransferColumn(),
             console=self.console,
             disable=not tty,
         )
         self.tasks: dict[Path, TaskID] = {}
 
     def add(self, item: FileJob, size: int) -> None:
-        self.tasks[item.source] = self.progress.add_task(f"{item.source.name}: upload", total=size)
+        self.tasks[item.source] = self.progress.add_task(
+            f"{item.source.name}: upload", total=size, bytes=True
+        )
 
     def advance(self, item: FileJob, done: int) -> None:
         self.progress.update(self.tasks[item.source], completed=done)
@@ -112,7 +146,11 @@ class Reporter:
             task = self.tasks[item.source]
             if percent is not None:
                 self.progress.update(
-                    task, description=f"{item.source.name}: {state}", total=100, completed=percent
+                    task,
+                    description=f"{item.source.name}: {state}",
+                    total=100,
+                    completed=percent,
+                    bytes=False,
                 )
             else:
                 self.progress.update(task, description=f"{item.source.name}: {state}")
@@ -202,16 +240,16 @@ async def open_live(
 
 
 async def follow(
-    ws: ClientConnection, by_job: dict[str, FileJob], early: dict[str, list[dict[str, Any]]]
+    ws: ClientConnection, by_job: dict[str, FileJob], early: dict[str, list[ClientEvent]]
 ) -> None:
     async for raw in ws:
-        event = json.loads(raw)
-        job_id = event.get("job_id")
-        if not job_id:
-            continue
-        item = by_job.get(job_id)
+        try:
+            event = ClientEvent.model_validate_json(raw)
+        except ValidationError:
+            continue  # the snapshot, a pong, or an event type this client does not know
+        item = by_job.get(event.job_id)
         if item is None:
-            early.setdefault(job_id, []).append(event)  # arrived before the upload's answer
+            early.setdefault(event.job_id, []).append(event)  # before the upload's answer
         else:
             item.events.put_nowait(event)
 
@@ -223,7 +261,7 @@ async def convert_one(
     uploads: asyncio.Semaphore,
     fields: Mapping[str, str],
     by_job: dict[str, FileJob],
-    early: dict[str, list[dict[str, Any]]],
+    early: dict[str, list[ClientEvent]],
     live: asyncio.Future[None],
 ) -> None:
     async with uploads:
@@ -242,23 +280,24 @@ async def convert_one(
             job = await _poll(session, item)
             if job is None:
                 continue
-            status = job.get("status")
-            if status in ("completed", "failed", "cancelled"):
-                event = {"type": f"job.{status}", "detail": (job.get("error") or {}).get("detail")}
-            else:
-                if status == "processing":
-                    reporter.state(item, "converting", int(job.get("progress") or 0))
+            if not job.status.is_final:
+                if job.status is JobStatus.PROCESSING:
+                    reporter.state(item, "converting", job.progress)
                 continue
-        kind = event["type"]
-        if kind == "job.started":
+            event = ClientEvent(
+                type=FINAL_EVENTS[job.status],
+                job_id=item.job_id,
+                detail=job.error.detail if job.error else None,
+            )
+        if event.type is EventType.JOB_STARTED:
             reporter.state(item, "converting", 0)
-        elif kind == "job.progress":
-            reporter.state(item, "converting", int(event["progress"]))
-        elif kind == "job.failed":
-            raise RuntimeError(event.get("detail") or "conversion failed")
-        elif kind == "job.cancelled":
+        elif event.type is EventType.JOB_PROGRESS:
+            reporter.state(item, "converting", event.progress or 0)
+        elif event.type is EventType.JOB_FAILED:
+            raise RuntimeError(event.detail or "conversion failed")
+        elif event.type is EventType.JOB_CANCELLED:
             raise RuntimeError("cancelled")
-        elif kind == "job.completed":
+        elif event.type is EventType.JOB_COMPLETED:
             break
     reporter.state(item, "downloading")
     # A name of its own (two runs into one directory), removed if the download fails.
@@ -273,7 +312,7 @@ async def convert_one(
     reporter.state(item, f"done → {item.target}")
 
 
-async def _poll(session: Session, item: FileJob) -> dict[str, Any] | None:
+async def _poll(session: Session, item: FileJob) -> JobView | None:
     """The job document, or None after a passing failure (a proxy's 502, a dropped
     connection) while fewer than POLL_FAILURES_MAX have come in a row."""
     try:
@@ -283,8 +322,7 @@ async def _poll(session: Session, item: FileJob) -> dict[str, Any] | None:
     else:
         if answer.status_code == 200:
             item.poll_failures = 0
-            job: dict[str, Any] = answer.json()
-            return job
+            return JobView.model_validate_json(answer.content)
         if answer.status_code < 500:
             raise RuntimeError(_detail(answer))
         failure = _detail(answer)
@@ -375,7 +413,7 @@ async def run(
             return 1
         ws_url = server.replace("http", "ws", 1).rstrip("/") + "/v1/ws"
         by_job: dict[str, FileJob] = {}
-        early: dict[str, list[dict[str, Any]]] = {}
+        early: dict[str, list[ClientEvent]] = {}
         uploads = asyncio.Semaphore(UPLOADS_AT_ONCE)
         async with contextlib.AsyncExitStack() as stack:
             # Events come over the socket until its token expires; then polling carries on.
