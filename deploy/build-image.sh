@@ -30,7 +30,8 @@ apt_install() {
   [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || die "please install: $*"
   say "installing $*"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  # With recommends: podman's are what a plain `apt-get install podman` (as tested) brings.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
 pick_engine() {
