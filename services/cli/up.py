@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import aio_pika
+
 from services.cli.embedded import (
     free_port,
     port_is_free,
@@ -147,8 +149,6 @@ def amqp_prefix(settings: Settings) -> str:
 async def foreign_consumers(url: str, topology: Topology, timeout: float) -> dict[str, int]:
     """Consumers already on the work queues this stack will use, by queue: before our services
     start, every one of them belongs to someone else."""
-    import aio_pika
-
     found: dict[str, int] = {}
     connection = await aio_pika.connect(url, timeout=timeout)
     async with connection:
@@ -166,14 +166,12 @@ async def foreign_consumers(url: str, topology: Topology, timeout: float) -> dic
 
 
 async def warn_of_foreign_consumers(settings: Settings, prefix: str) -> None:
-    from aio_pika.exceptions import AMQPError
-
     try:
         found = await asyncio.wait_for(
             foreign_consumers(settings.amqp_url, Topology(prefix), settings.network_timeout),
             settings.network_timeout * 2,
         )
-    except (OSError, TimeoutError, RuntimeError, AMQPError) as exc:
+    except (OSError, TimeoutError, RuntimeError, aio_pika.exceptions.AMQPError) as exc:
         # The services meet the same broker in a moment, and say what is wrong with it.
         say(f"could not check the broker's queues for other consumers: {exc}")
         return
