@@ -220,6 +220,16 @@ async def upload(
     reporter.state(item, "queued")
 
 
+async def live_credentials(session: Session, url: str) -> tuple[str, dict[str, str]]:
+    """The socket's URL with a single-use ticket; a server without tickets gets the token in a
+    header instead (never in the URL, which proxies log)."""
+    with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+        response = await session.client.post("/v1/ws-ticket", headers=session.headers())
+        if response.status_code == 200:
+            return f"{url}?ticket={response.json()['ticket']}", {}
+    return url, session.headers()
+
+
 async def open_live(
     stack: contextlib.AsyncExitStack, url: str, headers: dict[str, str]
 ) -> ClientConnection | None:
@@ -418,7 +428,7 @@ async def run(
         async with contextlib.AsyncExitStack() as stack:
             # Events come over the socket until its token expires; then polling carries on.
             # Without the socket at all (a proxy that refuses upgrades, say) polling does it all.
-            ws = await open_live(stack, ws_url, session.headers())
+            ws = await open_live(stack, *await live_credentials(session, ws_url))
             listener = asyncio.create_task(follow(ws, by_job, early) if ws else asyncio.sleep(0))
             try:
                 with reporter.progress:

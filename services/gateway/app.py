@@ -16,6 +16,7 @@ from services.gateway import routes, routes_auth, routes_index, routes_live
 from services.gateway.balancer import Balancer
 from services.gateway.live import LIVE_EVENT_TYPES, LiveHub
 from services.gateway.state import GatewayState
+from services.gateway.tickets import TicketStore
 from shared.accounts import AccountDirectory
 from shared.apidocs import install_docs
 from shared.blobstore import open_blob_store
@@ -67,6 +68,7 @@ def create_app(settings: Settings) -> FastAPI:
                 mongo=mongo,
                 jobs=jobs,
                 quotas=quotas,
+                tickets=TicketStore(db),
                 blobs=open_blob_store(settings, db),
                 amqp=amqp,
                 publisher=publisher,

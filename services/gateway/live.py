@@ -75,6 +75,9 @@ class LiveHub:
             if not subscribers:
                 del self._by_user[user_id]
 
+    def connections_of(self, user_id: str) -> int:
+        return len(self._by_user.get(user_id, ()))
+
     @property
     def connections(self) -> int:
         return sum(len(s) for s in self._by_user.values())

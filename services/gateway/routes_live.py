@@ -8,27 +8,49 @@ import json
 import time
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect, status
+from pydantic import BaseModel
 
+from services.gateway.deps import CurrentUser, State
 from services.gateway.live import Subscriber
 from services.gateway.state import GatewayState
+from services.gateway.tickets import TICKET_SECONDS
 from shared.errors import AppError, Unavailable
+from shared.http import error_responses
+from shared.mongo import DATABASE_OUTAGES
 from shared.security import origin_allowed
 from shared.tokens import Claims, bearer_token
 
 router = APIRouter()
 
 
+class Ticket(BaseModel):
+    ticket: str
+    expires_in: int
+
+
+@router.post("/v1/ws-ticket", tags=["live"], responses=error_responses(401))
+async def ws_ticket(user: CurrentUser, state: State) -> Ticket:
+    """A single-use ticket for `WS /v1/ws?ticket=…`, valid for 30 seconds: browsers cannot send
+    the token in a header, and a URL is logged where a token must not be."""
+    return Ticket(ticket=await state.tickets.issue(user), expires_in=int(TICKET_SECONDS))
+
+
 async def _authenticate(websocket: WebSocket, state: GatewayState) -> Claims | None:
     """The caller's claims, or None once the socket is closed: 1008 for a bad or missing token
-    (the contract's code: the client refreshes it), 1013 while auth cannot be asked (the token
-    may be fine: the client retries later)."""
+    or ticket (the contract's code: the client refreshes it), 1013 while auth or the database
+    cannot be asked (the credentials may be fine: the client retries later)."""
+    ticket = websocket.query_params.get("ticket")
     token = bearer_token(websocket.headers.get("authorization")) or websocket.query_params.get(
         "access_token"
     )
     try:
-        if token:
+        if ticket is not None:
+            user = await state.tickets.spend(ticket)
+            if user is not None:
+                return user
+        elif token:
             return await state.tokens.verify(token)
-    except Unavailable:
+    except (Unavailable, *DATABASE_OUTAGES):
         await websocket.close(code=status.WS_1013_TRY_AGAIN_LATER, reason="auth is unavailable")
         return None
     except AppError:
@@ -50,6 +72,13 @@ async def live_events(websocket: WebSocket) -> None:
     await websocket.accept()
     user = await _authenticate(websocket, state)
     if user is None:
+        return
+    most = state.settings.user_max_sockets
+    if most and state.live.connections_of(user.user_id) >= most:
+        # Per process: with N gateways an account holds at most N times this many.
+        await websocket.close(
+            code=status.WS_1013_TRY_AGAIN_LATER, reason="too many live connections"
+        )
         return
     subscriber = state.live.subscribe(user.user_id)
     try:

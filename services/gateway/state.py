@@ -11,6 +11,7 @@ from pymongo import AsyncMongoClient
 
 from services.gateway.balancer import Balancer
 from services.gateway.live import LiveHub
+from services.gateway.tickets import TicketStore
 from shared.accounts import AccountDirectory
 from shared.blobstore import BlobStore
 from shared.jobstore import JobStore, QuotaStore
@@ -25,6 +26,7 @@ class GatewayState:
     mongo: AsyncMongoClient[dict[str, Any]]
     jobs: JobStore
     quotas: QuotaStore
+    tickets: TicketStore
     blobs: BlobStore
     amqp: AbstractRobustConnection
     publisher: EventPublisher

@@ -130,6 +130,13 @@ async def test_convert_listen_and_download(
     await register(page, stack.gateway_url)
     await expect(page.locator("#history-empty")).to_be_visible()
     await expect(page.locator("#live-state")).to_have_attribute("data-state", "live")
+    # The socket is opened with a single-use ticket: no token in a URL that proxies may log.
+    sockets: list[str] = []
+    page.on("websocket", lambda socket: sockets.append(socket.url))
+    await page.reload()
+    await expect(page.locator("#live-state")).to_have_attribute("data-state", "live")
+    assert sockets, "no WebSocket opened"
+    assert all("ticket=" in url and "access_token" not in url for url in sockets), sockets
     await screenshot(page, "empty")
 
     video = media.h264_aac(5)

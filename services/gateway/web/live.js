@@ -1,10 +1,9 @@
-// The live event stream (WS /v1/ws): connects with the access token, answers with a snapshot of
+// The live event stream (WS /v1/ws): connects with a single-use ticket, answers with a snapshot of
 // the active jobs, then pushes every event of the user's jobs. Reconnects with exponential
 // backoff and jitter; every (re)connection starts with a fresh snapshot, which resyncs the page.
 
 const PING_INTERVAL_MS = 25_000;
 const MAX_BACKOFF_MS = 15_000;
-const POLICY_VIOLATION = 1008;
 
 export class LiveEvents extends EventTarget {
   constructor(session) {
@@ -62,13 +61,14 @@ export class LiveEvents extends EventTarget {
     this._connect();
   }
 
-  async _connect(staleToken = null) {
+  async _connect() {
     if (this.stopped || this.socket || this.connecting) return;
     this._setState(this.attempt === 0 ? "connecting" : "reconnecting");
-    let token;
+    let ticket;
     this.connecting = true;
     try {
-      token = await this.session.accessToken(staleToken);
+      // A single-use ticket, not the access token: the URL may be logged on the way.
+      ({ ticket } = await this.session.json("/v1/ws-ticket", { method: "POST" }));
     } catch (error) {
       if (error.status === 401) return; // logged out; the session ends the page
       this._scheduleRetry();
@@ -78,7 +78,7 @@ export class LiveEvents extends EventTarget {
     }
     if (this.stopped || this.socket) return;
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const url = `${scheme}//${location.host}/v1/ws?access_token=${encodeURIComponent(token)}`;
+    const url = `${scheme}//${location.host}/v1/ws?ticket=${encodeURIComponent(ticket)}`;
     const socket = new WebSocket(url);
     this.socket = socket;
     socket.addEventListener("message", (message) => {
@@ -107,14 +107,8 @@ export class LiveEvents extends EventTarget {
       this.socket = null;
       clearInterval(this.pingTimer);
       if (this.stopped) return;
-      if (close.code === POLICY_VIOLATION) {
-        // The token was refused, or ran out while the socket was open (it expired, or the keys
-        // rotated): refresh before retrying.
-        this.attempt += 1;
-        this.retryTimer = setTimeout(() => this._connect(token), this._delay());
-        this._setState("reconnecting");
-        return;
-      }
+      // A refused ticket, or a token that ran out while the socket was open (1008): the next
+      // ticket is asked for with a fresh token, which the session refreshes by itself.
       this._scheduleRetry();
     });
   }
