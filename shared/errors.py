@@ -41,6 +41,9 @@ class ErrorCode(StrEnum):
     SOURCE_TOO_LONG = "source_too_long"
     OUTPUT_TOO_LARGE = "output_too_large"
     INSUFFICIENT_STORAGE = "insufficient_storage"
+    URL_FORBIDDEN = "url_forbidden"
+    URL_FETCH_FAILED = "url_fetch_failed"
+    FILE_TOO_LARGE = "file_too_large"
 
 
 class AppError(Exception):

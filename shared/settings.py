@@ -106,6 +106,11 @@ class Settings(BaseSettings):
     # An upload that has not finished this long after it began is cut off (408).
     upload_deadline_seconds: float = Field(default=3600.0, gt=0)
 
+    # CIDRs (comma-separated) that webhooks and URL imports may reach although the outbound
+    # guard refuses loopback, private, link-local and reserved addresses.
+    outbound_allow_nets: str = ""
+    # How long a failing webhook delivery is retried before its endpoint is disabled (seconds).
+    webhook_retry_window: float = Field(default=86400.0, gt=0)
     # Seconds every outbound network call may take before it is abandoned.
     network_timeout: float = 10.0
     log_level: str = "INFO"
