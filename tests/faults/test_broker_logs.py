@@ -75,7 +75,11 @@ async def test_a_broker_restart_logs_one_warning_and_one_recovery_per_service(
             job = (await upload(c, user, media.h264_aac(2, size="64x48"), "after.mp4")).json()
             assert (await wait_final(c, user, job["id"]))["status"] == "completed"
     for name, log in logs.items():
-        warnings = re.findall(r" (?:WARNING|ERROR|CRITICAL) .*", log)
+        # What the messaging code and its libraries say (a loaded machine may add unrelated
+        # warnings, a slow auth answering the gateway, that are no part of the outage).
+        warnings = re.findall(
+            r" (?:WARNING|ERROR|CRITICAL) (?:shared\.messaging|aio_pika|aiormq).*", log
+        )
         recovered = re.findall(r" INFO .*reconnected to the broker.*", log)
         assert len(warnings) == 1, (name, log)
         assert "lost the broker" in warnings[0], (name, log)
