@@ -37,6 +37,7 @@ class ErrorCode(StrEnum):
     DAILY_LIMIT = "daily_limit"
     TOO_MANY_UPLOADS = "too_many_uploads"
     UPLOAD_TIMEOUT = "upload_timeout"
+    HEADERS_TOO_LARGE = "headers_too_large"
     EMPTY_FILE = "empty_file"
     SOURCE_TOO_LONG = "source_too_long"
     OUTPUT_TOO_LARGE = "output_too_large"

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -164,12 +164,29 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_wrapper)
 
 
+def _forwarded(request: Request) -> bool:
+    """Whether a reverse proxy passed the request on: probes and Prometheus reach a service
+    directly, so through the proxy (the public's way in) /metrics and /readyz are not served,
+    whatever the proxy's own rules say."""
+    return "x-forwarded-for" in request.headers or "forwarded" in request.headers
+
+
+def _not_public() -> JSONResponse:
+    return error_response(404, "not found", str(ErrorCode.NOT_FOUND))
+
+
 def install_operations(
     app: FastAPI, checks: dict[str, ReadinessCheck], service: str | None = None
 ) -> None:
     """`/healthz` (the process runs), `/readyz` (each dependency answers), `/metrics`, and
     request ids and metrics on every request."""
-    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+
+    async def metrics(request: Request) -> Response:
+        if _forwarded(request):
+            return _not_public()
+        return await metrics_endpoint(request)
+
+    app.add_route("/metrics", metrics, include_in_schema=False)
     app.add_middleware(MetricsMiddleware, service=service or app.title)
     app.add_middleware(RequestIdMiddleware)
 
@@ -178,7 +195,9 @@ def install_operations(
         return {"status": "ok"}
 
     @app.get("/readyz", include_in_schema=False)
-    async def readyz() -> JSONResponse:
+    async def readyz(request: Request) -> JSONResponse:
+        if _forwarded(request):
+            return _not_public()
         results: dict[str, str] = {}
         ok = True
         for name, check in checks.items():

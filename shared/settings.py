@@ -111,6 +111,11 @@ class Settings(BaseSettings):
     outbound_allow_nets: str = ""
     # How long a failing webhook delivery is retried before its endpoint is disabled (seconds).
     webhook_retry_window: float = Field(default=86400.0, gt=0)
+
+    # Connections one service process holds at once (live sockets included); past it new
+    # requests get 503, so a flood cannot exhaust the process's memory or descriptors.
+    max_connections: int = Field(default=2000, gt=0)
+
     # Seconds every outbound network call may take before it is abandoned.
     network_timeout: float = 10.0
     log_level: str = "INFO"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from sqlalchemy import text
@@ -23,10 +24,15 @@ from shared.tokens import TokenVerifier
 
 
 def ensure_sqlite_directory(database_url: str) -> None:
-    """SQLite creates its file but not the directory around it (VAR_DIR on a first start)."""
+    """SQLite creates its file but not the directory around it (VAR_DIR on a first start).
+    The file (emails, password hashes) is made owner-only; SQLite gives its journal and WAL
+    files the database file's mode."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(url.database)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        path.chmod(0o600)
 
 
 class AuthState:

@@ -70,7 +70,7 @@ async def start_embedded_mongo(
 ) -> tuple[asyncio.subprocess.Process, int]:
     """Start nx-27017 on a data directory; returns the process and its port, which it may not
     listen on yet (`wait_for_port`): what needs it can start meanwhile."""
-    await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
+    await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True, mode=0o700)
     port = preferred_port if port_is_free(preferred_port) else free_port()
     proc = await asyncio.create_subprocess_exec(
         *with_parent(nx_27017_command(data_dir, port)),

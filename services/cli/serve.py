@@ -62,6 +62,7 @@ def serve(name: str, port: int | None = None, host: str | None = None) -> int:
         lifespan="on",
         http=ServerProtocol,
         timeout_graceful_shutdown=35,
+        limit_concurrency=settings.max_connections,
         ws_ping_interval=20,
         ws_ping_timeout=20,
     )

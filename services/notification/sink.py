@@ -52,7 +52,7 @@ def summary_line(message: EmailMessage, recipients: list[str]) -> str:
 
 def write_atomically(directory: Path, name: str, data: bytes) -> Path:
     """Write to a temporary file beside the target, then rename: a reader never sees half a mail."""
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     target = directory / name
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".incoming-", suffix=".tmp")
     try:
@@ -123,7 +123,9 @@ class MailSink:
         return f"smtp://{self.host}:{self.port}"
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.mail_dir.mkdir, parents=True, exist_ok=True)
+        # Mails hold addresses and download links: the directory is the owner's alone (the
+        # files are too: mkstemp makes them 0600).
+        await asyncio.to_thread(self.mail_dir.mkdir, parents=True, exist_ok=True, mode=0o700)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: SMTP(self._handler, hostname="video2mp3-sink", loop=loop),
