@@ -6,7 +6,13 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from shared.blobstore.base import BlobNotFound, BlobStore, InvalidBlobId, validate_blob_id
+from shared.blobstore.base import (
+    BlobNotFound,
+    BlobStore,
+    InvalidBlobId,
+    PartialOffsetMismatch,
+    validate_blob_id,
+)
 from shared.blobstore.file import FileBlobStore
 from shared.blobstore.filelike import BlobFile
 from shared.blobstore.gridfs import GridFSBlobStore
@@ -19,6 +25,7 @@ __all__ = [
     "FileBlobStore",
     "GridFSBlobStore",
     "InvalidBlobId",
+    "PartialOffsetMismatch",
     "open_blob_store",
     "validate_blob_id",
 ]

@@ -17,6 +17,14 @@ class BlobNotFound(LookupError):
     """No blob with this id exists (or it was only partly written and then discarded)."""
 
 
+class PartialOffsetMismatch(ValueError):
+    """An append to a partial blob at an offset other than its current length."""
+
+    def __init__(self, blob_id: str, length: int) -> None:
+        super().__init__(f"partial blob {blob_id} holds {length} bytes")
+        self.length = length
+
+
 class InvalidBlobId(ValueError):
     """A blob id with characters other than [A-Za-z0-9_-], empty, or longer than 128."""
 
@@ -109,4 +117,39 @@ class BlobStore(Protocol):
 
     async def remove_leftovers(self, older_than: datetime) -> int:
         """Remove what interrupted writes left behind before `older_than`; returns the count."""
+        ...
+
+    # --- Partial blobs: bytes that arrive over several requests (resumable uploads) ---
+    # A partial blob is invisible to read, size and list_blobs until committed, and is never
+    # removed by remove_leftovers: its owner deletes it (or commits it). One append at a time
+    # per partial blob; the caller serialises them.
+
+    async def create_partial(self, blob_id: str) -> None:
+        """Start an empty partial blob; nothing happens when one already exists."""
+        ...
+
+    async def partial_length(self, blob_id: str) -> int:
+        """Bytes the partial blob holds durably; raises BlobNotFound when there is none."""
+        ...
+
+    async def append_partial(self, blob_id: str, offset: int, chunks: AsyncIterable[bytes]) -> int:
+        """Add a stream at `offset`, which must be the current length (else
+        PartialOffsetMismatch); returns the new length once the bytes are durable.
+
+        All or nothing: an append that raises (or a crash during it) leaves the length it had
+        before, and whatever it wrote past that is dropped by the next append or the commit.
+        Memory stays bounded by a few blocks whatever the stream's length.
+        """
+        ...
+
+    async def commit_partial(self, blob_id: str) -> int:
+        """Turn the partial blob into an ordinary one under the same id; returns its size.
+
+        Idempotent: committing again once it is committed returns the blob's size; raises
+        BlobNotFound when neither a partial nor a committed blob exists.
+        """
+        ...
+
+    async def delete_partial(self, blob_id: str) -> None:
+        """Remove a partial blob; removing a missing one is not an error."""
         ...

@@ -20,12 +20,22 @@ from shared.blobstore._aio import (
     pwrite_all,
     run_to_completion,
 )
-from shared.blobstore.base import MIB, BlobNotFound, byte_span, validate_blob_id
+from shared.blobstore.base import (
+    MIB,
+    BlobNotFound,
+    PartialOffsetMismatch,
+    byte_span,
+    validate_blob_id,
+)
 from shared.blobstore.writeback import start_writeback
 
 # Group-readable so that services running as different users of one group can share a volume.
 FILE_MODE = 0o640
 TEMP_SUFFIX = ".tmp"
+# A partial blob is `.<id>.<durable length>.part`: hidden from listings like a temp file, but
+# never taken for a leftover. Its name carries its length because a rename is atomic: after a
+# crash the name tells how many bytes were fsynced, whatever the file's size says.
+PARTIAL_SUFFIX = ".part"
 # Enough to keep a thread writing while the loop hands over the next block; each holds a block.
 WRITES_IN_FLIGHT = 3
 
@@ -113,6 +123,44 @@ class FileBlobStore:
     async def check(self) -> None:
         await asyncio.to_thread(_probe_writable, self.root)
 
+    async def create_partial(self, blob_id: str) -> None:
+        await run_to_completion(asyncio.to_thread(_create_partial, self.path_of(blob_id)))
+
+    async def partial_length(self, blob_id: str) -> int:
+        return (await self._find_partial(blob_id))[1]
+
+    async def append_partial(self, blob_id: str, offset: int, chunks: AsyncIterable[bytes]) -> int:
+        path, length = await self._find_partial(blob_id)
+        if length != offset:
+            raise PartialOffsetMismatch(blob_id, length)
+        f = await ThreadFile.open(path, os.O_WRONLY)
+        try:
+            # Past the length is what a failed or crashed append left: never part of the blob.
+            await f.call(os.ftruncate, length)
+            added = await _copy_stream(f, chunks, self.block_size, start=length)
+            if added:
+                await f.call(os.fsync)
+        finally:
+            await run_to_completion(f.close())
+        if added:
+            renamed = path.with_name(_partial_name(blob_id, length + added))
+            await run_to_completion(asyncio.to_thread(_commit, path, renamed))
+        return length + added
+
+    async def commit_partial(self, blob_id: str) -> int:
+        return await run_to_completion(asyncio.to_thread(_commit_partial, self.path_of(blob_id)))
+
+    async def delete_partial(self, blob_id: str) -> None:
+        found = await asyncio.to_thread(_find_partial, self.path_of(blob_id))
+        if found is not None:
+            await asyncio.to_thread(_unlink_quietly, found[0])
+
+    async def _find_partial(self, blob_id: str) -> tuple[Path, int]:
+        found = await asyncio.to_thread(_find_partial, self.path_of(blob_id))
+        if found is None:
+            raise BlobNotFound(blob_id)
+        return found
+
 
 class _TempFile:
     """The file a write streams into, then renamed over the blob's path (or removed)."""
@@ -138,7 +186,9 @@ class _TempFile:
             await asyncio.to_thread(_unlink_quietly, self.path)
 
 
-async def _copy_stream(out: ThreadFile, chunks: AsyncIterable[bytes], block: int) -> int:
+async def _copy_stream(
+    out: ThreadFile, chunks: AsyncIterable[bytes], block: int, *, start: int = 0
+) -> int:
     # Small pieces (an HTTP body arrives in ~64 KiB) are gathered into one write per block, so
     # the cost of a thread hop is paid per MiB, not per piece. Blocks are written by worker
     # threads while the next ones are gathered, up to WRITES_IN_FLIGHT at once, each at its own
@@ -159,13 +209,13 @@ async def _copy_stream(out: ThreadFile, chunks: AsyncIterable[bytes], block: int
                 while len(writes) >= WRITES_IN_FLIGHT:
                     await writes.popleft()
                 data = b"".join(pending)
-                writes.append(asyncio.ensure_future(out.call(_write_block, data, size)))
+                writes.append(asyncio.ensure_future(out.call(_write_block, data, start + size)))
                 size += pending_len
                 pending, pending_len = [], 0
         while writes:
             await writes.popleft()
         if pending:
-            await out.call(_write_block, b"".join(pending), size)
+            await out.call(_write_block, b"".join(pending), start + size)
             size += pending_len
     finally:
         for write in writes:
@@ -288,3 +338,55 @@ def _remove_stale_temps(root: Path, before: float) -> int:
             _unlink_quietly(p)
             removed += 1
     return removed
+
+
+def _partial_name(blob_id: str, length: int) -> str:
+    return f".{blob_id}.{length}{PARTIAL_SUFFIX}"
+
+
+def _find_partial(final: Path) -> tuple[Path, int] | None:
+    prefix = _temp_prefix(final)
+    try:
+        entries = os.scandir(final.parent)
+    except FileNotFoundError:
+        return None
+    with entries:
+        for entry in entries:
+            name = entry.name
+            if name.startswith(prefix) and name.endswith(PARTIAL_SUFFIX):
+                length = name[len(prefix) : -len(PARTIAL_SUFFIX)]
+                if length.isdigit():
+                    return Path(entry.path), int(length)
+    return None
+
+
+def _create_partial(final: Path) -> None:
+    _make_fanout_dir(final.parent)
+    if _find_partial(final) is not None:
+        return
+    path = final.parent / _partial_name(final.name, 0)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    finally:
+        os.close(fd)
+    _fsync_dir(final.parent)
+
+
+def _commit_partial(final: Path) -> int:
+    found = _find_partial(final)
+    if found is None:
+        try:
+            return os.stat(final).st_size  # committed by an earlier call
+        except FileNotFoundError:
+            raise BlobNotFound(final.name) from None
+    path, length = found
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        if os.fstat(fd).st_size != length:
+            os.ftruncate(fd, length)
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    _commit(path, final)
+    return length

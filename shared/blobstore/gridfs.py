@@ -17,6 +17,7 @@ Every call goes through the client's timeouts (`shared.mongo.mongo_client`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
@@ -27,10 +28,16 @@ from bson import Int64, ObjectId
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import OperationFailure
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from shared.blobstore._aio import iter_file, run_to_completion
-from shared.blobstore.base import MIB, BlobNotFound, byte_span, validate_blob_id
+from shared.blobstore.base import (
+    MIB,
+    BlobNotFound,
+    PartialOffsetMismatch,
+    byte_span,
+    validate_blob_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +68,7 @@ class GridFSBlobStore:
         self.db = db
         self.files: AsyncCollection[Doc] = db.get_collection(f"{bucket}.files")
         self.chunks: AsyncCollection[Doc] = db.get_collection(f"{bucket}.chunks")
+        self.partials: AsyncCollection[Doc] = db.get_collection(f"{bucket}_partials")
         self.chunk_size = chunk_size
         self.chunks_per_insert = max(1, write_batch_bytes // chunk_size)
         self.read_batch_bytes = read_batch_bytes
@@ -147,15 +155,19 @@ class GridFSBlobStore:
         """Chunks of writes that never committed: placeholder files documents (nx-27017 makes
         one per upload) and chunks whose files document does not exist (real MongoDB)."""
         removed = 0
+        # Partial blobs are their owner's to expire (nx-27017 gives them placeholders too).
+        partial = {ObjectId(d["files_id"]) async for d in self.partials.find({}, {"files_id": 1})}
         async for doc in self.files.find({"filename": ""}, projection={"_id": 1, "uploadDate": 1}):
             uploaded = doc.get("uploadDate")
+            if doc["_id"] in partial:
+                continue
             if uploaded is None or _as_utc(uploaded) < older_than:
                 await run_to_completion(self._delete_revision(doc["_id"]))
                 removed += 1
         owners = set(await self.chunks.distinct("files_id"))
         if owners:
             known = {d["_id"] async for d in self.files.find({"_id": {"$in": list(owners)}})}
-            for files_id in owners - known:
+            for files_id in owners - known - partial:
                 # An ObjectId carries its creation time: a write still in progress is young.
                 if isinstance(files_id, ObjectId) and files_id.generation_time < older_than:
                     await self.chunks.delete_many({"files_id": files_id})
@@ -164,6 +176,133 @@ class GridFSBlobStore:
 
     async def check(self) -> None:
         await self.db.command("ping")
+
+    # A partial blob is a document in `<bucket>_partials` ({_id: blob id, files_id as hex
+    # (the test server matches no ObjectId field in a filter), length, tail}) and the whole
+    # chunks of its bytes under `files_id`; the bytes after the last whole chunk (the tail)
+    # live in that document until the next append or the commit. Chunks are only ever
+    # inserted, never rewritten (the test server cannot update or delete a single chunk), and
+    # the document is updated after its chunks have landed, so it always names stored bytes.
+    # Chunks past it (from an append that failed or crashed) are found before the next insert,
+    # and the partial then moves to a fresh `files_id` without them: rare, and right on any
+    # server.
+
+    async def create_partial(self, blob_id: str) -> None:
+        validate_blob_id(blob_id)
+        await self._ensure_indexes()
+        with contextlib.suppress(DuplicateKeyError):
+            await self.partials.insert_one(
+                {"_id": blob_id, "files_id": str(ObjectId()), "length": Int64(0), "tail": b""}
+            )
+
+    async def partial_length(self, blob_id: str) -> int:
+        return int((await self._partial(blob_id))["length"])
+
+    async def append_partial(self, blob_id: str, offset: int, chunks: AsyncIterable[bytes]) -> int:
+        state = await self._partial(blob_id)
+        length = int(state["length"])
+        if length != offset:
+            raise PartialOffsetMismatch(blob_id, length)
+        files_id = await self._without_strays(state)
+        upload = _Upload(self, files_id)
+        upload.next_n = length // self.chunk_size
+        try:
+            added, tail = await upload.stream_whole_chunks(chunks, bytes(state["tail"]))
+            await upload.finish()
+        except BaseException:
+            # Chunks already inserted stay as strays past the length: the next append or the
+            # commit moves the partial away from them.
+            await run_to_completion(upload.settle_quietly())
+            raise
+        if added:
+            await self._advance(blob_id, files_id, length, length + added, tail)
+        return length + added
+
+    async def commit_partial(self, blob_id: str) -> int:
+        validate_blob_id(blob_id)
+        state = await self.partials.find_one({"_id": blob_id})
+        if state is None:
+            return await self.size(blob_id)  # committed by an earlier call
+        files_id, length = ObjectId(state["files_id"]), int(state["length"])
+        committed = await self.files.find_one(
+            {"_id": files_id, "filename": blob_id}, projection={"_id": 1}
+        )
+        if committed is None:
+            files_id = await self._without_strays(state)
+            tail = bytes(state["tail"])
+            if tail:
+                await self.chunks.insert_one(
+                    {"files_id": files_id, "n": length // self.chunk_size, "data": tail}
+                )
+            await run_to_completion(self._commit(blob_id, files_id, length))
+        await self.partials.delete_one({"_id": blob_id})
+        await self._drop_older_revisions(blob_id, files_id)
+        return length
+
+    async def delete_partial(self, blob_id: str) -> None:
+        validate_blob_id(blob_id)
+        state = await self.partials.find_one({"_id": blob_id})
+        if state is None:
+            return
+        # The document first: chunks whose partial is gone are leftovers, and swept as such.
+        await self.partials.delete_one({"_id": blob_id})
+        files_id = ObjectId(state["files_id"])
+        if await self.files.find_one({"_id": files_id, "filename": blob_id}) is None:
+            await self._delete_revision(files_id)
+
+    async def _partial(self, blob_id: str) -> Doc:
+        validate_blob_id(blob_id)
+        state = await self.partials.find_one({"_id": blob_id})
+        if state is None:
+            raise BlobNotFound(blob_id)
+        return state
+
+    async def _advance(
+        self, blob_id: str, files_id: ObjectId, old: int, new: int, tail: bytes
+    ) -> None:
+        done = await self.partials.update_one(
+            {"_id": blob_id, "files_id": str(files_id), "length": Int64(old)},
+            {"$set": {"length": Int64(new), "tail": tail}},
+        )
+        if done.matched_count != 1:
+            raise PartialOffsetMismatch(blob_id, await self.partial_length(blob_id))
+
+    async def _without_strays(self, state: Doc) -> ObjectId:
+        """The partial's `files_id`, after moving its chunks to a fresh one if chunks past its
+        length are in the way."""
+        files_id = ObjectId(state["files_id"])
+        length = int(state["length"])
+        whole = length // self.chunk_size
+        stray = await self.chunks.find_one(
+            {"files_id": files_id, "n": {"$gte": whole}}, projection={"n": 1}
+        )
+        if stray is None:
+            return files_id
+        log.warning("partial blob %s: moving %d chunks away from strays", state["_id"], whole)
+        fresh = ObjectId()
+        upload = _Upload(self, fresh)
+        per_query = max(1, self.read_batch_bytes // self.chunk_size)
+        try:
+            for a in range(0, whole, per_query):
+                b = min(a + per_query, whole)
+                docs = await self._fetch(files_id, a, b)
+                if len(docs) != b - a:
+                    raise BlobNotFound(f"{state['_id']} lost chunks")
+                for n, doc in enumerate(docs, start=a):
+                    await upload._add(_checked_data(doc, n, length, self.chunk_size, state["_id"]))
+            await upload.finish()
+        except BaseException:
+            await run_to_completion(upload.abort())
+            raise
+        moved = await self.partials.update_one(
+            {"_id": state["_id"], "files_id": str(files_id), "length": state["length"]},
+            {"$set": {"files_id": str(fresh)}},
+        )
+        if moved.matched_count != 1:
+            await run_to_completion(upload.abort())
+            raise PartialOffsetMismatch(state["_id"], await self.partial_length(state["_id"]))
+        await self._delete_revision(files_id)
+        return fresh
 
     async def _ensure_indexes(self) -> None:
         # The GridFS spec's two indexes. create_index is a no-op when the index exists, so this
@@ -244,10 +383,21 @@ class _Upload:
         self.in_flight: asyncio.Future[Any] | None = None
 
     async def stream(self, chunks: AsyncIterable[bytes]) -> int:
+        length, rest = await self.stream_whole_chunks(chunks)
+        if rest:
+            await self._add(rest)
+        await self.finish()
+        return length
+
+    async def stream_whole_chunks(
+        self, chunks: AsyncIterable[bytes], head: bytes = b""
+    ) -> tuple[int, bytes]:
+        """Insert `head` and then the stream as whole chunks; returns the stream's length and
+        the remainder too short for a chunk, which is not inserted."""
         size = self.store.chunk_size
         length = 0
-        parts: list[bytes] = []
-        parts_len = 0
+        parts: list[bytes] = [head] if head else []
+        parts_len = len(head)
         async for piece in chunks:
             if not piece:
                 continue
@@ -261,11 +411,12 @@ class _Upload:
                     await self._add(data[offset : offset + size])
                 rest = data[whole:]
                 parts, parts_len = ([rest], len(rest)) if rest else ([], 0)
-        if parts:
-            await self._add(b"".join(parts))
+        return length, b"".join(parts)
+
+    async def finish(self) -> None:
+        """Insert what is batched and wait until every insert has landed."""
         await self._flush()
         await self._settle()
-        return length
 
     async def _add(self, data: bytes) -> None:
         self.batch.append({"files_id": self.files_id, "n": self.next_n, "data": data})
@@ -284,6 +435,14 @@ class _Upload:
             # Shielded: cancelling the write must not cut an insert off mid-request, or it
             # could still land after abort() has deleted the chunks (an orphan).
             await asyncio.shield(self.in_flight)
+            self.in_flight = None
+
+    async def settle_quietly(self) -> None:
+        """Wait for the insert in flight, ignoring its outcome (the caller raises its own)."""
+        if self.in_flight is not None:
+            await asyncio.wait([self.in_flight])
+            if not self.in_flight.cancelled():
+                self.in_flight.exception()
             self.in_flight = None
 
     async def abort(self) -> None:
