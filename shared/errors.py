@@ -45,6 +45,12 @@ class ErrorCode(StrEnum):
     URL_FORBIDDEN = "url_forbidden"
     URL_FETCH_FAILED = "url_fetch_failed"
     FILE_TOO_LARGE = "file_too_large"
+    # tus (resumable uploads)
+    TUS_VERSION_UNSUPPORTED = "tus_version_unsupported"
+    OFFSET_MISMATCH = "offset_mismatch"
+    UPLOAD_LOCKED = "upload_locked"
+    UPLOAD_EXPIRED = "upload_expired"
+    UNSUPPORTED_CONTENT_TYPE = "unsupported_content_type"
 
 
 class AppError(Exception):

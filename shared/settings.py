@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     min_free_bytes: int = Field(default=GIB, ge=0)
     # On SIGTERM running conversions get this long to finish; the rest go back to the queue.
     converter_shutdown_grace: float = Field(default=30.0, ge=0)
+    # Resumable (tus) uploads not finished this long after their creation are removed.
+    upload_expiry_hours: float = Field(default=24.0, gt=0)
 
     bind_host: str = "127.0.0.1"
     gateway_port: int = Field(default=8000, ge=1, le=65535)

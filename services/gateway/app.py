@@ -12,7 +12,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from services.gateway import routes, routes_auth, routes_index, routes_live
+from services.gateway import routes, routes_auth, routes_index, routes_live, tus_routes
 from services.gateway.balancer import Balancer
 from services.gateway.live import LIVE_EVENT_TYPES, LiveHub
 from services.gateway.state import GatewayState
@@ -126,6 +126,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_auth.router)
     app.include_router(routes.router)
     app.include_router(routes_live.router)
+    app.include_router(tus_routes.router)
     # The single-page frontend; mounted last so that the API routes take precedence.
     app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app

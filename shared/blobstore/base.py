@@ -132,6 +132,10 @@ class BlobStore(Protocol):
         """Bytes the partial blob holds durably; raises BlobNotFound when there is none."""
         ...
 
+    async def partial_head(self, blob_id: str, n: int) -> bytes:
+        """The first `n` bytes of the partial blob (fewer when it holds fewer)."""
+        ...
+
     async def append_partial(self, blob_id: str, offset: int, chunks: AsyncIterable[bytes]) -> int:
         """Add a stream at `offset`, which must be the current length (else
         PartialOffsetMismatch); returns the new length once the bytes are durable.

@@ -129,6 +129,14 @@ class FileBlobStore:
     async def partial_length(self, blob_id: str) -> int:
         return (await self._find_partial(blob_id))[1]
 
+    async def partial_head(self, blob_id: str, n: int) -> bytes:
+        path, length = await self._find_partial(blob_id)
+        f = await ThreadFile.open(path, os.O_RDONLY)
+        try:
+            return b"".join([b async for b in pread_blocks(f, 0, min(n, length), self.block_size)])
+        finally:
+            await run_to_completion(f.close())
+
     async def append_partial(self, blob_id: str, offset: int, chunks: AsyncIterable[bytes]) -> int:
         path, length = await self._find_partial(blob_id)
         if length != offset:

@@ -198,6 +198,17 @@ class GridFSBlobStore:
     async def partial_length(self, blob_id: str) -> int:
         return int((await self._partial(blob_id))["length"])
 
+    async def partial_head(self, blob_id: str, n: int) -> bytes:
+        state = await self._partial(blob_id)
+        length = min(n, int(state["length"]))
+        whole = int(state["length"]) // self.chunk_size
+        needed = min(whole, -(-length // self.chunk_size))
+        docs = await self._fetch(ObjectId(state["files_id"]), 0, needed) if needed else []
+        data = b"".join(bytes(d["data"]) for d in docs)
+        if len(data) < length:
+            data += bytes(state["tail"])
+        return data[:length]
+
     async def append_partial(self, blob_id: str, offset: int, chunks: AsyncIterable[bytes]) -> int:
         state = await self._partial(blob_id)
         length = int(state["length"])

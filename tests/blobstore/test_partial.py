@@ -32,6 +32,7 @@ async def test_appends_make_one_blob_once_committed(store: BlobStore) -> None:
     await store.create_partial("up-src")
     for lo, hi in itertools.pairwise(cuts):
         assert await store.partial_length("up-src") == lo
+        assert await store.partial_head("up-src", CHUNK + 1) == data[: min(lo, CHUNK + 1)]
         assert await store.append_partial("up-src", lo, pieces(data[lo:hi])) == hi
     with pytest.raises(BlobNotFound):
         await store.size("up-src")
