@@ -50,8 +50,7 @@ class TusRoute(APIRoute):
                     response.headers["WWW-Authenticate"] = "Bearer"
                 if exc.status_code == 412:
                     response.headers["Tus-Version"] = capability_headers(0)["Tus-Version"]
-                for name, value in (getattr(exc, "headers", None) or {}).items():
-                    response.headers[name] = value
+                response.headers.update(exc.headers or {})
             response.headers.update(tus_headers())
             return response
 

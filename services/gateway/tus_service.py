@@ -21,6 +21,7 @@ from pymongo.errors import DuplicateKeyError
 from starlette.requests import ClientDisconnect
 
 from services.gateway.precheck import check_against_source, needs_source
+from services.gateway.quota import admit_job
 from services.gateway.service import clean_filename
 from services.gateway.sniff import SNIFF_BYTES, sniff_container
 from services.gateway.state import GatewayState
@@ -75,6 +76,7 @@ async def create(
         raise UnsupportedMedia("an empty file is not an audio or video file")
     filename, fields = split_metadata(metadata)
     ConversionOptions.from_form(fields)  # 422 invalid_options before anything is stored
+    await _check_quota(state, user.user_id, length)
     now = utcnow()
     upload = Upload(
         id=uuid.uuid4().hex,
@@ -253,35 +255,58 @@ async def _finish(state: GatewayState, uploads: UploadStore, upload: Upload) -> 
         correlation_id=upload.id,
     )
     try:
-        await state.jobs.insert(job)
-    except DuplicateKeyError:
-        pass  # recorded by an earlier attempt that did not get to mark the upload done
-    else:
-        UPLOAD_BYTES.inc(size)
-        try:
-            await state.publisher.publish(
-                JobSubmitted(
-                    correlation_id=upload.id,
-                    payload=JobSubmittedPayload(
-                        job_id=job.id,
-                        user_id=job.user_id,
-                        user_email=job.user_email,
-                        filename=job.filename,
-                        source_blob_id=upload.blob_id,
-                        size=size,
-                        options=job.options,
-                    ),
-                )
-            )
-        except BaseException:
-            # Unannounced, the job would sit queued: undone, so that the client's retry (or
-            # its HEAD) records and announces it again.
-            await state.jobs.delete(job.id)
-            raise
+        async with admit_job(state, upload.user_id, size):
+            await _record_and_announce(state, job, upload, size)
+    except _AlreadyRecorded:
+        pass  # by an earlier attempt that did not get to mark the upload done
     upload.done = True
     await uploads.release(upload, done=True)
     log.info("upload %s finished as job %s: %d bytes", upload.id, job.id, size)
     return Progress(upload, upload.length)
+
+
+class _AlreadyRecorded(Exception):
+    """The job exists already; raised inside the quota's block so it is not counted twice."""
+
+
+class _OnlyChecking(Exception):
+    """Leaves the quota's block at once: its limits were checked, nothing is taken."""
+
+
+async def _check_quota(state: GatewayState, user_id: str, length: int) -> None:
+    """Refuse at creation an upload whose job the account's limits would refuse at its end;
+    the job itself is counted when its last byte lands."""
+    with contextlib.suppress(_OnlyChecking):
+        async with admit_job(state, user_id, length):
+            raise _OnlyChecking
+
+
+async def _record_and_announce(state: GatewayState, job: Job, upload: Upload, size: int) -> None:
+    try:
+        await state.jobs.insert(job)
+    except DuplicateKeyError:
+        raise _AlreadyRecorded from None
+    UPLOAD_BYTES.inc(size)
+    try:
+        await state.publisher.publish(
+            JobSubmitted(
+                correlation_id=upload.id,
+                payload=JobSubmittedPayload(
+                    job_id=job.id,
+                    user_id=job.user_id,
+                    user_email=job.user_email,
+                    filename=job.filename,
+                    source_blob_id=upload.blob_id,
+                    size=size,
+                    options=job.options,
+                ),
+            )
+        )
+    except BaseException:
+        # Unannounced, the job would sit queued: undone, so that the client's retry (or its
+        # HEAD) records and announces it again.
+        await state.jobs.delete(job.id)
+        raise
 
 
 async def _discard(
