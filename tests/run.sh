@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one command that sets up and runs the tests on a fresh machine (README, "Test it").
 # It starts the local RabbitMQ and MariaDB when they are installed but down, installs Debian's
-# Chromium for the browser tests when missing (needs root), then runs pytest through uv.
+# Chromium for the browser tests and Node for the tus client when missing (needs root), then
+# runs pytest through uv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,17 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
   echo "installing Chromium"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+fi
+
+# The reference tus client (tus-js-client) runs under Node in the resumable-upload tests;
+# npm installs it, pinned by tests/tus/package-lock.json, into tests/tus/node_modules.
+if ! command -v node >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "installing Node"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+fi
+if [ ! -d tests/tus/node_modules ] && command -v npm >/dev/null; then
+  npm ci --prefix tests/tus --no-audit --no-fund --silent
 fi
 
 python3 -m pip install --quiet uv
