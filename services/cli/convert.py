@@ -30,6 +30,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from services.cli.credentials import LoginError, access_token
+from services.cli.resumable import NoResumableUploads, upload_resumable
 from shared.events import ClientEvent, EventType
 from shared.jobs import JobError, JobStatus
 from shared.options import ConversionOptions, InvalidOptions
@@ -275,7 +276,10 @@ async def convert_one(
     live: asyncio.Future[None],
 ) -> None:
     async with uploads:
-        await upload(session, item, reporter, fields)
+        try:
+            await upload_resumable(session, item, reporter, fields)
+        except NoResumableUploads:
+            await upload(session, item, reporter, fields)
     assert item.job_id is not None
     by_job[item.job_id] = item
     for event in early.pop(item.job_id, []):

@@ -55,26 +55,37 @@ async def run_node_upload(
 
 @dataclass
 class CuttingProxy:
-    """Forwards 127.0.0.1:`port` to `target`; the first connection is dropped (both ways)
-    after `cut_after` bytes from the client. `sent` counts each connection's client bytes."""
+    """Forwards 127.0.0.1:`port` to `target`. The first connection to carry `cut_after` bytes
+    from its client is cut there: dropped both ways, or with `stall`, kept open while what the
+    client sends next is swallowed (a network gone quiet) until the client goes away. `sent`
+    counts each connection's client bytes that reached the server."""
 
     target: int
     cut_after: int | None
+    stall: bool = False
     port: int = 0
     sent: list[int] = field(default_factory=list)
+    cut: asyncio.Event = field(default_factory=asyncio.Event)
+    cut_index: int | None = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         index = len(self.sent)
         self.sent.append(0)
-        limit = self.cut_after if index == 0 else None
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
 
         async def upstream() -> None:
             while data := await reader.read(65536):
+                if self.cut_index == index:
+                    continue  # the stalled connection: swallowed
+                limit = None if self.cut.is_set() else self.cut_after
                 if limit is not None and self.sent[index] + len(data) >= limit:
                     up_writer.write(data[: limit - self.sent[index]])
                     self.sent[index] = limit
-                    return
+                    self.cut.set()
+                    self.cut_index = index
+                    if not self.stall:
+                        return
+                    continue
                 self.sent[index] += len(data)
                 up_writer.write(data)
                 await up_writer.drain()
