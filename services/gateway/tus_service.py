@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from pymongo.errors import DuplicateKeyError
 from starlette.requests import ClientDisconnect
 
-from services.gateway.precheck import check_against_source, needs_source
+from services.gateway.precheck import check_against_source
 from services.gateway.quota import admit_job
 from services.gateway.service import clean_filename
 from services.gateway.sniff import SNIFF_BYTES, sniff_container
@@ -28,11 +28,20 @@ from services.gateway.state import GatewayState
 from services.gateway.tus_protocol import OffsetMismatch, UploadLocked, split_metadata
 from services.gateway.tus_store import Upload, UploadStore
 from shared.blobstore import BlobNotFound, PartialOffsetMismatch
-from shared.errors import AppError, ErrorCode, Gone, NotFound, TooLarge, UnsupportedMedia
+from shared.errors import (
+    AppError,
+    EmptyFile,
+    ErrorCode,
+    Gone,
+    NotFound,
+    TooLarge,
+    UnsupportedMedia,
+)
 from shared.events import JobSubmitted, JobSubmittedPayload
 from shared.jobs import Job, SourceInfo, utcnow
 from shared.metrics import UPLOAD_BYTES
 from shared.options import ConversionOptions
+from shared.storage_space import ensure_upload_space
 from shared.tokens import Claims
 
 log = logging.getLogger(__name__)
@@ -73,10 +82,11 @@ async def create(
     if length > state.settings.max_upload_bytes:
         raise _too_large(state.settings.max_upload_bytes)
     if length == 0:
-        raise UnsupportedMedia("an empty file is not an audio or video file")
+        raise EmptyFile
     filename, fields = split_metadata(metadata)
     ConversionOptions.from_form(fields)  # 422 invalid_options before anything is stored
     await _check_quota(state, user.user_id, length)
+    await ensure_upload_space(state.blobs, state.settings.min_free_bytes, length)
     now = utcnow()
     upload = Upload(
         id=uuid.uuid4().hex,
@@ -205,6 +215,9 @@ async def _append_holding_lease(
         stored = await _stored_length(state, uploads, upload)
         if offset != stored:
             raise OffsetMismatch(f"the upload is at offset {stored}, not {offset}")
+        await ensure_upload_space(
+            state.blobs, state.settings.min_free_bytes, upload.length - offset
+        )
         reader = _Body(body, upload.length - offset)
         if upload.container is None:
             reader.head = await state.blobs.partial_head(upload.blob_id, SNIFF_BYTES)
@@ -238,12 +251,13 @@ async def _finish(state: GatewayState, uploads: UploadStore, upload: Upload) -> 
     except BlobNotFound:
         raise NotFound("no such upload") from None
     options = ConversionOptions.from_form(upload.fields)
-    if needs_source(options):
-        try:
-            await check_against_source(state.blobs, upload.blob_id, size, options)
-        except AppError:
-            await _discard(state, uploads, upload, committed=True)
-            raise
+    try:
+        await check_against_source(
+            state.blobs, upload.blob_id, size, options, state.settings.max_source_seconds
+        )
+    except AppError:
+        await _discard(state, uploads, upload, committed=True)
+        raise
     job = Job(
         id=upload.job_id,
         user_id=upload.user_id,

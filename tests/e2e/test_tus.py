@@ -229,6 +229,9 @@ async def test_bad_offsets_and_bodies(client: httpx.AsyncClient, user: dict[str,
 
 
 async def test_bad_creations(client: httpx.AsyncClient, user: dict[str, str]) -> None:
+    empty = await create(client, user, 0)
+    assert empty.status_code == 422
+    assert empty.json()["code"] == "empty_file"
     big = await create(client, user, 50 * 1024 * 1024 + 1)
     assert big.status_code == 413
     assert big.json()["code"] == "too_large"
