@@ -39,14 +39,40 @@ SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
 )
 
 # What a browser on an allowed origin may send and read; everything the public API uses.
-CORS_METHODS = ("GET", "POST", "DELETE", "OPTIONS")
-CORS_REQUEST_HEADERS = ("Authorization", "Content-Type", "Range", "X-Request-ID")
+CORS_METHODS = ("GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS")
+# The tus headers of resumable uploads (/v1/uploads), both ways.
+TUS_REQUEST_HEADERS = (
+    "Tus-Resumable",
+    "Upload-Length",
+    "Upload-Offset",
+    "Upload-Metadata",
+    "X-HTTP-Method-Override",
+)
+TUS_RESPONSE_HEADERS = (
+    "Tus-Resumable",
+    "Tus-Version",
+    "Tus-Extension",
+    "Tus-Max-Size",
+    "Upload-Offset",
+    "Upload-Length",
+    "Upload-Metadata",
+    "Upload-Expires",
+    "Job-Id",
+)
+CORS_REQUEST_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "Range",
+    "X-Request-ID",
+    *TUS_REQUEST_HEADERS,
+)
 CORS_EXPOSED_HEADERS = (
     "Location",
     "Content-Disposition",
     "Content-Range",
     "Accept-Ranges",
     "Retry-After",
+    *TUS_RESPONSE_HEADERS,
 )
 CORS_MAX_AGE = 600
 

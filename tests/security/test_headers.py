@@ -158,6 +158,24 @@ async def test_cors_allowed_origin_is_answered(tiny: httpx.AsyncClient) -> None:
     assert_security_headers(preflight)
 
 
+async def test_cors_lets_an_allowed_origin_speak_tus(tiny: httpx.AsyncClient) -> None:
+    preflight = await tiny.options(
+        "/gone",
+        headers={
+            "Origin": ALLOWED_ORIGIN,
+            "Access-Control-Request-Method": "PATCH",
+            "Access-Control-Request-Headers": "tus-resumable,upload-offset,content-type",
+        },
+    )
+    assert preflight.status_code == 200
+    assert "PATCH" in preflight.headers["access-control-allow-methods"]
+    response = await tiny.get("/gone", headers={"Origin": ALLOWED_ORIGIN})
+    exposed = response.headers["access-control-expose-headers"].lower()
+    assert {"upload-offset", "location", "job-id", "tus-resumable"} <= {
+        h.strip() for h in exposed.split(",")
+    }
+
+
 async def test_cors_other_origin_gets_nothing(tiny: httpx.AsyncClient) -> None:
     response = await tiny.get("/gone", headers={"Origin": OTHER_ORIGIN})
     assert "access-control-allow-origin" not in response.headers
