@@ -143,6 +143,7 @@ def test_command_for_a_stereo_source(tmp_path: Path) -> None:
         "-af", "aresample=async=1:first_pts=0",
         "-c:a", "libmp3lame", "-q:a", "2",
         "-id3v2_version", "4", "-write_id3v1", "0",
+        "-t", "80.000", "-fs", str(80 * 60_000 + 8 * 1024 * 1024),
         "-progress", "pipe:1", "-nostats",
         "-f", "mp3",
         f"file:{output}",
