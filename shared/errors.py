@@ -51,6 +51,7 @@ class ErrorCode(StrEnum):
     UPLOAD_LOCKED = "upload_locked"
     UPLOAD_EXPIRED = "upload_expired"
     UNSUPPORTED_CONTENT_TYPE = "unsupported_content_type"
+    INSUFFICIENT_SCOPE = "insufficient_scope"
 
 
 class AppError(Exception):

@@ -42,6 +42,8 @@ class Claims(BaseModel):
     email: str
     # Expiry (Unix seconds), so a verified token can be remembered exactly as long as it is valid.
     expires_at: float = 0.0
+    # What an API key may do; None for a login's access token, which may do everything.
+    scopes: frozenset[str] | None = None
 
 
 # Verified tokens remembered per process: an EdDSA check costs more than the rest of a status

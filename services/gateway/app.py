@@ -12,13 +12,14 @@ import httpx
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from services.gateway import routes, routes_auth, routes_index, routes_live, tus_routes
+from services.gateway import routes, routes_auth, routes_index, routes_keys, routes_live, tus_routes
 from services.gateway.balancer import Balancer
 from services.gateway.live import LIVE_EVENT_TYPES, LiveHub
 from services.gateway.state import GatewayState
 from services.gateway.tickets import TicketStore
 from shared.accounts import AccountDirectory
 from shared.apidocs import install_docs
+from shared.apikeys import ApiKeyStore, ApiKeyVerifier
 from shared.blobstore import open_blob_store
 from shared.errors import ErrorCode
 from shared.http import install_error_handlers, install_operations
@@ -57,6 +58,8 @@ def create_app(settings: Settings) -> FastAPI:
             await jobs.ensure_indexes()
             quotas = QuotaStore(db)
             await quotas.ensure_indexes()
+            key_store = ApiKeyStore(db)
+            await key_store.ensure_indexes()
             topology = Topology(settings.amqp_prefix)
             publisher = await EventPublisher.open(amqp, topology, timeout)
             live = LiveHub()
@@ -88,6 +91,8 @@ def create_app(settings: Settings) -> FastAPI:
                 ),
                 live=live,
                 accounts=AccountDirectory(http, settings.auth_url_list),
+                key_store=key_store,
+                api_keys=ApiKeyVerifier(key_store),
             )
             yield
         finally:
@@ -127,6 +132,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes.router)
     app.include_router(routes_live.router)
     app.include_router(tus_routes.router)
+    app.include_router(routes_keys.router)
     # The single-page frontend; mounted last so that the API routes take precedence.
     app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app

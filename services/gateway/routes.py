@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from services.gateway import service
-from services.gateway.deps import CurrentUser, State
+from services.gateway.deps import JobsReader, JobsWriter, State
 from services.gateway.downloads import blob_response
 from services.gateway.quota import Usage, usage_of
 from services.gateway.schemas import JobPage
@@ -62,7 +62,7 @@ _UPLOAD_DOC: dict[str, Any] = {
     openapi_extra=_UPLOAD_DOC,
     responses=error_responses(401, 403, 408, 413, 415, 429),
 )
-async def create_job(request: Request, user: CurrentUser, state: State) -> JSONResponse:
+async def create_job(request: Request, user: JobsWriter, state: State) -> JSONResponse:
     correlation_id = current_correlation_id.get() or new_correlation_id()
     upload = MultipartUpload(
         request, state.settings.max_upload_bytes, check_fields=ConversionOptions.from_form
@@ -74,14 +74,14 @@ async def create_job(request: Request, user: CurrentUser, state: State) -> JSONR
 
 
 @router.get("/usage", tags=["account"], responses=error_responses(401))
-async def usage(user: CurrentUser, state: State) -> Usage:
+async def usage(user: JobsReader, state: State) -> Usage:
     """What my account stores and runs, beside its limits (a limit of 0 is unlimited)."""
     return await usage_of(state, user.user_id)
 
 
 @router.get("/jobs", responses=error_responses(401))
 async def list_jobs(
-    user: CurrentUser,
+    user: JobsReader,
     state: State,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
@@ -91,12 +91,12 @@ async def list_jobs(
 
 
 @router.get("/jobs/{job_id}", responses=error_responses(401, 404))
-async def get_job(job_id: str, user: CurrentUser, state: State) -> dict[str, Any]:
+async def get_job(job_id: str, user: JobsReader, state: State) -> dict[str, Any]:
     return view(state, await state.jobs.get_owned(job_id, user.user_id))
 
 
 @router.delete("/jobs/{job_id}", status_code=204, responses=error_responses(401, 404))
-async def delete_job(job_id: str, user: CurrentUser, state: State) -> Response:
+async def delete_job(job_id: str, user: JobsWriter, state: State) -> Response:
     await service.cancel_or_delete(state, user, job_id)
     return Response(status_code=204)
 
@@ -132,7 +132,7 @@ def _past(moment: datetime | None) -> bool:
 async def download_job(
     job_id: str,
     request: Request,
-    user: CurrentUser,
+    user: JobsReader,
     state: State,
     range_header: Annotated[str | None, Header(alias="range")] = None,
 ) -> Response:
@@ -189,7 +189,7 @@ router.add_api_route(
     response_model=NotificationList,
     responses=error_responses(401),
 )
-async def notifications(request: Request, user: CurrentUser, state: State) -> Response:
+async def notifications(request: Request, user: JobsReader, state: State) -> Response:
     upstream = await state.notifications.request(
         "GET",
         "/v1/notifications",
@@ -208,7 +208,7 @@ async def notifications(request: Request, user: CurrentUser, state: State) -> Re
     responses=error_responses(401),
 )
 async def mark_notifications_read(
-    body: MarkRead, request: Request, user: CurrentUser, state: State
+    body: MarkRead, request: Request, user: JobsReader, state: State
 ) -> Response:
     """Mark notifications read: the listed `ids`, or all of them when `ids` is omitted."""
     upstream = await state.notifications.request(

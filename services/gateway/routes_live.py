@@ -10,10 +10,11 @@ import time
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect, status
 from pydantic import BaseModel
 
-from services.gateway.deps import CurrentUser, State
+from services.gateway.deps import JobsReader, State, authenticate, require_scopes
 from services.gateway.live import Subscriber
 from services.gateway.state import GatewayState
 from services.gateway.tickets import TICKET_SECONDS
+from shared.apikeys import Scope
 from shared.errors import AppError, Unavailable
 from shared.http import error_responses
 from shared.mongo import DATABASE_OUTAGES
@@ -28,8 +29,8 @@ class Ticket(BaseModel):
     expires_in: int
 
 
-@router.post("/v1/ws-ticket", tags=["live"], responses=error_responses(401))
-async def ws_ticket(user: CurrentUser, state: State) -> Ticket:
+@router.post("/v1/ws-ticket", tags=["live"], responses=error_responses(401, 403))
+async def ws_ticket(user: JobsReader, state: State) -> Ticket:
     """A single-use ticket for `WS /v1/ws?ticket=…`, valid for 30 seconds: browsers cannot send
     the token in a header, and a URL is logged where a token must not be."""
     return Ticket(ticket=await state.tickets.issue(user), expires_in=int(TICKET_SECONDS))
@@ -49,7 +50,9 @@ async def _authenticate(websocket: WebSocket, state: GatewayState) -> Claims | N
             if user is not None:
                 return user
         elif token:
-            return await state.tokens.verify(token)
+            claims = await authenticate(state, token)
+            require_scopes(claims, [Scope.JOBS_READ])
+            return claims
     except (Unavailable, *DATABASE_OUTAGES):
         await websocket.close(code=status.WS_1013_TRY_AGAIN_LATER, reason="auth is unavailable")
         return None

@@ -13,6 +13,7 @@ from services.gateway.balancer import Balancer
 from services.gateway.live import LiveHub
 from services.gateway.tickets import TicketStore
 from shared.accounts import AccountDirectory
+from shared.apikeys import ApiKeyStore, ApiKeyVerifier
 from shared.blobstore import BlobStore
 from shared.jobstore import JobStore, QuotaStore
 from shared.messaging import EventPublisher
@@ -36,3 +37,5 @@ class GatewayState:
     tokens: JwksCache
     live: LiveHub
     accounts: AccountDirectory
+    key_store: ApiKeyStore
+    api_keys: ApiKeyVerifier

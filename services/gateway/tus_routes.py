@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from services.gateway import tus_service
-from services.gateway.deps import CurrentUser, State
+from services.gateway.deps import JobsWriter, State
 from services.gateway.state import GatewayState
 from services.gateway.tus_protocol import (
     JOB_ID_HEADER,
@@ -136,7 +136,7 @@ async def capabilities(state: State) -> Response:
 @router.post("", status_code=201, responses=error_responses(401, 412, 413, 415))
 async def create_upload(
     request: Request,
-    user: CurrentUser,
+    user: JobsWriter,
     state: State,
     uploads: Uploads,
     upload_length: Annotated[str | None, Header()] = None,
@@ -168,7 +168,7 @@ async def create_upload(
 
 @router.head("/{upload_id}", responses=error_responses(401, 404, 410, 412))
 async def upload_status(
-    upload_id: str, user: CurrentUser, state: State, uploads: Uploads
+    upload_id: str, user: JobsWriter, state: State, uploads: Uploads
 ) -> Response:
     progress = await tus_service.status(state, uploads, user, upload_id)
     headers = _progress_headers(progress) | {"Upload-Length": str(progress.upload.length)}
@@ -183,7 +183,7 @@ async def upload_status(
 async def upload_bytes(
     upload_id: str,
     request: Request,
-    user: CurrentUser,
+    user: JobsWriter,
     state: State,
     uploads: Uploads,
     upload_offset: Annotated[str | None, Header()] = None,
@@ -200,7 +200,7 @@ async def upload_bytes(
 
 @router.delete("/{upload_id}", status_code=204, responses=error_responses(401, 404, 412))
 async def terminate_upload(
-    upload_id: str, user: CurrentUser, state: State, uploads: Uploads
+    upload_id: str, user: JobsWriter, state: State, uploads: Uploads
 ) -> Response:
     await tus_service.terminate(state, uploads, user, upload_id)
     return Response(status_code=204)
@@ -210,7 +210,7 @@ async def terminate_upload(
 async def method_override(
     upload_id: str,
     request: Request,
-    user: CurrentUser,
+    user: JobsWriter,
     state: State,
     uploads: Uploads,
     x_http_method_override: Annotated[str | None, Header()] = None,

@@ -15,6 +15,7 @@ from services.notification.state import NotificationState
 from services.notification.store import NotificationStore
 from services.notification.worker import REQUEUE_DELAY, NotificationConsumer
 from shared.apidocs import install_docs
+from shared.apikeys import ApiKeyStore, ApiKeyVerifier
 from shared.errors import ErrorCode, Unavailable
 from shared.http import install_error_handlers, install_operations
 from shared.messaging import connect
@@ -56,6 +57,8 @@ def create_app(
             http = await stack.enter_async_context(
                 httpx.AsyncClient(timeout=settings.network_timeout)
             )
+            # The gateway checked the key's scope; this service only learns whose key it is.
+            api_keys = ApiKeyVerifier(ApiKeyStore(mongo[settings.mongo_db]))
             tokens = JwksCache(
                 http,
                 settings.auth_url_list,
@@ -79,6 +82,7 @@ def create_app(
                 service=service,
                 http=http,
                 tokens=tokens,
+                api_keys=api_keys,
                 amqp=amqp,
                 consumer=consumer,
             )

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from services.notification.state import NotificationState
-from shared.errors import Unauthorized
+from shared.apikeys import looks_like_key
+from shared.errors import ErrorCode, Unauthorized
 from shared.tokens import Claims, bearer_token
 
 
@@ -20,10 +21,16 @@ State = Annotated[NotificationState, Depends(get_state)]
 
 
 async def current_user(request: Request, state: State) -> Claims:
-    """The caller, from the access token the gateway forwards; checked here, not trusted."""
+    """The caller, from the access token or API key the gateway forwards; checked here, not
+    trusted (the key's scope was the gateway's to check)."""
     token = bearer_token(request.headers.get("authorization"))
     if token is None:
         raise Unauthorized("log in first: send `Authorization: Bearer <access token>`")
+    if looks_like_key(token):
+        owner = await state.api_keys.verify(token)
+        if owner is None:
+            raise Unauthorized("invalid or revoked API key", code=ErrorCode.INVALID_TOKEN)
+        return Claims(user_id=owner.user_id, email=owner.email)
     return await state.tokens.verify(token)
 
 

@@ -12,6 +12,7 @@ from pymongo import AsyncMongoClient
 from services.notification.service import NotificationService
 from services.notification.store import NotificationStore
 from services.notification.worker import NotificationConsumer
+from shared.apikeys import ApiKeyVerifier
 from shared.settings import Settings
 from shared.tokens import JwksCache
 
@@ -24,5 +25,6 @@ class NotificationState:
     service: NotificationService
     http: httpx.AsyncClient
     tokens: JwksCache
+    api_keys: ApiKeyVerifier
     amqp: AbstractRobustConnection
     consumer: NotificationConsumer
