@@ -78,6 +78,10 @@ async def test_scopes_are_enforced(
     assert refused.status_code == 403
     assert refused.json()["code"] == "insufficient_scope"
     assert (await client.get("/v1/jobs", headers=reader)).status_code == 200
+    tus = {**reader, "tus-resumable": "1.0.0", "upload-length": "10"}
+    resumable = await client.post("/v1/uploads", headers=tus)
+    assert resumable.status_code == 403
+    assert resumable.json()["code"] == "insufficient_scope"
 
     writer = bearer(await new_key(client, user, ["jobs:write"]))
     response = await client.get("/v1/jobs", headers=writer)
