@@ -272,3 +272,22 @@ async def test_what_is_not_media_is_refused_and_terminated(
     refused = await patch(client, user, url, 3, b"ml>" + bytes(5000))
     assert refused.status_code == 415
     assert (await head(client, user, url)).status_code == 404
+
+
+async def test_method_override_for_clients_that_cannot_patch(
+    client: httpx.AsyncClient, user: dict[str, str]
+) -> None:
+    url = await created(client, user, 10_000)
+    headers = {**TUS, **OCTETS, **auth(user), "Upload-Offset": "0"}
+    sent = await client.post(
+        url, headers={**headers, "X-HTTP-Method-Override": "PATCH"}, content=b"ID3\x04" + bytes(96)
+    )
+    assert sent.status_code == 204
+    assert sent.headers["Upload-Offset"] == "100"
+    status = await client.post(url, headers={**TUS, **auth(user), "X-HTTP-Method-Override": "HEAD"})
+    assert status.headers["Upload-Offset"] == "100"
+    gone = await client.post(url, headers={**TUS, **auth(user), "X-HTTP-Method-Override": "DELETE"})
+    assert gone.status_code == 204
+    assert (await head(client, user, url)).status_code == 404
+    plain = await client.post(url, headers={**TUS, **auth(user)})
+    assert plain.status_code in (404, 405)
