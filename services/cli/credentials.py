@@ -141,13 +141,17 @@ def _save_device_token(server: str, email: str, token: str) -> None:
 
 
 async def access_token(client: httpx.AsyncClient, server: str) -> str:
-    """From VIDEO2MP3_EMAIL/VIDEO2MP3_PASSWORD, else the stored login.
+    """VIDEO2MP3_API_KEY as it is (a key is sent where a token is), else a token from
+    VIDEO2MP3_EMAIL/VIDEO2MP3_PASSWORD, else from the stored login.
 
     The stored refresh token is single-use (auth rotates it and takes a second use for theft,
     ending the login), so two runs at once must not both spend it: the refresh happens under a
     file lock, and the access token it gives is kept beside it for the next run to reuse while
     it is valid.
     """
+    api_key = os.environ.get("VIDEO2MP3_API_KEY", "").strip()
+    if api_key:
+        return api_key
     email = os.environ.get("VIDEO2MP3_EMAIL")
     password = os.environ.get("VIDEO2MP3_PASSWORD")
     if email and password:

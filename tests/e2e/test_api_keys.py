@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +19,7 @@ from shared.apikeys import KEY_CACHE_SECONDS
 from tests.e2e.conftest import register_and_login
 from tests.e2e.test_live import ws_url
 from tests.e2e.test_pipeline import auth, upload, wait_final
-from tests.support.media import MediaFactory
+from tests.support.media import MediaFactory, decode
 from tests.support.stack import Stack
 
 
@@ -156,3 +159,30 @@ async def test_no_credentials_or_a_made_up_key_is_401(client: httpx.AsyncClient)
     response = await client.get("/v1/jobs", headers=made_up)
     assert response.status_code == 401
     assert response.json()["code"] == "invalid_token"
+
+
+async def test_the_cli_converts_with_an_api_key_over_a_login(
+    stack: Stack,
+    client: httpx.AsyncClient,
+    user: dict[str, str],
+    media: MediaFactory,
+    tmp_path: Path,
+) -> None:
+    key = await new_key(client, user, ["jobs:read", "jobs:write"])
+    env = {
+        **os.environ,
+        "VIDEO2MP3_API_KEY": key["key"],
+        # Wrong on purpose: the key must win, without a login being tried.
+        "VIDEO2MP3_EMAIL": user["email"],
+        "VIDEO2MP3_PASSWORD": "not the password",
+        "XDG_CONFIG_HOME": str(tmp_path),
+    }
+    clip = media.h264_aac(2, name="keyed.mp4")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli.main", "convert", str(clip),
+        "-o", str(tmp_path / "out"), "--server", stack.gateway_url,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    assert abs(decode(tmp_path / "out" / "keyed.mp3").duration - 2) < 0.15
