@@ -3,6 +3,7 @@
 import { ApiError, Session } from "./api.js";
 import { formatAbsolute, formatBytes, formatSpeed, formatWhen, SpeedMeter } from "./format.js";
 import { JobList } from "./jobs.js";
+import { ApiKeys } from "./keys.js";
 import { LiveEvents } from "./live.js";
 import { OptionsPanel } from "./options.js";
 import { uploadFile } from "./upload.js";
@@ -522,6 +523,7 @@ live.addEventListener("event", (event) => {
 // --- putting it together ----------------------------------------------------------------------
 
 const options = new OptionsPanel($("#options"));
+const apiKeys = new ApiKeys(session, $("#api-keys"));
 
 function showApp() {
   $("#boot").hidden = true;
@@ -533,6 +535,7 @@ function showApp() {
   history.loadFirst();
   notifications.start();
   live.start();
+  apiKeys.load();
 }
 
 function showAuth(notice = null) {
@@ -541,6 +544,7 @@ function showAuth(notice = null) {
   notifications.stop();
   uploads.cancelAll();
   jobs.clear();
+  apiKeys.clear();
   $("#account").hidden = true;
   $("#app-view").hidden = true;
   $("#auth-view").hidden = false;
