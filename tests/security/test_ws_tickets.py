@@ -11,6 +11,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from services.cli.convert import Session, live_credentials
 from services.gateway.tickets import TICKETS_COLLECTION
 from shared.mongo import mongo_client
 from tests.support.stack import Stack
@@ -94,3 +95,14 @@ async def test_a_ticket_needs_a_login(stack: Stack) -> None:
         response = await client.post("/v1/ws-ticket")
     assert response.status_code == 401
     assert response.json()["code"] == "not_authenticated"
+
+
+async def test_the_cli_opens_its_socket_with_a_ticket(stack: Stack, bearer: str) -> None:
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as client:
+        session = Session(client, stack.gateway_url, bearer.removeprefix("Bearer "))
+        url, headers = await live_credentials(session, ws_base(stack))
+    assert "?ticket=" in url
+    assert headers == {}
+    opened = await first_message(url)
+    assert isinstance(opened, dict)
+    assert opened["type"] == "snapshot"
