@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
 from shared.events import EventType
 
 
+class NoticeType(StrEnum):
+    """Notifications about something other than a job."""
+
+    WEBHOOK_DISABLED = "webhook.disabled"
+
+
 class NotificationView(BaseModel):
     id: str
-    job_id: str
-    type: EventType
+    # None for notices that concern no job (a disabled webhook).
+    job_id: str | None
+    type: EventType | NoticeType
     title: str
     body: str
     link: str | None

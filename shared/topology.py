@@ -49,10 +49,21 @@ class Topology:
         return f"{self.prefix}.notifications"
 
     @property
+    def webhooks_queue(self) -> str:
+        """Consumed by notification: job events that become webhook deliveries."""
+        return f"{self.prefix}.webhooks"
+
+    @property
     def work_queues(self) -> dict[str, tuple[EventType, ...]]:
         return {
             self.jobs_queue: (EventType.JOB_SUBMITTED,),
             self.notifications_queue: (EventType.JOB_COMPLETED, EventType.JOB_FAILED),
+            self.webhooks_queue: (
+                EventType.JOB_STARTED,
+                EventType.JOB_COMPLETED,
+                EventType.JOB_FAILED,
+                EventType.JOB_CANCELLED,
+            ),
         }
 
 

@@ -12,7 +12,15 @@ import httpx
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from services.gateway import routes, routes_auth, routes_index, routes_keys, routes_live, tus_routes
+from services.gateway import (
+    routes,
+    routes_auth,
+    routes_index,
+    routes_keys,
+    routes_live,
+    routes_webhooks,
+    tus_routes,
+)
 from services.gateway.balancer import Balancer
 from services.gateway.live import LIVE_EVENT_TYPES, LiveHub
 from services.gateway.state import GatewayState
@@ -133,6 +141,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_live.router)
     app.include_router(tus_routes.router)
     app.include_router(routes_keys.router)
+    app.include_router(routes_webhooks.router)
     # The single-page frontend; mounted last so that the API routes take precedence.
     app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app

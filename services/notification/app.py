@@ -13,17 +13,21 @@ from services.notification.routes import router
 from services.notification.service import LinkConfig, NotificationService
 from services.notification.state import NotificationState
 from services.notification.store import NotificationStore
+from services.notification.webhooks import Dispatcher, WebhookConsumer
 from services.notification.worker import REQUEUE_DELAY, NotificationConsumer
 from shared.apidocs import install_docs
 from shared.apikeys import ApiKeyStore, ApiKeyVerifier
 from shared.errors import ErrorCode, Unavailable
 from shared.http import install_error_handlers, install_operations
+from shared.jobstore import JobStore
 from shared.messaging import connect
 from shared.mongo import mongo_client
+from shared.outbound import Guard
 from shared.security import install_security
 from shared.settings import Settings, get_settings
 from shared.tokens import JwksCache
 from shared.topology import Topology
+from shared.webhooks import WebhookStore
 
 
 def require_smtp_url(settings: Settings) -> str:
@@ -75,6 +79,24 @@ def create_app(
                 retry_window=settings.smtp_retry_window,
             )
             stack.push_async_callback(consumer.stop)
+            hooks = WebhookStore(mongo[settings.mongo_db])
+            await hooks.ensure_indexes()
+            dispatcher = Dispatcher(
+                hooks,
+                service,
+                Guard.from_settings(settings.outbound_allow_nets, settings.network_timeout),
+                window=settings.webhook_retry_window,
+            )
+            dispatcher.start()
+            stack.push_async_callback(dispatcher.stop)
+            webhook_consumer = await WebhookConsumer.start(
+                amqp,
+                Topology(settings.amqp_prefix),
+                hooks,
+                JobStore(mongo[settings.mongo_db]),
+                dispatcher,
+            )
+            stack.push_async_callback(webhook_consumer.stop)
             app.state.notification = NotificationState(
                 settings=settings,
                 mongo=mongo,

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.events import EventType
-from shared.notices import NotificationView
+from shared.notices import NoticeType, NotificationView
 
 NOTIFICATIONS_COLLECTION = "notifications"
 
@@ -36,8 +36,8 @@ class Notification(BaseModel):
     id: str = Field(alias="_id")
     user_id: str
     user_email: str
-    job_id: str
-    type: EventType
+    job_id: str | None
+    type: EventType | NoticeType
     title: str
     body: str
     link: str | None = None

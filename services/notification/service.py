@@ -21,6 +21,7 @@ from services.notification.store import Claim, NotificationStore
 from shared.events import Event, JobCompleted, JobFailed
 from shared.links import download_url, sign_download_token
 from shared.metrics import EMAILS
+from shared.notices import NoticeType
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,39 @@ class NotificationService:
 
     async def list_for_user(self, user_id: str) -> list[Notification]:
         return await self._store.list_for_user(user_id)
+
+    async def notify_webhook_disabled(
+        self, endpoint_id: str, user_id: str, user_email: str, url: str, reason: str
+    ) -> None:
+        """Tell an owner in the app and by mail that their webhook was disabled."""
+        now = self._clock()
+        content = templates.webhook_disabled_in_app(url, reason)
+        note = Notification(
+            id=f"{endpoint_id}:{NoticeType.WEBHOOK_DISABLED}:{int(now.timestamp())}",
+            user_id=user_id,
+            user_email=user_email,
+            job_id=None,
+            type=NoticeType.WEBHOOK_DISABLED,
+            title=content.title,
+            body=content.body,
+            created_at=now,
+            event_id=endpoint_id,
+        )
+        owner = uuid.uuid4().hex
+        stored, claimed = await self._store.add(note, owner, now, self._claim_for)
+        if not claimed:
+            return
+        message = compose(
+            templates.webhook_disabled_mail(url, reason),
+            sender=self._mail_from,
+            recipient=user_email,
+            message_key=stored.id,
+        )
+        try:
+            await self._send_and_record(stored, message, owner)
+        except RetryLater as exc:
+            # The in-app notice stands; the disabling is not undone for a mail outage.
+            log.warning("%s", exc)
 
     def _notification_for(self, event: JobCompleted | JobFailed) -> Notification:
         payload = event.payload

@@ -95,3 +95,26 @@ def failed_mail(filename: str, detail: str) -> MailContent:
         ],
     )
     return MailContent(subject=f"Conversion failed: {name}", text=text, html=page)
+
+
+def webhook_disabled_in_app(url: str, reason: str) -> InAppContent:
+    return InAppContent(
+        title=f"Webhook disabled: {_one_line(url)}",
+        body=f"Deliveries kept failing ({_one_line(reason)}). Replay one to enable it again.",
+    )
+
+
+def webhook_disabled_mail(url: str, reason: str) -> MailContent:
+    safe = _one_line(url)
+    text = (
+        f"Hello,\n\nyour webhook {safe} did not accept deliveries for too long "
+        f"({_one_line(reason)}), so it is now disabled.\n"
+        "Once it works again, replay one of its deliveries to enable it.\n"
+    )
+    return MailContent(
+        subject="Your webhook was disabled",
+        text=text,
+        html=f"<p>Hello,</p><p>your webhook <code>{html.escape(safe)}</code> did not accept "
+        f"deliveries for too long ({html.escape(_one_line(reason))}), so it is now disabled.</p>"
+        "<p>Once it works again, replay one of its deliveries to enable it.</p>",
+    )
