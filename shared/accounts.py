@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError
 
 from shared.errors import ErrorCode, Unavailable
 
@@ -60,7 +60,7 @@ def effective_limit(value: int | None, default: int) -> int:
 
 
 class Account(BaseModel):
-    """What auth knows of an account now."""
+    """What auth knows of an account now (`GET /v1/auth/me`, the admin's list)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -71,6 +71,48 @@ class Account(BaseModel):
     disabled: bool
     created_at: datetime
     limits: AccountLimits = AccountLimits()
+
+
+class VerifyRequest(BaseModel):
+    token: str = Field(min_length=1, max_length=256, description="from the verification mail")
+
+
+class PasswordResetRequest(BaseModel):
+    email: EmailStr
+
+
+class PasswordResetConfirm(BaseModel):
+    token: str = Field(min_length=1, max_length=256, description="from the reset mail")
+    password: str = Field(max_length=4096)
+
+
+class LimitsPatch(AccountLimits):
+    """The limits to change; a limit sent as null goes back to the installation's default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class AccountPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    disabled: bool | None = None
+    admin: bool | None = None
+    limits: LimitsPatch | None = None
+
+
+class AccountsResponse(BaseModel):
+    items: list[Account]
+
+
+class InviteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    expires_in_hours: float = Field(default=168.0, gt=0, le=24 * 365)
+
+
+class InviteResponse(BaseModel):
+    invite: str
+    expires_at: datetime
 
 
 # Long enough to spare auth a call per request, short enough that an admin's change (a disabled

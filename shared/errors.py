@@ -52,6 +52,10 @@ class ErrorCode(StrEnum):
     UPLOAD_EXPIRED = "upload_expired"
     UNSUPPORTED_CONTENT_TYPE = "unsupported_content_type"
     INSUFFICIENT_SCOPE = "insufficient_scope"
+    REGISTRATION_CLOSED = "registration_closed"
+    INVITE_REQUIRED = "invite_required"
+    ACCOUNT_DISABLED = "account_disabled"
+    ADMIN_REQUIRED = "admin_required"
 
 
 class AppError(Exception):
@@ -87,6 +91,11 @@ class NotFound(AppError):
 
 class Conflict(AppError):
     status_code = 409
+
+
+class Forbidden(AppError):
+    status_code = 403
+    code = ErrorCode.ADMIN_REQUIRED
 
 
 class Gone(AppError):

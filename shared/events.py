@@ -56,6 +56,7 @@ class JobProgressPayload(JobRef):
 
 class JobCompletedPayload(JobRef):
     user_email: str
+    user_email_verified: bool = True
     filename: str
     output_filename: str
     size: int
@@ -65,6 +66,7 @@ class JobCompletedPayload(JobRef):
 
 class JobFailedPayload(JobRef):
     user_email: str
+    user_email_verified: bool = True
     filename: str
     code: ErrorCode
     detail: str

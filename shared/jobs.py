@@ -93,6 +93,8 @@ class Job(BaseModel):
     id: str = Field(alias="_id")
     user_id: str
     user_email: str
+    # Job mails go only to proven addresses (from the access token's `email_verified`).
+    user_email_verified: bool = False
     status: JobStatus = JobStatus.QUEUED
     progress: int = 0
     filename: str

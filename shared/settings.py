@@ -97,6 +97,16 @@ class Settings(BaseSettings):
     # Sign-ups (each costs a full Argon2 hash) per client address in LOGIN_WINDOW_SECONDS.
     signup_max_per_address: int = Field(default=10, ge=1)
 
+    # Who may create an account: anyone (`open`), holders of an admin's invite (`invite`), nobody
+    # but ADMIN_EMAILS and `video2mp3 admin create-user` (`closed`).
+    registration: str = Field(default="open", pattern="^(open|invite|closed)$")
+    # Comma-separated addresses that are admins (the first account always is) and may register
+    # whatever REGISTRATION says.
+    admin_emails: str = ""
+    # Registration mails a link that proves the address; job mails go only to proven addresses.
+    # false: every address counts as proven (an install whose operator vouches for its users).
+    verify_emails: bool = True
+
     # Per-account limits (0: unlimited); an admin may set other values for one account.
     user_max_active_jobs: int = Field(default=20, ge=0)
     user_storage_bytes: int = Field(default=10 * GIB, ge=0)
@@ -132,6 +142,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.var_dir / 'auth.db').resolve()}"
+
+    @property
+    def admin_email_list(self) -> list[str]:
+        return [e.strip() for e in self.admin_emails.split(",") if e.strip()]
 
     @property
     def auth_url_list(self) -> list[str]:

@@ -40,6 +40,8 @@ class Claims(BaseModel):
 
     user_id: str
     email: str
+    # Whether auth had proven the address when it issued the token: job mails go only to those.
+    email_verified: bool = False
     # Expiry (Unix seconds), so a verified token can be remembered exactly as long as it is valid.
     expires_at: float = 0.0
     # What an API key may do; None for a login's access token, which may do everything.
@@ -125,7 +127,10 @@ class TokenVerifier:
                 options={"require": REQUIRED_CLAIMS},
             )
             return Claims(
-                user_id=payload["sub"], email=payload["email"], expires_at=float(payload["exp"])
+                user_id=payload["sub"],
+                email=payload["email"],
+                email_verified=payload.get("email_verified") is True,
+                expires_at=float(payload["exp"]),
             )
         except (jwt.PyJWTError, KeyError, ValidationError) as exc:
             raise _invalid_token() from exc

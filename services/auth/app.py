@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from services.auth.keys import load_signing_key
 from services.auth.passwords import common_passwords
-from services.auth.routes import router, well_known
+from services.auth.routes import admin, internal, router, well_known
 from services.auth.state import AuthState, ensure_sqlite_directory
 from shared.apidocs import install_docs
 from shared.http import install_error_handlers, install_operations
@@ -42,4 +42,6 @@ def create_app(settings: Settings) -> FastAPI:
     install_security(app)
     app.include_router(router)
     app.include_router(well_known)
+    app.include_router(admin)
+    app.include_router(internal)
     return app

@@ -10,6 +10,7 @@ from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.auth.errors import RefreshTokenReused
+from services.auth.models import User
 from services.auth.repository import AuthRepository
 from services.auth.service import AuthService
 from services.auth.state import AuthState
@@ -47,7 +48,12 @@ DbSession = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 def get_service(session: DbSession, state: State) -> AuthService:
     return AuthService(
-        AuthRepository(session), state.signing_key, state.settings, state.throttle, state.hashing
+        AuthRepository(session),
+        state.signing_key,
+        state.settings,
+        state.throttle,
+        state.hashing,
+        state.postman,
     )
 
 
@@ -80,3 +86,11 @@ def get_client_address(request: Request, state: State) -> str | None:
 
 
 ClientAddress = Annotated[str | None, Depends(get_client_address)]
+
+
+async def get_admin(claims: CurrentClaims, service: Service) -> User:
+    """The calling user, if they are an admin now (asked of the database, not the token)."""
+    return await service.require_admin(claims.user_id)
+
+
+Admin = Annotated[User, Depends(get_admin)]

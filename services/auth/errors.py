@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.errors import AppError, Conflict, ErrorCode, Unauthorized, Unprocessable
+from shared.errors import AppError, Conflict, ErrorCode, Forbidden, Unauthorized, Unprocessable
 
 
 class EmailTaken(Conflict):
@@ -59,3 +59,38 @@ class TooManySignUps(TooManyAttempts):
     def __init__(self, retry_after: int) -> None:
         super().__init__(retry_after)
         self.detail = f"too many sign-ups; try again in {retry_after} seconds"
+
+
+class RegistrationClosed(Forbidden):
+    code = ErrorCode.REGISTRATION_CLOSED
+
+    def __init__(self) -> None:
+        super().__init__("registration is closed; ask the operator for an account")
+
+
+class InviteRequired(Forbidden):
+    code = ErrorCode.INVITE_REQUIRED
+
+    def __init__(self) -> None:
+        super().__init__("registration needs a valid, unused invite")
+
+
+class AccountDisabled(Forbidden):
+    code = ErrorCode.ACCOUNT_DISABLED
+
+    def __init__(self) -> None:
+        super().__init__("this account is disabled")
+
+
+class AdminRequired(Forbidden):
+    def __init__(self) -> None:
+        super().__init__("only an admin may do this")
+
+
+class InvalidMailToken(AppError):
+    """A verification or reset token that is unknown, used, expired or for another purpose."""
+
+    code = ErrorCode.INVALID_TOKEN
+
+    def __init__(self) -> None:
+        super().__init__("this link is invalid, used or expired; ask for a new one")

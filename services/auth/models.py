@@ -10,7 +10,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Dialect, ForeignKey, Integer, MetaData, String
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    false,
+)
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -66,6 +76,13 @@ class User(Base):
     email: Mapped[str] = mapped_column(String(320), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    email_verified: Mapped[bool] = mapped_column(Boolean(), default=False, server_default=false())
+    is_admin: Mapped[bool] = mapped_column(Boolean(), default=False, server_default=false())
+    disabled_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # An admin's limits for this account; NULL: the installation's default (shared.accounts).
+    max_active_jobs: Mapped[int | None] = mapped_column(Integer())
+    storage_bytes: Mapped[int | None] = mapped_column(BigInteger())
+    jobs_per_day: Mapped[int | None] = mapped_column(Integer())
 
 
 class RefreshToken(Base):
@@ -100,3 +117,37 @@ class LoginAttempts(Base):
     subject: Mapped[str] = mapped_column(String(64), primary_key=True)
     attempts: Mapped[int] = mapped_column(Integer())
     window_ends_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+
+
+class Invite(Base):
+    """A single-use invitation to register, known only by the SHA-256 of its token."""
+
+    __tablename__ = "invites"
+    __table_args__ = MYSQL_TABLE_OPTIONS
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    used_by: Mapped[str | None] = mapped_column(String(32))
+
+
+class MailToken(Base):
+    """A token mailed to an address: proof of it (`verify`) or a way back in (`reset`)."""
+
+    __tablename__ = "mail_tokens"
+    __table_args__ = MYSQL_TABLE_OPTIONS
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    purpose: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    # The address the token was mailed to: it proves that one, not whatever the account has now.
+    email: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

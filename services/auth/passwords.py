@@ -114,33 +114,51 @@ class Lane:
             self._semaphore.release()
 
 
+# While logins are under way, new passwords are hashed at this nice value: a tenth of a normal
+# thread's CPU share where they compete, so a login's hash keeps ~90 % of it. Otherwise at the
+# normal priority: at a low one all the time, sign-ups starved behind any busy neighbour.
+NEW_PASSWORD_NICE = 10
+
+
 def _lower_this_threads_priority() -> None:
     # Linux keeps a nice value per thread, and Argon2's own threads (p=4) inherit it.
     with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NEW_PASSWORD_NICE)
 
 
 class HashingLanes:
     """A lane of its own, so that hashing new passwords (sign-ups, resets) never holds up logins.
 
-    Logins check passwords on the default executor at normal priority. New passwords are hashed
-    by threads at the lowest CPU priority (a hash runs four Argon2 threads: one alone fills two
-    cores), half as many slots as cores, with a short line: with 60 sign-ups at once, a login
-    still gets the CPU it would get idle, and most sign-ups are told to come back later.
+    Logins check passwords at normal priority. New passwords get half as many slots as cores,
+    with a short line (beyond it they are refused), and while logins are under way they are
+    hashed by threads at a low CPU priority (a hash runs four Argon2 threads: one alone fills two
+    cores): with 60 sign-ups at once, a login still gets the CPU it would get idle.
     """
 
     def __init__(self, cpus: int | None = None) -> None:
         cpus = cpus or _usable_cpus()
         new_slots = max(1, cpus // 2)
         self.new_password = Lane(new_slots, new_slots * NEW_PASSWORD_QUEUE_PER_SLOT)
-        self._background = ThreadPoolExecutor(
-            new_slots, "argon2-new", initializer=_lower_this_threads_priority
+        self._normal = ThreadPoolExecutor(new_slots, "argon2-new")
+        self._yielding = ThreadPoolExecutor(
+            new_slots, "argon2-new-low", initializer=_lower_this_threads_priority
         )
+        self._logins = 0
 
     def close(self) -> None:
-        self._background.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._normal, self._yielding):
+            pool.shutdown(wait=False, cancel_futures=True)
 
     async def hash_new(self, password: str) -> str:
         """Hash a new password; the caller holds a `new_password` slot."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._background, _hasher.hash, password)
+        pool = self._yielding if self._logins else self._normal
+        return await asyncio.get_running_loop().run_in_executor(pool, _hasher.hash, password)
+
+    @asynccontextmanager
+    async def login(self) -> AsyncIterator[None]:
+        """Around a whole login: new passwords hashed meanwhile yield the CPU to it."""
+        self._logins += 1
+        try:
+            yield
+        finally:
+            self._logins -= 1

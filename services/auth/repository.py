@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CursorResult, case, delete, literal, select, update
+from sqlalchemy import CursorResult, case, delete, func, literal, select, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import Executable
 
 from services.auth.errors import EmailTaken
-from services.auth.models import LoginAttempts, RefreshToken, User
+from services.auth.models import Invite, LoginAttempts, MailToken, RefreshToken, User
 
 
 class AuthRepository:
@@ -68,6 +68,58 @@ class AuthRepository:
             .execution_options(synchronize_session=False)
         )
         return result.rowcount == 1
+
+    async def count_users(self) -> int:
+        return int(
+            (await self._session.execute(select(func.count()).select_from(User))).scalar_one()
+        )
+
+    async def list_users(self, limit: int) -> list[User]:
+        result = await self._session.execute(
+            select(User).order_by(User.created_at, User.id).limit(limit)
+        )
+        return list(result.scalars())
+
+    async def add(self, row: Invite | MailToken) -> None:
+        self._session.add(row)
+        await self._session.flush()
+
+    async def get_invite_by_hash(self, token_hash: str) -> Invite | None:
+        result = await self._session.execute(select(Invite).where(Invite.token_hash == token_hash))
+        return result.scalar_one_or_none()
+
+    async def claim_invite(self, invite_id: str, user_id: str, now: datetime) -> bool:
+        """Use an invite, atomically: of two sign-ups presenting it, exactly one wins."""
+        result: CursorResult[tuple[()]] = await self._session.execute(  # type: ignore[assignment]
+            update(Invite)
+            .where(Invite.id == invite_id, Invite.used_at.is_(None), Invite.expires_at > now)
+            .values(used_at=now, used_by=user_id)
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1
+
+    async def get_mail_token_by_hash(self, token_hash: str) -> MailToken | None:
+        result = await self._session.execute(
+            select(MailToken).where(MailToken.token_hash == token_hash)
+        )
+        return result.scalar_one_or_none()
+
+    async def claim_mail_token(self, token_id: str, now: datetime) -> bool:
+        result: CursorResult[tuple[()]] = await self._session.execute(  # type: ignore[assignment]
+            update(MailToken)
+            .where(MailToken.id == token_id, MailToken.used_at.is_(None))
+            .values(used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1
+
+    async def revoke_refresh_tokens_of(self, user_id: str, now: datetime) -> None:
+        await self._session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+            .values(revoked_at=now)
+            .execution_options(synchronize_session=False)
+        )
 
     async def revoke_refresh_family(self, family_id: str, now: datetime) -> None:
         await self._session.execute(

@@ -2,25 +2,39 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Response, status
+from fastapi import APIRouter, Depends, Form, Query, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from services.auth.deps import ClientAddress, CurrentClaims, Service, State
+from services.auth.deps import Admin, ClientAddress, CurrentClaims, Service, State
 from services.auth.schemas import (
+    Account,
+    AccountPatch,
+    AccountsResponse,
+    InviteRequest,
+    InviteResponse,
     JwksResponse,
     LoginResponse,
+    PasswordResetConfirm,
+    PasswordResetRequest,
     RefreshRequest,
     RegisterRequest,
     TokenResponse,
     UserResponse,
+    VerifyRequest,
 )
-from services.auth.service import TokenPair
+from services.auth.service import AccountChanges, TokenPair, to_account
 from shared.accounts import DEVICE_TOKEN_MAX_LENGTH
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 well_known = APIRouter(tags=["auth"])
+admin = APIRouter(prefix="/v1/admin", tags=["admin"])
+# Other services ask here what an account is now; the gateway forwards nothing under /internal/.
+internal = APIRouter(prefix="/internal/v1", include_in_schema=False)
+
+RESET_ANSWER = {"detail": "if an account has this address, a mail with a link is on its way"}
 
 JWKS_MAX_AGE = 300
 
@@ -37,8 +51,24 @@ def _token_response(pair: TokenPair) -> TokenResponse:
 async def register(
     body: RegisterRequest, service: Service, client_address: ClientAddress
 ) -> UserResponse:
-    user = await service.register(body.email, body.password, client_address)
+    user = await service.register(body.email, body.password, client_address, body.invite)
     return UserResponse.model_validate(user)
+
+
+@router.post("/verify")
+async def verify(body: VerifyRequest, service: Service) -> Account:
+    return to_account(await service.verify_email(body.token))
+
+
+@router.post("/password-reset", status_code=status.HTTP_202_ACCEPTED)
+async def password_reset(body: PasswordResetRequest, service: Service) -> dict[str, str]:
+    await service.request_password_reset(body.email)
+    return RESET_ANSWER
+
+
+@router.post("/password-reset/confirm", status_code=status.HTTP_204_NO_CONTENT)
+async def password_reset_confirm(body: PasswordResetConfirm, service: Service) -> None:
+    await service.confirm_password_reset(body.token, body.password)
 
 
 @router.post("/login")
@@ -59,8 +89,38 @@ async def refresh(body: RefreshRequest, service: Service) -> TokenResponse:
 
 
 @router.get("/me")
-async def me(claims: CurrentClaims, service: Service) -> UserResponse:
-    return UserResponse.model_validate(await service.get_user(claims.user_id))
+async def me(claims: CurrentClaims, service: Service) -> Account:
+    return to_account(await service.get_user(claims.user_id))
+
+
+@internal.get("/accounts/{user_id}")
+async def account(user_id: str, service: Service) -> Account:
+    return await service.account(user_id)
+
+
+@admin.get("/users")
+async def list_users(
+    caller: Admin, service: Service, limit: Annotated[int, Query(ge=1, le=1000)] = 500
+) -> AccountsResponse:
+    return AccountsResponse(items=await service.list_accounts(limit))
+
+
+@admin.patch("/users/{user_id}")
+async def change_user(user_id: str, body: AccountPatch, caller: Admin, service: Service) -> Account:
+    limits = body.limits
+    changes = AccountChanges(
+        disabled=body.disabled,
+        admin=body.admin,
+        limits=limits,
+        limit_fields=frozenset(limits.model_fields_set) if limits is not None else frozenset(),
+    )
+    return await service.change_account(caller, user_id, changes)
+
+
+@admin.post("/invites", status_code=status.HTTP_201_CREATED)
+async def create_invite(body: InviteRequest, caller: Admin, service: Service) -> InviteResponse:
+    token, expires_at = await service.create_invite(caller, timedelta(hours=body.expires_in_hours))
+    return InviteResponse(invite=token, expires_at=expires_at)
 
 
 @well_known.get("/.well-known/jwks.json")

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from services.auth.keys import SigningKey
+from services.auth.mail import Postman
 from services.auth.migrate import upgrade
 from services.auth.passwords import HashingLanes, prepare_dummy_hash
 from services.auth.throttle import LoginThrottle, ThrottlePolicy
@@ -45,6 +46,7 @@ class AuthState:
         )
         self.trusted_proxies: list[IPNetwork] = parse_networks(settings.trusted_proxies)
         self.hashing = HashingLanes()
+        self.postman = Postman(settings)
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
         self._throttle: LoginThrottle | None = None
@@ -56,8 +58,10 @@ class AuthState:
         self._engine = create_async_engine(url, pool_pre_ping=True)
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
         self._throttle = LoginThrottle(self._sessions, ThrottlePolicy.from_settings(self.settings))
+        self.postman.start()
 
     async def close(self) -> None:
+        await self.postman.stop()
         self.hashing.close()
         if self._engine is not None:
             await self._engine.dispose()

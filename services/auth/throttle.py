@@ -35,6 +35,8 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Password-reset mails to one address per window: enough for a lost mail, too few to flood anyone.
+RESET_MAILS_PER_WINDOW = 3
 # A counting transaction that lost a lock race (InnoDB deadlock, SQLite busy) is simply run again.
 COUNT_TRIES = 3
 # Expired rows are deleted now and then rather than on every attempt (fewer writes, fewer locks).
@@ -46,6 +48,7 @@ class Scope(StrEnum):
     DEVICE = "device"
     ADDRESS = "address"
     SIGNUP = "signup"
+    RESET_MAIL = "reset_mail"
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,8 @@ class ThrottlePolicy:
             return self.max_failures_per_address
         if scope is Scope.SIGNUP:
             return self.max_signups_per_address
+        if scope is Scope.RESET_MAIL:
+            return RESET_MAILS_PER_WINDOW
         return self.max_failures_per_account
 
 
@@ -141,6 +146,15 @@ class LoginThrottle:
         except TooManyAttempts as exc:
             raise TooManySignUps(exc.retry_after or 1) from None
         await self._maybe_purge()
+
+    async def reset_mail_allowed(self, normalised_email: str) -> bool:
+        """Count a reset mail to this address; False when too many went there this window (the
+        request still answers 202 like any other)."""
+        try:
+            await self._count_one(Scope.RESET_MAIL, account_subject(normalised_email))
+        except TooManyAttempts:
+            return False
+        return True
 
     async def succeeded(self, attempt: CountedAttempt) -> None:
         now = self._clock()

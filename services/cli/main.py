@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
         "login", help="log in once; keep a refresh token and remember the server"
     )
     login.add_argument("--server", help=server_help)
+    admin = commands.add_parser("admin", help="the operator's account tools").add_subparsers(
+        dest="admin_command", required=True
+    )
+    create_user = admin.add_parser("create-user", help="create an account, in every REGISTRATION")
+    create_user.add_argument("email")
+    create_user.add_argument("--admin", action="store_true", help="make it an admin")
     return parser
 
 
@@ -81,6 +87,10 @@ def _run(args: argparse.Namespace) -> None:
         from services.cli.login import login
 
         sys.exit(login(resolve_server(args.server)))
+    if args.command == "admin":
+        from services.cli.admin import create_user_command
+
+        sys.exit(create_user_command(args.email, args.admin))
     if args.command == "up":
         from services.cli.up import up
 

@@ -14,11 +14,18 @@ from fastapi.staticfiles import StaticFiles
 
 from services.gateway import (
     routes,
+<<<<<<< HEAD
+=======
+    routes_admin,
+>>>>>>> 4121298 (Accounts the operator controls, and addresses that are proven (issue 21 points 4 and 5))
     routes_auth,
     routes_index,
     routes_keys,
     routes_live,
+<<<<<<< HEAD
     routes_webhooks,
+=======
+>>>>>>> 4121298 (Accounts the operator controls, and addresses that are proven (issue 21 points 4 and 5))
     tus_routes,
 )
 from services.gateway.balancer import Balancer
@@ -137,6 +144,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_security(app, cors_origins=settings.cors_origin_list)
     app.include_router(routes_index.router)
     app.include_router(routes_auth.router)
+    app.include_router(routes_admin.router)
     app.include_router(routes.router)
     app.include_router(routes_live.router)
     app.include_router(tus_routes.router)

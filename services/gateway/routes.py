@@ -12,6 +12,7 @@ from services.gateway import service
 from services.gateway.deps import JobsReader, JobsWriter, State
 from services.gateway.downloads import blob_response
 from services.gateway.quota import Usage, usage_of
+from services.gateway.routes_admin import require_active_owner
 from services.gateway.schemas import JobPage
 from services.gateway.uploads import MultipartUpload
 from shared.errors import Conflict, ErrorCode, Gone, NotFound
@@ -171,6 +172,7 @@ async def download_by_link(
     job = await state.jobs.get(job_id)
     if job is None:
         raise NotFound("this file no longer exists")
+    await require_active_owner(state, job.user_id)
     return await _download(state, job, range_header, request)
 
 

@@ -8,7 +8,16 @@ from fastapi import APIRouter, Depends, Form, Request, Response
 
 from services.gateway.deps import State
 from services.gateway.schemas import RefreshRequest, RegisterRequest
-from shared.accounts import DEVICE_TOKEN_MAX_LENGTH, LoginResponse, TokenResponse, UserResponse
+from shared.accounts import (
+    DEVICE_TOKEN_MAX_LENGTH,
+    Account,
+    LoginResponse,
+    PasswordResetConfirm,
+    PasswordResetRequest,
+    TokenResponse,
+    UserResponse,
+    VerifyRequest,
+)
 from shared.errors import Unprocessable
 from shared.http import error_responses
 
@@ -45,7 +54,7 @@ def _forwarded_for(request: Request) -> dict[str, str]:
 @router.post(
     "/register",
     status_code=201,
-    responses={201: {"model": UserResponse}, **error_responses(409, 429)},
+    responses={201: {"model": UserResponse}, **error_responses(403, 409, 429)},
 )
 async def register(body: RegisterRequest, request: Request, state: State) -> Response:
     return await _forward(
@@ -73,7 +82,7 @@ async def _sent_as_form(request: Request) -> None:
 
 @router.post(
     "/login",
-    responses={200: {"model": LoginResponse}, **error_responses(401, 429)},
+    responses={200: {"model": LoginResponse}, **error_responses(401, 403, 429)},
     dependencies=[Depends(_sent_as_form)],
 )
 async def login(
@@ -94,12 +103,30 @@ async def login(
     )
 
 
-@router.post("/refresh", responses={200: {"model": TokenResponse}, **error_responses(401)})
+@router.post("/refresh", responses={200: {"model": TokenResponse}, **error_responses(401, 403)})
 async def refresh(body: RefreshRequest, state: State) -> Response:
     return await _forward(state, "POST", "/v1/auth/refresh", json=body.model_dump())
 
 
-@router.get("/me", responses={200: {"model": UserResponse}, **error_responses(401)})
+@router.get("/me", responses={200: {"model": Account}, **error_responses(401)})
 async def me(request: Request, state: State) -> Response:
     auth = request.headers.get("authorization", "")
     return await _forward(state, "GET", "/v1/auth/me", headers={"authorization": auth})
+
+
+@router.post("/verify", responses={200: {"model": Account}, **error_responses()})
+async def verify(body: VerifyRequest, state: State) -> Response:
+    """Prove an address with the token of its verification mail (`/#verify=<token>`)."""
+    return await _forward(state, "POST", "/v1/auth/verify", json=body.model_dump())
+
+
+@router.post("/password-reset", status_code=202, responses=error_responses())
+async def password_reset(body: PasswordResetRequest, state: State) -> Response:
+    """Mail a reset link if the address has an account: the answer is 202 either way."""
+    return await _forward(state, "POST", "/v1/auth/password-reset", json=body.model_dump())
+
+
+@router.post("/password-reset/confirm", status_code=204, responses=error_responses(403))
+async def password_reset_confirm(body: PasswordResetConfirm, state: State) -> Response:
+    """Set a new password with the token of a reset mail; every session of the account ends."""
+    return await _forward(state, "POST", "/v1/auth/password-reset/confirm", json=body.model_dump())

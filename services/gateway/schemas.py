@@ -10,6 +10,9 @@ from pydantic import BaseModel, Field
 class RegisterRequest(BaseModel):
     email: str = Field(max_length=320)
     password: str = Field(max_length=1024)
+    invite: str | None = Field(
+        default=None, max_length=256, description="from an admin, when REGISTRATION=invite"
+    )
 
 
 class RefreshRequest(BaseModel):

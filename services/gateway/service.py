@@ -82,6 +82,7 @@ async def _submit(
         id=job_id,
         user_id=user.user_id,
         user_email=user.email,
+        user_email_verified=user.email_verified,
         filename=filename,
         options=options,
         source_blob_id=blob_id,

@@ -21,6 +21,8 @@ class MailStatus(StrEnum):
     REJECTED = "rejected"
     # Every retry within the retry window failed; recorded, no longer retried.
     FAILED = "failed"
+    # The owner's address was not proven when the job was submitted: nothing is mailed there.
+    UNVERIFIED = "unverified"
 
 
 def notification_id(job_id: str, event_type: EventType) -> str:

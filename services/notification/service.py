@@ -178,6 +178,12 @@ class NotificationService:
         notification is stored claimed), else a claim is taken first."""
         if not claimed and not await self._claim(note.id, owner):
             return
+        if not event.payload.user_email_verified:
+            # Anyone may register any address: only its proven owner gets our mail.
+            await self._store.finish_mail(
+                note.id, owner, MailStatus.UNVERIFIED, self._clock(), None
+            )
+            return
         message = compose(
             self._mail_for(note, event),
             sender=self._mail_from,

@@ -33,7 +33,7 @@ async def test_upgrade_twice_is_idempotent(backend: str, tmp_path: Path) -> None
         finally:
             await engine.dispose()
     assert {"users", "refresh_tokens", "login_attempts", "alembic_version"} <= tables
-    assert versions == ["0002"]
+    assert versions == ["0003"]
     assert any(u["column_names"] == ["email"] for u in email_unique)
 
 
@@ -51,4 +51,4 @@ async def test_instances_starting_together_migrate_once(tmp_path: Path) -> None:
                 )
         finally:
             await engine.dispose()
-    assert versions == ["0002"]
+    assert versions == ["0003"]

@@ -112,11 +112,11 @@ export class Session extends EventTarget {
     return readSession() !== null;
   }
 
-  async register(email, password) {
+  async register(email, password, invite = "") {
     const response = await fetch("/v1/auth/register", {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ email, password }),
+      body: JSON.stringify(invite ? { email, password, invite } : { email, password }),
     });
     if (!response.ok) throw await errorFrom(response);
     await this.login(email, password);

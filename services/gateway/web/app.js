@@ -7,6 +7,7 @@ import { ApiKeys } from "./keys.js";
 import { LiveEvents } from "./live.js";
 import { OptionsPanel } from "./options.js";
 import { uploadFile } from "./upload.js";
+import { initAccounts } from "./accounts.js";
 
 const $ = (selector) => document.querySelector(selector);
 const PAGE_SIZE = 20;
@@ -57,6 +58,7 @@ const auth = {
     $("#auth-switch").textContent = register ? "Log in" : "Create an account";
     $("#auth-password").autocomplete = register ? "new-password" : "current-password";
     $("#auth-password-hint").hidden = !register;
+    $("#auth-invite-field").hidden = !register;
     this.clearErrors();
   },
 
@@ -104,7 +106,7 @@ const auth = {
     button.disabled = true;
     button.setAttribute("aria-busy", "true");
     try {
-      if (this.mode === "register") await session.register(email, password);
+      if (this.mode === "register") await session.register(email, password, $("#auth-invite").value.trim());
       else await session.login(email, password);
     } catch (error) {
       this.showError(error);
@@ -129,6 +131,9 @@ const auth = {
     } else if (code === "too_many_attempts") {
       $("#auth-error").textContent =
         "Too many failed logins. Try again in a few minutes.";
+    } else if (error instanceof ApiError && error.status === 403) {
+      // registration_closed, invite_required, account_disabled: the server's words say it.
+      $("#auth-error").textContent = capitalize(detail) + ".";
     } else if (error instanceof ApiError && error.status === 422) {
       const field = (error.errors[0] && error.errors[0].field) || "";
       if (field.includes("email")) this.fieldError("auth-email", "This is not a valid email address.");
@@ -568,6 +573,7 @@ $("#load-more").addEventListener("click", () => history.loadMore());
 auth.init();
 uploads.init();
 notifications.init();
+initAccounts(session);
 
 if (session.loggedIn) {
   showApp();
