@@ -50,6 +50,7 @@ async def authenticate(state: GatewayState, credential: str) -> Claims:
     return Claims(
         user_id=owner.user_id,
         email=owner.email,
+        email_verified=account is not None and account.email_verified,
         expires_at=time.time() + KEY_SOCKET_SECONDS,
         scopes=frozenset(str(s) for s in owner.scopes),
     )

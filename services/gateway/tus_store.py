@@ -26,6 +26,7 @@ class Upload(BaseModel):
     id: str = Field(alias="_id")
     user_id: str
     user_email: str
+    user_email_verified: bool = False
     length: int
     # The client's Upload-Metadata header as sent, echoed back on HEAD.
     metadata: str | None = None
