@@ -14,18 +14,12 @@ from fastapi.staticfiles import StaticFiles
 
 from services.gateway import (
     routes,
-<<<<<<< HEAD
-=======
     routes_admin,
->>>>>>> 4121298 (Accounts the operator controls, and addresses that are proven (issue 21 points 4 and 5))
     routes_auth,
     routes_index,
     routes_keys,
     routes_live,
-<<<<<<< HEAD
     routes_webhooks,
-=======
->>>>>>> 4121298 (Accounts the operator controls, and addresses that are proven (issue 21 points 4 and 5))
     tus_routes,
 )
 from services.gateway.balancer import Balancer
