@@ -151,6 +151,9 @@ class ApiKeyStore:
         if result.deleted_count != 1:
             raise NotFound("no such API key")
 
+    async def exists(self, key_id: str) -> bool:
+        return await self._keys.count_documents({"_id": key_id}, limit=1) == 1
+
     async def use(self, key: str) -> ApiKeyOwner | None:
         """The key's owner, stamping `last_used_at`; None for no such key."""
         doc = await self._keys.find_one_and_update(

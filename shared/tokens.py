@@ -46,6 +46,8 @@ class Claims(BaseModel):
     expires_at: float = 0.0
     # What an API key may do; None for a login's access token, which may do everything.
     scopes: frozenset[str] | None = None
+    # The API key these claims come from, if they do.
+    key_id: str | None = None
 
 
 # Verified tokens remembered per process: an EdDSA check costs more than the rest of a status

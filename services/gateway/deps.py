@@ -10,6 +10,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 
 from services.gateway.state import GatewayState
+from shared.accounts import Account
 from shared.apikeys import KEY_SOCKET_SECONDS, InsufficientScope, Scope, looks_like_key
 from shared.errors import ErrorCode, Unauthorized, Unavailable
 from shared.tokens import Claims
@@ -39,21 +40,42 @@ async def authenticate(state: GatewayState, credential: str) -> Claims:
     owner = await state.api_keys.verify(credential)
     if owner is None:
         raise Unauthorized("invalid or revoked API key", code=ErrorCode.INVALID_TOKEN)
-    try:
-        account = await state.accounts.get(owner.user_id)
-    except Unavailable:
-        # As for limits: auth being out does not stop keys that the key store still knows.
-        log.warning("account of key %s unknown (auth unavailable)", owner.key_id)
-        account = None
-    if account is not None and account.disabled:
-        raise Unauthorized("this account is disabled", code=ErrorCode.INVALID_TOKEN)
+    account = await _refuse_disabled(state, owner.user_id)
     return Claims(
         user_id=owner.user_id,
         email=owner.email,
         email_verified=account is not None and account.email_verified,
         expires_at=time.time() + KEY_SOCKET_SECONDS,
         scopes=frozenset(str(s) for s in owner.scopes),
+        key_id=owner.key_id,
     )
+
+
+async def key_still_valid(state: GatewayState, claims: Claims) -> bool:
+    """Whether the key behind claims still exists and its account is not disabled (for a long
+    WebSocket, which a request's check does not reach)."""
+    if claims.key_id is None:
+        return True
+    if not await state.key_store.exists(claims.key_id):
+        return False
+    try:
+        await _refuse_disabled(state, claims.user_id)
+    except Unauthorized:
+        return False
+    return True
+
+
+async def _refuse_disabled(state: GatewayState, user_id: str) -> Account | None:
+    """The key owner's account as auth knows it (None: unknown), unless it is disabled."""
+    try:
+        account = await state.accounts.get(user_id)
+    except Unavailable:
+        # As for limits: auth being out does not stop keys that the key store still knows.
+        log.warning("account %s unknown (auth unavailable); its key is let through", user_id)
+        return None
+    if account is not None and account.disabled:
+        raise Unauthorized("this account is disabled", code=ErrorCode.INVALID_TOKEN)
+    return account
 
 
 def require_scopes(claims: Claims, required: list[str]) -> None:

@@ -10,11 +10,17 @@ import time
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect, status
 from pydantic import BaseModel
 
-from services.gateway.deps import JobsReader, State, authenticate, require_scopes
+from services.gateway.deps import (
+    JobsReader,
+    State,
+    authenticate,
+    key_still_valid,
+    require_scopes,
+)
 from services.gateway.live import Subscriber
 from services.gateway.state import GatewayState
 from services.gateway.tickets import TICKET_SECONDS
-from shared.apikeys import Scope
+from shared.apikeys import KEY_CACHE_SECONDS, Scope
 from shared.errors import AppError, Unavailable
 from shared.http import error_responses
 from shared.mongo import DATABASE_OUTAGES
@@ -91,6 +97,7 @@ async def live_events(websocket: WebSocket) -> None:
         # The token was checked once, at connect: the stream ends when the token does, as a
         # request with it would be refused from then on.
         deadline = asyncio.timeout(max(0.0, user.expires_at - time.time()))
+        watcher = asyncio.create_task(_end_when_key_revoked(state, user, deadline))
         try:
             async with deadline:
                 await _receive_until_closed(websocket)
@@ -98,6 +105,7 @@ async def live_events(websocket: WebSocket) -> None:
             if not deadline.expired():
                 raise
         finally:
+            watcher.cancel()
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
                 await sender
@@ -107,6 +115,24 @@ async def live_events(websocket: WebSocket) -> None:
         pass
     finally:
         state.live.unsubscribe(user.user_id, subscriber)
+
+
+async def _end_when_key_revoked(
+    state: GatewayState, user: Claims, deadline: asyncio.Timeout
+) -> None:
+    """A socket opened with an API key ends (1008) within seconds of the key's revocation, as
+    requests with it are refused."""
+    if user.key_id is None:
+        return
+    while True:
+        await asyncio.sleep(KEY_CACHE_SECONDS)
+        try:
+            valid = await key_still_valid(state, user)
+        except (Unavailable, *DATABASE_OUTAGES):
+            continue
+        if not valid:
+            deadline.reschedule(asyncio.get_running_loop().time())
+            return
 
 
 async def _send_events(websocket: WebSocket, subscriber: Subscriber) -> None:

@@ -111,7 +111,11 @@ async def test_a_revoked_key_is_refused_within_seconds_by_another_gateway(
     if "gateway2" not in stack.procs:
         await asyncio.to_thread(stack.start, "gateway2", "gateway")
     key = await new_key(client, user, ["jobs:read"])
-    async with httpx.AsyncClient(base_url=stack.url("gateway2"), timeout=30) as second:
+    async with (
+        httpx.AsyncClient(base_url=stack.url("gateway2"), timeout=30) as second,
+        connect(ws_url(stack.url("gateway2")), additional_headers=bearer(key)) as socket,
+    ):
+        assert json.loads(await asyncio.wait_for(socket.recv(), 30))["type"] == "snapshot"
         # The second gateway now remembers the key as good.
         assert (await second.get("/v1/jobs", headers=bearer(key))).status_code == 200
         revoked = await client.delete(f"/v1/api-keys/{key['id']}", headers=auth(user))
@@ -121,6 +125,11 @@ async def test_a_revoked_key_is_refused_within_seconds_by_another_gateway(
             assert time.monotonic() - started < KEY_CACHE_SECONDS + 10, "revoked key still works"
             await asyncio.sleep(0.2)
         assert status == 401
+        # The socket it opened ends too, as soon as its next check.
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(socket.recv(), KEY_CACHE_SECONDS + 10)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1008
     listed = (await client.get("/v1/api-keys", headers=auth(user))).json()["items"]
     assert key["id"] not in [k["id"] for k in listed]
 
