@@ -23,6 +23,8 @@ class EventType(StrEnum):
     JOB_FAILED = "job.failed"
     JOB_CANCEL_REQUESTED = "job.cancel_requested"
     JOB_CANCELLED = "job.cancelled"
+    # A job whose source is a URL: a worker fetches it, then publishes job.submitted.
+    JOB_IMPORT_REQUESTED = "job.import_requested"
 
 
 def _new_id() -> str:
@@ -52,6 +54,15 @@ class JobSubmittedPayload(JobRef):
 
 class JobProgressPayload(JobRef):
     progress: int = Field(ge=0, le=100)
+    # "fetch" while a URL import downloads (progress of its bytes), else the conversion.
+    stage: Literal["fetch"] | None = None
+
+
+class JobImportRequestedPayload(JobRef):
+    user_email: str
+    filename: str
+    source_url: str
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class JobCompletedPayload(JobRef):
@@ -113,6 +124,11 @@ class JobCancelRequested(_Envelope):
     payload: JobRef
 
 
+class JobImportRequested(_Envelope):
+    type: Literal[EventType.JOB_IMPORT_REQUESTED] = EventType.JOB_IMPORT_REQUESTED
+    payload: JobImportRequestedPayload
+
+
 class JobCancelled(_Envelope):
     type: Literal[EventType.JOB_CANCELLED] = EventType.JOB_CANCELLED
     payload: JobRef
@@ -125,7 +141,8 @@ Event = Annotated[
     | JobCompleted
     | JobFailed
     | JobCancelRequested
-    | JobCancelled,
+    | JobCancelled
+    | JobImportRequested,
     Discriminator("type"),
 ]
 

@@ -161,6 +161,15 @@ class JobStore:
         )
         return result.modified_count == 1
 
+    async def set_imported_source(self, job_id: str, blob_id: str, size: int) -> bool:
+        """Record a URL import's stored bytes on its still-queued job; False when the job was
+        cancelled or deleted meanwhile (the caller then removes the bytes)."""
+        result = await self._jobs.update_one(
+            {"_id": job_id, "status": str(JobStatus.QUEUED), "source_blob_id": None},
+            {"$set": {"source_blob_id": blob_id, "source.size": size, "updated_at": utcnow()}},
+        )
+        return result.modified_count == 1
+
     async def set_source(self, job_id: str, source: SourceInfo) -> None:
         await self._jobs.update_one(
             {"_id": job_id}, {"$set": {"source": source.model_dump(), "updated_at": utcnow()}}

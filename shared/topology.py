@@ -49,6 +49,11 @@ class Topology:
         return f"{self.prefix}.notifications"
 
     @property
+    def imports_queue(self) -> str:
+        """Consumed by converters' importers: URLs to fetch into the blob store."""
+        return f"{self.prefix}.imports"
+
+    @property
     def webhooks_queue(self) -> str:
         """Consumed by notification: job events that become webhook deliveries."""
         return f"{self.prefix}.webhooks"
@@ -57,6 +62,7 @@ class Topology:
     def work_queues(self) -> dict[str, tuple[EventType, ...]]:
         return {
             self.jobs_queue: (EventType.JOB_SUBMITTED,),
+            self.imports_queue: (EventType.JOB_IMPORT_REQUESTED,),
             self.notifications_queue: (EventType.JOB_COMPLETED, EventType.JOB_FAILED),
             self.webhooks_queue: (
                 EventType.JOB_STARTED,

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.converter import libav_pool
+from services.converter.importer import ImportConsumer, Importer
 from services.converter.plan import Limits
 from services.converter.retention import Requeuer, RetentionPolicy, RetentionSweeper
 from services.converter.service import Converter
@@ -20,6 +21,7 @@ from shared.http import install_error_handlers, install_operations
 from shared.jobstore import JobStore
 from shared.messaging import EventPublisher, connect
 from shared.mongo import mongo_client
+from shared.outbound import Guard
 from shared.security import install_security
 from shared.settings import Settings
 from shared.topology import Topology
@@ -62,10 +64,23 @@ def create_app(settings: Settings) -> FastAPI:
                 requeuer=Requeuer(jobs, converter.publisher, settings.requeue_after_seconds),
             )
             await worker.start()
+            importer = await ImportConsumer.start(
+                amqp,
+                topology,
+                Importer(
+                    jobs,
+                    converter.blobs,
+                    converter.publisher,
+                    Guard.from_settings(settings.outbound_allow_nets, timeout),
+                    max_bytes=settings.max_upload_bytes,
+                    deadline=settings.upload_deadline_seconds,
+                ),
+            )
             app.state.converter = converter
             app.state.jobs = jobs
             app.state.amqp = amqp
             yield
+            await importer.stop()
             await worker.stop(settings.converter_shutdown_grace)
         finally:
             await amqp.close()

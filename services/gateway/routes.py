@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from services.gateway import service
+from services.gateway import imports, service
 from services.gateway.deps import JobsReader, JobsWriter, State
 from services.gateway.downloads import blob_response
 from services.gateway.quota import Usage, usage_of
@@ -51,7 +51,15 @@ _UPLOAD_DOC: dict[str, Any] = {
                     "required": ["file"],
                     "properties": {"file": {"type": "string", "format": "binary"}},
                 }
-            }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["source_url"],
+                    "properties": {"source_url": {"type": "string", "format": "uri"}},
+                    "additionalProperties": True,
+                }
+            },
         },
     }
 }
@@ -64,7 +72,14 @@ _UPLOAD_DOC: dict[str, Any] = {
     responses=error_responses(401, 403, 408, 413, 415, 429),
 )
 async def create_job(request: Request, user: JobsWriter, state: State) -> JSONResponse:
+    """Upload a video (multipart `file`), or import one from a URL (JSON `source_url`)."""
     correlation_id = current_correlation_id.get() or new_correlation_id()
+    if request.headers.get("content-type", "").split(";")[0].strip() == "application/json":
+        body = await imports.read_import_body(request)
+        job = await imports.submit_import(state, user, body, correlation_id)
+        return JSONResponse(
+            job.public_view(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"}
+        )
     upload = MultipartUpload(
         request, state.settings.max_upload_bytes, check_fields=ConversionOptions.from_form
     )
