@@ -81,6 +81,8 @@ class Endpoint(_Document):
     id: str = Field(alias="_id")
     user_id: str
     user_email: str
+    # The owner is mailed (when the endpoint is disabled) only at a proven address.
+    user_email_verified: bool = False
     url: str
     events: list[EventType]
     secret: str
@@ -154,12 +156,19 @@ class WebhookStore:
         )
 
     async def create_endpoint(
-        self, user_id: str, user_email: str, url: str, events: list[EventType], now: datetime
+        self,
+        user_id: str,
+        user_email: str,
+        user_email_verified: bool,
+        url: str,
+        events: list[EventType],
+        now: datetime,
     ) -> Endpoint:
         endpoint = Endpoint(
             id=f"wh_{uuid.uuid4().hex}",
             user_id=user_id,
             user_email=user_email,
+            user_email_verified=user_email_verified,
             url=url,
             events=events,
             secret=new_secret(),

@@ -67,7 +67,7 @@ class Importer:
         try:
             size = await self.blobs.write(blob_id, self._fetch(event))
         except AppError as exc:
-            await self._fail(event, exc)
+            await self._fail(event, exc, job.user_email_verified)
             return
         if not await self.jobs.set_imported_source(job.id, blob_id, size):
             await self.blobs.delete(blob_id)
@@ -127,7 +127,7 @@ class Importer:
         except AppError:  # live-only: a lost progress event costs nothing
             log.debug("fetch progress of %s not sent", ref.job_id)
 
-    async def _fail(self, event: JobImportRequested, exc: AppError) -> None:
+    async def _fail(self, event: JobImportRequested, exc: AppError, verified: bool) -> None:
         payload = event.payload
         log.info("import of job %s failed: %s %s", payload.job_id, exc.code, exc.detail)
         failed = JobFailed(
@@ -136,6 +136,7 @@ class Importer:
                 job_id=payload.job_id,
                 user_id=payload.user_id,
                 user_email=payload.user_email,
+                user_email_verified=verified,
                 filename=payload.filename,
                 code=exc.code,
                 detail=exc.detail,

@@ -84,6 +84,7 @@ async def submit_import(
             id=uuid.uuid4().hex,
             user_id=user.user_id,
             user_email=user.email,
+            user_email_verified=user.email_verified,
             filename=filename_from_url(url),
             options=options,
             source=SourceInfo(size=0),

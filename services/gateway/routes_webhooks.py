@@ -91,7 +91,7 @@ async def create_webhook(
         body.url, parse_allow_nets(settings.outbound_allow_nets), timeout=settings.network_timeout
     )
     endpoint = await hooks.create_endpoint(
-        user.user_id, user.email, body.url, body.events, utcnow()
+        user.user_id, user.email, user.email_verified, body.url, body.events, utcnow()
     )
     return WebhookCreated(**endpoint.public_view(), secret=endpoint.secret)
 

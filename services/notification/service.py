@@ -104,15 +104,16 @@ class NotificationService:
         return await self._store.list_for_user(user_id)
 
     async def notify_webhook_disabled(
-        self, endpoint_id: str, user_id: str, user_email: str, url: str, reason: str
+        self, endpoint_id: str, user_id: str, user_email: str | None, url: str, reason: str
     ) -> None:
-        """Tell an owner in the app and by mail that their webhook was disabled."""
+        """Tell an owner in the app, and by mail at a proven address, that their webhook was
+        disabled."""
         now = self._clock()
         content = templates.webhook_disabled_in_app(url, reason)
         note = Notification(
             id=f"{endpoint_id}:{NoticeType.WEBHOOK_DISABLED}:{int(now.timestamp())}",
             user_id=user_id,
-            user_email=user_email,
+            user_email=user_email or "",
             job_id=None,
             type=NoticeType.WEBHOOK_DISABLED,
             title=content.title,
@@ -123,6 +124,9 @@ class NotificationService:
         owner = uuid.uuid4().hex
         stored, claimed = await self._store.add(note, owner, now, self._claim_for)
         if not claimed:
+            return
+        if user_email is None:
+            await self._store.finish_mail(stored.id, owner, MailStatus.UNVERIFIED, now, None)
             return
         message = compose(
             templates.webhook_disabled_mail(url, reason),

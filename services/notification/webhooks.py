@@ -218,7 +218,11 @@ class Dispatcher:
         ):
             log.warning("webhook %s disabled, failing since %s", endpoint.id, current.failing_since)
             await self.notices.notify_webhook_disabled(
-                endpoint.id, endpoint.user_id, endpoint.user_email, endpoint.url, error
+                endpoint.id,
+                endpoint.user_id,
+                endpoint.user_email if endpoint.user_email_verified else None,
+                endpoint.url,
+                error,
             )
 
 
