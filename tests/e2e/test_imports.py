@@ -15,9 +15,11 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
+from websockets.asyncio.client import connect
 
 from tests.conftest import StackFactory
 from tests.e2e.conftest import register_and_login
+from tests.e2e.test_live import events_until_final, receive, ws_url
 from tests.e2e.test_pipeline import auth, wait_final
 from tests.support.asgi import serving
 from tests.support.media import MediaFactory
@@ -74,13 +76,22 @@ async def test_url_imports(
             smtp.url,
             OUTBOUND_ALLOW_NETS="127.0.0.1/32",
             MAX_UPLOAD_BYTES=str(LIMIT),
+            USER_JOBS_PER_DAY="8",
             NETWORK_TIMEOUT="15",
         ) as stack,
         httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as client,
     ):
         user = await register_and_login(client)
-        ok = await post_import(client, user, {"source_url": f"{base}/media/holiday.flac"})
-        assert ok.status_code == 202, ok.text
+        async with connect(ws_url(stack.gateway_url, user["access_token"])) as ws:
+            assert (await receive(ws))["type"] == "snapshot"
+            ok = await post_import(client, user, {"source_url": f"{base}/media/holiday.flac"})
+            assert ok.status_code == 202, ok.text
+            events = await events_until_final(ws, ok.json()["id"])
+        # The fetch is shown live, before the conversion starts.
+        fetch = [e for e in events if e.get("stage") == "fetch"]
+        assert fetch, events
+        assert fetch[-1]["progress"] == 100
+        assert events.index(fetch[-1]) < [e["type"] for e in events].index("job.started")
         assert ok.headers["location"] == f"/v1/jobs/{ok.json()['id']}"
         assert ok.json()["filename"] == "holiday.flac"
         redirected = await post_import(
@@ -118,6 +129,13 @@ async def test_url_imports(
             assert job["error"]["code"] == code, (url, job["error"])
             assert detail in job["error"]["detail"], (url, job["error"])
             assert job["output"] is None
+
+        # Quotas apply as to uploads: USER_JOBS_PER_DAY=8, and 7 were started.
+        last = await post_import(client, user, {"source_url": f"{base}/media/holiday.flac"})
+        assert last.status_code == 202, last.text
+        over = await post_import(client, user, {"source_url": f"{base}/media/holiday.flac"})
+        assert over.status_code == 429, over.text
+        assert over.json()["code"] == "daily_limit"
 
         # Bad input, and who may ask.
         other = await register_and_login(client)
