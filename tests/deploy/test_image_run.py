@@ -35,7 +35,8 @@ from shared.ffmpeg_path import ffmpeg_executable
 from tests.deploy.conftest import DEPLOY, ROOT
 from tests.deploy.test_compose_stack import COMPOSE, ENV_EXAMPLE, interpolate, read_env_file
 from tests.e2e.conftest import register_and_login
-from tests.e2e.test_pipeline import auth, mail_to, upload, wait_final
+from tests.e2e.test_accounts import job_mail_to, prove_address
+from tests.e2e.test_pipeline import auth, upload, wait_final
 from tests.support.amqp import delete_topology
 from tests.support.mariadb import create_database, drop_database
 from tests.support.media import decode
@@ -329,6 +330,8 @@ async def test_a_whole_job_through_the_containers(
         "PUBLIC_URL": urls["gateway"],
         "AUTH_URLS": urls["auth"],
         "NOTIFICATION_URLS": urls["notification"],
+        # compose ships invite-only sign-ups; this test signs up as anyone may under `open`.
+        "REGISTRATION": "open",
     }
     try:
         for service in SERVICES:
@@ -353,7 +356,8 @@ async def test_a_whole_job_through_the_containers(
             assert write.returncode != 0, "the root filesystem is writable"
 
         async with httpx.AsyncClient(base_url=urls["gateway"], timeout=30) as client:
-            user = await register_and_login(client)
+            # Job mails go only to proven addresses: follow the verification mail first.
+            user = await prove_address(client, smtp, await register_and_login(client))
             response = await upload(client, user, shared_media / "bigbuckbunny.mp4")
             assert response.status_code == 202, response.text
             job = await wait_final(client, user, response.json()["id"], timeout=180)
@@ -365,7 +369,7 @@ async def test_a_whole_job_through_the_containers(
             assert (decoded.codec, decoded.channels) == ("mp3", 2)
             assert abs(decoded.duration - 5.3) < 0.2
 
-            message = await mail_to(smtp, user["email"], timeout=60)
+            message = await job_mail_to(smtp, user["email"], timeout=60)
             by_link = await client.get(download_link(message))
             assert by_link.status_code == 200
             assert by_link.content == mp3.content

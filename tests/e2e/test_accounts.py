@@ -6,6 +6,7 @@ import asyncio
 import re
 import time
 import uuid
+from email.message import EmailMessage
 
 import httpx
 
@@ -41,6 +42,27 @@ async def verify_from_mail(client: httpx.AsyncClient, smtp: SmtpCatcher, email: 
                 return
         await asyncio.sleep(0.1)
     raise AssertionError(f"no verification mail to {email}")
+
+
+async def prove_address(
+    client: httpx.AsyncClient, smtp: SmtpCatcher, user: dict[str, str]
+) -> dict[str, str]:
+    """Follow the verification mail, then refresh: the new access token says it is proven."""
+    await verify_from_mail(client, smtp, user["email"])
+    tokens = await client.post("/v1/auth/refresh", json={"refresh_token": user["refresh_token"]})
+    assert tokens.status_code == 200, tokens.text
+    fresh = tokens.json()
+    return {**user, **fresh, "authorization": f"Bearer {fresh['access_token']}"}
+
+
+async def job_mail_to(smtp: SmtpCatcher, email: str, timeout: float = 60) -> EmailMessage:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for message in smtp.messages:
+            if email in str(message["To"]) and "/v1/downloads/" in text_body(message):
+                return message
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no job mail to {email}")
 
 
 def job_mails_to(smtp: SmtpCatcher, email: str) -> int:
