@@ -96,8 +96,13 @@ async def test_scopes_are_enforced(
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 1008
 
+    hooks = await client.get("/v1/webhooks", headers=writer)
+    assert hooks.status_code == 403
+    assert hooks.json()["code"] == "insufficient_scope"
+
     # A key cannot manage keys, whatever its scopes: it would mint itself wider ones.
     everything = bearer(await new_key(client, user, ["jobs:read", "jobs:write", "webhooks:write"]))
+    assert (await client.get("/v1/webhooks", headers=everything)).status_code == 200
     escalation = await client.post(
         "/v1/api-keys", headers=everything, json={"name": "x", "scopes": ["jobs:read"]}
     )
