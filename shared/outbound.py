@@ -109,7 +109,8 @@ class Target:
 def _parse(url: str | httpx.URL) -> httpx.URL:
     try:
         parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError) as exc:
+        parsed.host  # noqa: B018 - decoding the name is what may fail
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:  # IDNA errors are ValueErrors
         raise UrlForbidden(f"not a valid URL: {exc}") from None
     if parsed.scheme not in ("http", "https"):
         raise UrlForbidden("only http and https URLs are allowed")
@@ -128,8 +129,12 @@ async def resolve(url: str | httpx.URL, allow: Sequence[IPNetwork], *, timeout: 
     try:
         async with asyncio.timeout(timeout):
             infos = await loop.getaddrinfo(parsed.host, port, type=socket.SOCK_STREAM)
+    except UnicodeError:
+        raise UrlForbidden("the URL's host is not a valid name") from None
     except (OSError, TimeoutError) as exc:
         raise FetchFailed(f"cannot resolve {parsed.host}: {exc or 'timed out'}") from None
+    except ValueError:  # e.g. a NUL in the name
+        raise UrlForbidden("the URL's host is not a valid name") from None
     addresses: list[IPAddress] = []
     for info in infos:
         ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])

@@ -168,7 +168,15 @@ async def test_redirects_follow_at_most_the_limit(port: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["ftp://127.0.0.1/x", "file:///etc/passwd", "http://user:pw@127.0.0.1/", "http:///x"]
+    "url",
+    [
+        "ftp://127.0.0.1/x",
+        "file:///etc/passwd",
+        "http://user:pw@127.0.0.1/",
+        "http:///x",
+        "http://xn--zz/",  # an invalid IDNA label
+        f"http://{'a' * 70}.example/",  # a label too long to encode: refused before any lookup
+    ],
 )
 async def test_other_schemes_and_credentials_are_refused(url: str) -> None:
     with pytest.raises(UrlForbidden):
