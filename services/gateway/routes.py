@@ -14,7 +14,7 @@ from services.gateway.downloads import blob_response
 from services.gateway.quota import Usage, usage_of
 from services.gateway.routes_admin import require_active_owner
 from services.gateway.schemas import JobPage
-from services.gateway.uploads import MultipartUpload
+from services.gateway.uploads import MultipartUpload, UrlInsteadOfFile
 from shared.errors import Conflict, ErrorCode, Gone, NotFound
 from shared.http import error_responses
 from shared.jobs import Job, JobStatus, utcnow
@@ -83,7 +83,10 @@ async def create_job(request: Request, user: JobsWriter, state: State) -> JSONRe
     upload = MultipartUpload(
         request, state.settings.max_upload_bytes, check_fields=ConversionOptions.from_form
     )
-    job = await service.submit_job(state, user, upload, correlation_id)
+    try:
+        job = await service.submit_job(state, user, upload, correlation_id)
+    except UrlInsteadOfFile as form:
+        job = await imports.submit_import(state, user, dict(form.fields), correlation_id)
     return JSONResponse(
         job.public_view(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"}
     )

@@ -32,6 +32,14 @@ class _Part:
     data: bytearray = field(default_factory=bytearray)
 
 
+class UrlInsteadOfFile(Unprocessable):
+    """The form named a `source_url` to import instead of sending a `file`."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__("the form has a `source_url` and no `file`")
+        self.fields = fields
+
+
 class MultipartUpload:
     """Reads a `multipart/form-data` request with one file field named `file`.
 
@@ -171,6 +179,8 @@ class MultipartUpload:
                 head.clear()
             yield data
         if not file_seen:
+            if "source_url" in self.fields and ended:
+                raise UrlInsteadOfFile(self.fields)
             raise Unprocessable("the form has no `file` field")
         if not ended:
             # python-multipart's finalize() checks nothing: a body cut off inside the file (a

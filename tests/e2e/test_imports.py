@@ -76,7 +76,7 @@ async def test_url_imports(
             smtp.url,
             OUTBOUND_ALLOW_NETS="127.0.0.1/32",
             MAX_UPLOAD_BYTES=str(LIMIT),
-            USER_JOBS_PER_DAY="8",
+            USER_JOBS_PER_DAY="9",
             NETWORK_TIMEOUT="15",
         ) as stack,
         httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as client,
@@ -109,6 +109,18 @@ async def test_url_imports(
         done = await wait_final(client, user, redirected.json()["id"], timeout=120)
         assert done["status"] == "completed", done
         assert done["options"]["format"] == "opus"
+        # The form field `source_url` in place of `file` does the same.
+        form = await client.post(
+            "/v1/jobs",
+            headers=auth(user),
+            files={"source_url": (None, f"{base}/media/holiday.flac"), "format": (None, "wav")},
+        )
+        assert form.status_code == 202, form.text
+        done = await wait_final(client, user, form.json()["id"], timeout=120)
+        assert done["status"] == "completed", done
+        assert done["options"]["format"] == "wav"
+        neither = await client.post("/v1/jobs", headers=auth(user), files={"format": (None, "wav")})
+        assert neither.status_code == 422
 
         failures = {
             f"{base}/missing.mp4": ("url_fetch_failed", "404"),
@@ -130,7 +142,7 @@ async def test_url_imports(
             assert detail in job["error"]["detail"], (url, job["error"])
             assert job["output"] is None
 
-        # Quotas apply as to uploads: USER_JOBS_PER_DAY=8, and 7 were started.
+        # Quotas apply as to uploads: USER_JOBS_PER_DAY=9, and 8 were started.
         last = await post_import(client, user, {"source_url": f"{base}/media/holiday.flac"})
         assert last.status_code == 202, last.text
         over = await post_import(client, user, {"source_url": f"{base}/media/holiday.flac"})
