@@ -100,3 +100,39 @@ async def test_storage_and_daily_limits(
             # Another account has its own allowance.
             other = await register_and_login(client)
             assert (await upload(client, other, clip)).status_code == 202
+
+
+async def test_an_admins_limit_for_one_account_wins_over_the_setting(
+    private_stack: StackFactory, media: MediaFactory
+) -> None:
+    clip = media.tone(2, 0.5, "quota-override.flac")
+    async with (
+        SmtpCatcher() as smtp,
+        private_stack(smtp.url, USER_MAX_ACTIVE_JOBS="5", NETWORK_TIMEOUT="15") as stack,
+    ):
+        stack.stop("converter")
+        async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=60) as client:
+            admin = await register_and_login(client)  # the first account is an admin
+            user = await register_and_login(client)
+            user_id = (await client.get("/v1/auth/me", headers=auth(user))).json()["id"]
+
+            async def set_limit(value: int | None) -> None:
+                answer = await client.patch(
+                    f"/v1/admin/users/{user_id}",
+                    headers=auth(admin),
+                    json={"limits": {"max_active_jobs": value}},
+                )
+                assert answer.status_code == 200, answer.text
+
+            await set_limit(1)
+            assert (await upload(client, user, clip)).status_code == 202
+            refused = await upload(client, user, clip)
+            assert (refused.status_code, refused.json()["code"]) == (429, "too_many_active_jobs")
+            usage = (await client.get("/v1/usage", headers=auth(user))).json()
+            assert usage["active_jobs_limit"] == 1, usage
+            # Others keep the installation's limit; null gives the account the default back.
+            assert (await upload(client, admin, clip)).status_code == 202
+            await set_limit(None)
+            assert (await upload(client, user, clip)).status_code == 202
+            usage = (await client.get("/v1/usage", headers=auth(user))).json()
+            assert (usage["active_jobs"], usage["active_jobs_limit"]) == (2, 5), usage
