@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
+import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -159,6 +160,8 @@ class Guard:
 
     allow: tuple[IPNetwork, ...] = ()
     connect_timeout: float = 10.0
+    # The CAs that certify https targets: the system's by default (tests pass their own).
+    verify: ssl.SSLContext | bool = True
 
     @classmethod
     def from_settings(cls, allow_nets: str, connect_timeout: float) -> Guard:
@@ -203,7 +206,11 @@ class Guard:
         async with (
             asyncio.timeout(total_timeout),
             httpx.AsyncClient(
-                timeout=timeout, trust_env=False, follow_redirects=False, cookies=_no_cookies()
+                timeout=timeout,
+                trust_env=False,
+                follow_redirects=False,
+                cookies=_no_cookies(),
+                verify=self.verify,
             ) as client,
         ):
             current: str | httpx.URL = url

@@ -6,11 +6,18 @@ connection, and the end-to-end refusals aim at loopback, so a broken guard stays
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
@@ -192,3 +199,58 @@ async def test_the_whole_transfer_has_a_deadline(port: int) -> None:
 async def test_a_closed_port_is_a_fetch_failure() -> None:
     with pytest.raises(FetchFailed):
         await _get(Guard(LOOPBACK, connect_timeout=5), f"http://127.0.0.1:{free_port()}/")
+
+
+def _certificate_for(name: str, directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for `name` (no IP address in it) and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_https_checks_the_certificate_against_the_name_not_the_address(
+    tmp_path: Path,
+) -> None:
+    # The request goes to 127.0.0.1, the certificate names only `localhost`: it verifies only
+    # because the name travels as SNI and is what the certificate is checked against.
+    cert, key = _certificate_for("localhost", tmp_path)
+    number = free_port()
+    config = uvicorn.Config(
+        _app,
+        host="127.0.0.1",
+        port=number,
+        log_level="warning",
+        ssl_certfile=str(cert),
+        ssl_keyfile=str(key),
+    )
+    trusted = ssl.create_default_context(cafile=str(cert))
+    async with serving(config):
+        guard = Guard(LOOPBACK, connect_timeout=5, verify=trusted)
+        assert await _get(guard, f"https://localhost:{number}/echo") == (
+            f"200 host=localhost:{number}"
+        )
+        # By its address the same server does not verify: the check is real.
+        with pytest.raises(FetchFailed):
+            await _get(guard, f"https://127.0.0.1:{number}/echo")
