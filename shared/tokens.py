@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from jwt.algorithms import OKPAlgorithm
 from pydantic import BaseModel, ValidationError
 
+from shared.aio import keep
 from shared.errors import ErrorCode, Unauthorized, Unavailable
 
 log = logging.getLogger(__name__)
@@ -211,7 +212,7 @@ class JwksCache:
             return
         if self._aging is None or self._aging.done():
             self._aging = asyncio.create_task(self._refresh(first_load=False))
-            self._aging.add_done_callback(_log_refresh_failure)
+            keep(self._aging, "refreshing the JWKS")
 
     async def _refresh(self, *, first_load: bool) -> TokenVerifier:
         async with self._lock:
@@ -243,11 +244,6 @@ class JwksCache:
         return (
             self._fetched_at is None or self._clock() - self._fetched_at >= self._refetch_interval
         )
-
-
-def _log_refresh_failure(task: asyncio.Task[TokenVerifier]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("refreshing the JWKS failed: %r", task.exception())
 
 
 def bearer_token(authorization_header: str | None) -> str | None:

@@ -18,6 +18,7 @@ from services.notification import templates
 from services.notification.mailer import MailDeliveryError, MailRejected, MailSender, compose
 from services.notification.schemas import MailStatus, Notification, notification_id
 from services.notification.store import Claim, NotificationStore
+from shared.aio import shielded
 from shared.events import Event, JobCompleted, JobFailed
 from shared.links import download_url, sign_download_token
 from shared.metrics import EMAILS
@@ -76,7 +77,6 @@ class NotificationService:
         self._mail_from = mail_from
         self._clock = clock
         self._claim_for = timedelta(seconds=mailer.max_duration) + CLAIM_MARGIN
-        self._sending: set[asyncio.Task[None]] = set()
 
     async def handle(self, event: Event) -> None:
         """Notify the job's owner of its outcome; raises RetryLater if the mail must wait."""
@@ -197,15 +197,7 @@ class NotificationService:
         # A delivery cancelled mid-send (the broker closing our connection cancels its handlers)
         # left a mail the server had accepted unrecorded: the redelivery sent it again once the
         # claim ran out. The send and its record now finish whatever happens to the delivery.
-        sending = asyncio.ensure_future(self._send_and_record(note, message, owner))
-        self._sending.add(sending)
-        sending.add_done_callback(self._sent)
-        await asyncio.shield(sending)
-
-    def _sent(self, sending: asyncio.Task[None]) -> None:
-        self._sending.discard(sending)
-        if not sending.cancelled() and sending.exception() is not None:
-            log.debug("mail task ended: %s", sending.exception())  # raised to its awaiter too
+        await shielded(self._send_and_record(note, message, owner), f"the mail of {note.id}")
 
     async def _send_and_record(self, note: Notification, message: EmailMessage, owner: str) -> None:
         try:

@@ -1,44 +1,16 @@
-"""Blocking file calls off the event loop, and steps that must not stop halfway when cancelled."""
+"""Blocking file calls off the event loop."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from shared.aio import shielded
+
 T = TypeVar("T")
-
-log = logging.getLogger(__name__)
-
-# Tasks left running after their awaiting caller was cancelled twice; kept referenced so the
-# garbage collector cannot drop them before they finish.
-_unattended: set[asyncio.Future[Any]] = set()
-
-
-async def run_to_completion(aw: Awaitable[T]) -> T:
-    """Await `aw` so that cancelling the caller cannot interrupt it halfway.
-
-    For commits and clean-ups: a cancellation arriving meanwhile is raised only after `aw` has
-    finished, so the caller never leaves a half-done state behind.
-    """
-    task = asyncio.ensure_future(aw)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        if not task.done():
-            _unattended.add(task)
-            task.add_done_callback(_unattended.discard)
-            task.add_done_callback(_log_failure)
-            await asyncio.wait([task])
-        raise
-
-
-def _log_failure(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled() and (exc := task.exception()) is not None:
-        log.warning("blob store step failed after its caller was cancelled: %r", exc)
 
 
 async def off_loop(fn: Callable[[], T], *, undo: Callable[[T], None] | None = None) -> T:
@@ -48,21 +20,7 @@ async def off_loop(fn: Callable[[], T], *, undo: Callable[[T], None] | None = No
     `undo` then releases what it produced (closes a descriptor, removes a temp file).
     """
     fut = asyncio.get_running_loop().run_in_executor(None, fn)
-    try:
-        return await asyncio.shield(fut)
-    except asyncio.CancelledError:
-        if undo is not None:
-            fut.add_done_callback(lambda f: _undo_result(f, undo))
-        raise
-
-
-def _undo_result(fut: asyncio.Future[T], undo: Callable[[T], None]) -> None:
-    if fut.cancelled() or fut.exception() is not None:
-        return
-    try:
-        undo(fut.result())
-    except OSError as exc:
-        log.warning("could not undo an abandoned file operation: %r", exc)
+    return await shielded(fut, "an abandoned file operation", expected=(OSError,), undo=undo)
 
 
 class ThreadFile:
@@ -131,4 +89,4 @@ async def iter_file(path: Path, block: int) -> AsyncIterator[bytes]:
         async for data in pread_blocks(f, 0, size, block):
             yield data
     finally:
-        await run_to_completion(f.close())
+        await shielded(f.close(), "closing a file", wait=True)

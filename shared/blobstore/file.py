@@ -13,12 +13,12 @@ from collections.abc import AsyncIterable, AsyncIterator
 from datetime import datetime
 from pathlib import Path
 
+from shared.aio import keep, shielded
 from shared.blobstore._aio import (
     ThreadFile,
     off_loop,
     pread_blocks,
     pwrite_all,
-    run_to_completion,
 )
 from shared.blobstore.base import (
     MIB,
@@ -61,9 +61,9 @@ class FileBlobStore:
         try:
             size = await _copy_stream(temp.file, chunks, self.block_size)
             await temp.file.call(os.fsync)
-            await run_to_completion(temp.commit(final))
+            await shielded(temp.commit(final), "committing a blob", wait=True)
         except BaseException:
-            await run_to_completion(temp.discard())
+            await shielded(temp.discard(), "discarding an unfinished blob", wait=True)
             raise
         return size
 
@@ -73,9 +73,13 @@ class FileBlobStore:
             lambda: _stage_copy(path, final), undo=lambda done: _unlink_quietly(done[0])
         )
         try:
-            await run_to_completion(asyncio.to_thread(_commit, staged, final))
+            await shielded(
+                asyncio.to_thread(_commit, staged, final), "committing a blob", wait=True
+            )
         except BaseException:
-            await run_to_completion(asyncio.to_thread(_unlink_quietly, staged))
+            await shielded(
+                asyncio.to_thread(_unlink_quietly, staged), "discarding a staged blob", wait=True
+            )
             raise
         return size
 
@@ -95,7 +99,7 @@ class FileBlobStore:
             async for block in pread_blocks(f, lo, hi, self.block_size):
                 yield block
         finally:
-            await run_to_completion(f.close())
+            await shielded(f.close(), "closing a blob", wait=True)
 
     async def size(self, blob_id: str) -> int:
         path = self.path_of(blob_id)
@@ -124,7 +128,11 @@ class FileBlobStore:
         await asyncio.to_thread(_probe_writable, self.root)
 
     async def create_partial(self, blob_id: str) -> None:
-        await run_to_completion(asyncio.to_thread(_create_partial, self.path_of(blob_id)))
+        await shielded(
+            asyncio.to_thread(_create_partial, self.path_of(blob_id)),
+            "creating a partial blob",
+            wait=True,
+        )
 
     async def partial_length(self, blob_id: str) -> int:
         return (await self._find_partial(blob_id))[1]
@@ -135,7 +143,7 @@ class FileBlobStore:
         try:
             return b"".join([b async for b in pread_blocks(f, 0, min(n, length), self.block_size)])
         finally:
-            await run_to_completion(f.close())
+            await shielded(f.close(), "closing a blob", wait=True)
 
     async def append_partial(self, blob_id: str, offset: int, chunks: AsyncIterable[bytes]) -> int:
         path, length = await self._find_partial(blob_id)
@@ -149,14 +157,20 @@ class FileBlobStore:
             if added:
                 await f.call(os.fsync)
         finally:
-            await run_to_completion(f.close())
+            await shielded(f.close(), "closing a blob", wait=True)
         if added:
             renamed = path.with_name(_partial_name(blob_id, length + added))
-            await run_to_completion(asyncio.to_thread(_commit, path, renamed))
+            await shielded(
+                asyncio.to_thread(_commit, path, renamed), "committing a blob", wait=True
+            )
         return length + added
 
     async def commit_partial(self, blob_id: str) -> int:
-        return await run_to_completion(asyncio.to_thread(_commit_partial, self.path_of(blob_id)))
+        return await shielded(
+            asyncio.to_thread(_commit_partial, self.path_of(blob_id)),
+            "committing a partial blob",
+            wait=True,
+        )
 
     async def delete_partial(self, blob_id: str) -> None:
         found = await asyncio.to_thread(_find_partial, self.path_of(blob_id))
@@ -229,18 +243,13 @@ async def _copy_stream(
         for write in writes:
             # Only after a failure: the caller discards the file next (ThreadFile.close waits
             # for the threads), and a write's own error, if any, is not the one to raise.
-            write.add_done_callback(_retrieve)
+            keep(write, "a block write", expected=(OSError,))
     return size
 
 
 def _write_block(fd: int, data: bytes, offset: int) -> None:
     pwrite_all(fd, data, offset)
     start_writeback(fd, offset, len(data))
-
-
-def _retrieve(fut: asyncio.Future[None]) -> None:
-    if not fut.cancelled():
-        fut.exception()
 
 
 def _temp_prefix(final: Path) -> str:

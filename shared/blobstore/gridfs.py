@@ -30,7 +30,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
-from shared.blobstore._aio import iter_file, run_to_completion
+from shared.aio import keep, shielded
+from shared.blobstore._aio import iter_file
 from shared.blobstore.base import (
     MIB,
     BlobNotFound,
@@ -81,9 +82,11 @@ class GridFSBlobStore:
         upload = _Upload(self, ObjectId())
         try:
             length = await upload.stream(chunks)
-            await run_to_completion(self._commit(blob_id, upload.files_id, length))
+            await shielded(
+                self._commit(blob_id, upload.files_id, length), "committing a blob", wait=True
+            )
         except BaseException:
-            await run_to_completion(upload.abort())
+            await shielded(upload.abort(), "discarding an unfinished blob", wait=True)
             raise
         await self._drop_older_revisions(blob_id, upload.files_id)
         return length
@@ -162,7 +165,9 @@ class GridFSBlobStore:
             if doc["_id"] in partial:
                 continue
             if uploaded is None or _as_utc(uploaded) < older_than:
-                await run_to_completion(self._delete_revision(doc["_id"]))
+                await shielded(
+                    self._delete_revision(doc["_id"]), "deleting a blob revision", wait=True
+                )
                 removed += 1
         owners = set(await self.chunks.distinct("files_id"))
         if owners:
@@ -223,7 +228,7 @@ class GridFSBlobStore:
         except BaseException:
             # Chunks already inserted stay as strays past the length: the next append or the
             # commit moves the partial away from them.
-            await run_to_completion(upload.settle_quietly())
+            await shielded(upload.settle_quietly(), "settling a partial blob's writes", wait=True)
             raise
         if added:
             await self._advance(blob_id, files_id, length, length + added, tail)
@@ -245,7 +250,7 @@ class GridFSBlobStore:
                 await self.chunks.insert_one(
                     {"files_id": files_id, "n": length // self.chunk_size, "data": tail}
                 )
-            await run_to_completion(self._commit(blob_id, files_id, length))
+            await shielded(self._commit(blob_id, files_id, length), "committing a blob", wait=True)
         await self.partials.delete_one({"_id": blob_id})
         await self._drop_older_revisions(blob_id, files_id)
         return length
@@ -303,14 +308,14 @@ class GridFSBlobStore:
                     await upload._add(_checked_data(doc, n, length, self.chunk_size, state["_id"]))
             await upload.finish()
         except BaseException:
-            await run_to_completion(upload.abort())
+            await shielded(upload.abort(), "discarding an unfinished blob", wait=True)
             raise
         moved = await self.partials.update_one(
             {"_id": state["_id"], "files_id": str(files_id), "length": state["length"]},
             {"$set": {"files_id": str(fresh)}},
         )
         if moved.matched_count != 1:
-            await run_to_completion(upload.abort())
+            await shielded(upload.abort(), "discarding an unfinished blob", wait=True)
             raise PartialOffsetMismatch(state["_id"], await self.partial_length(state["_id"]))
         await self._delete_revision(files_id)
         return fresh
@@ -345,7 +350,9 @@ class GridFSBlobStore:
         try:
             for files_id in await self._revisions(blob_id):
                 if files_id != keep:
-                    await run_to_completion(self._delete_revision(files_id))
+                    await shielded(
+                        self._delete_revision(files_id), "deleting a blob revision", wait=True
+                    )
         except Exception as exc:
             log.warning("could not remove older revisions of blob %s: %r", blob_id, exc)
 
@@ -469,9 +476,9 @@ class _Upload:
 
 
 def _abandon(fut: asyncio.Future[Any]) -> None:
-    """Cancel a prefetch nobody will await, without an "exception never retrieved" warning."""
+    """Cancel a prefetch nobody will await; its failure, if it had one, is of no interest."""
     fut.cancel()
-    fut.add_done_callback(lambda f: None if f.cancelled() else f.exception())
+    keep(fut, "a prefetch", expected=(Exception,))
 
 
 def _checked_data(chunk: Mapping[str, Any], n: int, length: int, size: int, blob_id: str) -> bytes:
