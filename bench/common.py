@@ -398,7 +398,7 @@ def rss_kib(pid: int) -> dict[str, int]:
 
 def _is_libav_process(pid: int) -> bool:
     try:
-        return b"services.converter.libav_process" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"shared.media.child" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
 

@@ -31,9 +31,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from services.converter.libav_pool import default_pool, probe  # noqa: E402
 from services.converter.pipeline import convert  # noqa: E402
 from shared.ffmpeg_path import ffmpeg_executable  # noqa: E402
+from shared.media import MediaPool  # noqa: E402
 from shared.options import ConversionOptions  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fastpath.json"
@@ -52,27 +52,29 @@ def build_source(ffmpeg: str, target: Path, seconds: int) -> None:
 
 
 async def timed(
-    source: Path, workdir: Path, form: dict[str, str], ffmpeg: str
+    libav: MediaPool, source: Path, workdir: Path, form: dict[str, str], ffmpeg: str
 ) -> tuple[float, float, str]:
     """Wall seconds, CPU seconds (ours and FFmpeg's), and the path the conversion took."""
-    info = await probe(source)
+    info = await libav.probe(source)
     options = ConversionOptions.from_form(form)
-    cpu_before = _cpu()
+    cpu_before = _cpu(libav)
     started = time.perf_counter()
-    result = await convert(source, workdir, info, options, ffmpeg=ffmpeg, filename="bench.avi")
+    result = await convert(
+        source, workdir, info, options, libav=libav, ffmpeg=ffmpeg, filename="bench.avi"
+    )
     elapsed = time.perf_counter() - started
-    cpu = _cpu() - cpu_before
+    cpu = _cpu(libav) - cpu_before
     result.output.unlink()
     return elapsed, cpu, result.path
 
 
-def _cpu() -> float:
+def _cpu(libav: MediaPool) -> float:
     total = 0.0
     for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
         usage = resource.getrusage(who)
         total += usage.ru_utime + usage.ru_stime
     # Children still running are not in RUSAGE_CHILDREN: the pool's libav processes.
-    idle, busy = default_pool().pids()
+    idle, busy = libav.pids()
     ticks = os.sysconf("SC_CLK_TCK")
     for pid in idle + busy:
         with contextlib.suppress(OSError):
@@ -97,6 +99,7 @@ async def main() -> None:
     ffmpeg = ffmpeg_executable()
     seconds = int(args.minutes * 60)
 
+    libav = MediaPool()
     with tempfile.TemporaryDirectory(prefix="fastpath-") as tmp:
         workdir = Path(tmp)
         source = workdir / "source.avi"
@@ -106,11 +109,12 @@ async def main() -> None:
         cases: dict[str, dict[str, str]] = {"copy": {}, "encode": {"bitrate": "128"}}
         for _ in range(args.repeat):
             for name, form in cases.items():
-                elapsed, used, path = await timed(source, workdir, form, ffmpeg)
+                elapsed, used, path = await timed(libav, source, workdir, form, ffmpeg)
                 assert path == name, (name, path)
                 wall[name].append(elapsed)
                 cpu[name].append(used)
         size = source.stat().st_size
+    libav.close()
 
     ratio = min(wall["encode"]) / min(wall["copy"])
     cpu_ratio = min(cpu["encode"]) / max(min(cpu["copy"]), 1e-3)

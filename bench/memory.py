@@ -9,7 +9,7 @@ so that GET /v1/jobs/{id}/download streams 2 GiB through the gateway's real down
 The gateway's growth is its VmHWM (peak RSS) after both transfers minus its VmRSS before them
 (after a warm-up job); target < 64 MiB. Then a 2 h low-res video is converted: the converter's
 peak RSS (sampled VmRSS and its VmHWM) must stay < 200 MiB; FFmpeg's own peak and that of the
-libav process that read the upload (services/converter/libav_process.py) are reported apart.
+libav process that read the upload (shared/media/child.py) are reported apart.
 """
 
 from __future__ import annotations

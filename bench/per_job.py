@@ -47,7 +47,7 @@ PROCESSES = {
     "auth": "serve auth",
     "nx-27017": "nx-27017",
     "rabbitmq": "beam.smp",
-    "libav": "services.converter.libav_process",
+    "libav": "shared.media.child",
 }
 TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -27,27 +27,30 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import h264_aac, median, raw_ffmpeg_mp3, table, write_results
-from services.converter.ffmpeg import inspect_output
-from services.converter.libav_pool import probe
 from services.converter.pipeline import convert
 from services.converter.plan import build_output_command, plan_conversion
 from shared.blobstore import FileBlobStore
 from shared.ffmpeg_path import ffmpeg_executable
+from shared.media import MediaPool
 from shared.options import ConversionOptions
 
 STEPS = ("mkdtemp", "probe", "convert", "write_file", "total", "product_argv_alone", "raw_ffmpeg")
 
 
-async def one(source: Path, root: Path, store: FileBlobStore, n: int) -> dict[str, float]:
+async def one(
+    libav: MediaPool, source: Path, root: Path, store: FileBlobStore, n: int
+) -> dict[str, float]:
     ffmpeg = ffmpeg_executable()
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, dir=root))
     t1 = time.perf_counter()
-    info = await probe(source)
+    info = await libav.probe(source)
     t2 = time.perf_counter()
     options = ConversionOptions.parse({})
-    result = await convert(source, workdir, info, options, ffmpeg=ffmpeg, filename="bench.mp4")
+    result = await convert(
+        source, workdir, info, options, libav=libav, ffmpeg=ffmpeg, filename="bench.mp4"
+    )
     t3 = time.perf_counter()
     await store.write_file(f"out-{n}", result.output)
     t4 = time.perf_counter()
@@ -59,7 +62,7 @@ async def one(source: Path, root: Path, store: FileBlobStore, n: int) -> dict[st
     await asyncio.to_thread(subprocess.run, argv, check=True, capture_output=True)
     t["product_argv_alone"] = time.perf_counter() - s
     s = time.perf_counter()
-    await inspect_output(workdir / "again.mp3")
+    await libav.inspect(workdir / "again.mp3")
     t["inspect_output"] = time.perf_counter() - s
     t["raw_ffmpeg"] = await asyncio.to_thread(raw_ffmpeg_mp3, source, workdir / "raw.mp3")
     shutil.rmtree(workdir)
@@ -72,16 +75,18 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
     rows: list[dict[str, Any]] = []
+    libav = MediaPool()
     with tempfile.TemporaryDirectory(prefix="profile-") as tmp:
         root = Path(tmp)
         store = FileBlobStore(root / "blobs")
         for seconds in (int(s) for s in args.seconds.split(",")):
             source = h264_aac(seconds)
-            runs = [await one(source, root, store, n) for n in range(args.repeat)]
+            runs = [await one(libav, source, root, store, n) for n in range(args.repeat)]
             keys = list(runs[0])
             rows.append(
                 {"seconds": seconds, **{k: round(median([r[k] for r in runs]), 4) for k in keys}}
             )
+    libav.close()
     keys = [k for k in rows[0] if k != "seconds"]
     print("converter steps on the file backend (median seconds)")
     print(table(["video", *keys], [[f"{r['seconds']}s", *(r[k] for k in keys)] for r in rows]))

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from services.cli.embedded import nx_27017_command
+from shared.media import MediaPool
 from shared.settings import Settings
 from tests.support.amqp import delete_topology
 from tests.support.media import MediaFactory
@@ -137,3 +138,11 @@ def private_stack(mongo_url: str, amqp_url: str, tmp_path: Path) -> StackFactory
             await delete_topology(amqp_url, prefix)
 
     return make
+
+
+@pytest.fixture
+def libav() -> Iterator[MediaPool]:
+    """A pool of libav processes, as an app's lifespan opens one."""
+    pool = MediaPool()
+    yield pool
+    pool.close()

@@ -9,9 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.converter import libav_pool
 from services.converter.importer import ImportConsumer, Importer
-from services.converter.plan import Limits
 from services.converter.retention import Requeuer, RetentionPolicy, RetentionSweeper
 from services.converter.service import Converter
 from services.converter.worker import ConverterWorker
@@ -19,6 +17,8 @@ from shared.blobstore import open_blob_store
 from shared.ffmpeg_path import ffmpeg_executable
 from shared.http import install_error_handlers, install_operations
 from shared.jobstore import JobStore
+from shared.media import MediaPool
+from shared.media.fit import Limits
 from shared.messaging import EventPublisher, connect
 from shared.mongo import mongo_client
 from shared.outbound import Guard
@@ -35,6 +35,7 @@ def create_app(settings: Settings) -> FastAPI:
         timeout = settings.network_timeout
         mongo = mongo_client(settings.require_mongo_url(), timeout)
         amqp = await connect(settings.amqp_url, "converter", timeout)
+        libav = MediaPool()
         try:
             db = mongo[settings.mongo_db]
             jobs = JobStore(db)
@@ -44,6 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
                 blobs=open_blob_store(settings, db),
                 publisher=await EventPublisher.open(amqp, topology, timeout),
                 work_dir=(settings.var_dir / "tmp" / "converter").resolve(),
+                libav=libav,
                 ffmpeg=ffmpeg_executable(settings.ffmpeg_path),
                 timeout_base=settings.ffmpeg_timeout_base,
                 timeout_factor=settings.ffmpeg_timeout_factor,
@@ -52,7 +54,7 @@ def create_app(settings: Settings) -> FastAPI:
                 min_free_bytes=settings.min_free_bytes,
             )
             await asyncio.to_thread(converter.remove_stale_temp)
-            await asyncio.to_thread(libav_pool.warm, settings.converter_concurrency)
+            await asyncio.to_thread(libav.warm, settings.converter_concurrency)
             sweeper = RetentionSweeper(jobs, converter.blobs, converter.retention, converter.fail)
             worker = ConverterWorker(
                 amqp,
@@ -85,7 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await amqp.close()
             await mongo.close()
-            await asyncio.to_thread(libav_pool.close)
+            await asyncio.to_thread(libav.close)
 
     app = FastAPI(title="video2mp3 converter", lifespan=lifespan, openapi_url=None)
     install_error_handlers(app)

@@ -1,4 +1,4 @@
-"""Run one FFmpeg command (built by `plan.py`) and describe what it produced.
+"""Run one FFmpeg command (built by `plan.py`).
 
 `describe_failure` is pure; `run_ffmpeg` owns the subprocess: progress from stdout, a bounded
 stderr tail, and a kill of the whole process group on timeout or cancellation so no FFmpeg
@@ -14,19 +14,10 @@ import os
 import re
 import signal
 from collections.abc import AsyncIterable, Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
 
-import av
-import av.error
-
-from services.converter import libav_pool
 from services.converter.child import Child, PipeWriter, start_child
-from services.converter.libav_pool import LibavUnavailable, raise_for
-from services.converter.probe import INPUT_OPTIONS, METADATA_ERRORS, codec_name
 from services.converter.progress import ProgressParser
 from shared.errors import ErrorCode, MediaError
-from shared.jobs import OutputInfo
 
 ProgressCallback = Callable[[float], Awaitable[None]]
 
@@ -196,12 +187,6 @@ def _redact(stderr: str, cmd: list[str]) -> str:
     return stderr
 
 
-def _silent(output_format: str) -> OutputMedia:
-    return OutputMedia(
-        codec=output_format, duration=None, bitrate=None, channels=None, sample_rate=None
-    )
-
-
 def _file_arguments(cmd: list[str]) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     for position, argument in enumerate(cmd):
@@ -274,83 +259,3 @@ def _first_reason(stderr: str, *, skip_first: bool) -> str:
 def _is_dump(line: str) -> bool:
     """A line of FFmpeg's description of its input or output (at -loglevel info), not a reason."""
     return line.startswith((" ", "\t", "Input #", "Output #", "Stream mapping:", "Press [q]"))
-
-
-@dataclass(frozen=True)
-class OutputMedia:
-    codec: str
-    duration: float | None
-    bitrate: int | None
-    channels: int | None
-    sample_rate: int | None
-
-    def to_output_info(
-        self, size: int, filename: str, content_type: str = "audio/mpeg"
-    ) -> OutputInfo:
-        return OutputInfo(
-            size=size,
-            duration=self.duration,
-            bitrate=self.bitrate,
-            codec=self.codec,
-            channels=self.channels,
-            sample_rate=self.sample_rate,
-            filename=filename,
-            content_type=content_type,
-        )
-
-
-# The demuxer that reads each output format back. Named, not probed: a valid MP3 of a few
-# frames has too little in it for FFmpeg's guess (it took one for VVC video).
-_OUTPUT_DEMUXERS = {"mp3": "mp3", "m4a": "mov", "opus": "ogg", "flac": "flac", "wav": "wav"}
-
-
-async def inspect_output(path: Path, output_format: str = "mp3") -> OutputMedia:
-    """Describe a finished output in `output_format` (one of the formats we write).
-
-    For MP3 the Xing header makes the container's duration exact enough. An output with no
-    audio in it has no duration: the caller says which track held no sound. Read in a libav
-    process, like uploads: the output carries the user's cover picture.
-    """
-    request = {"op": "inspect", "path": path, "format": output_format}
-    try:
-        answer = await libav_pool.ask(request)
-        if "media" in answer:
-            return OutputMedia(**answer["media"])
-    except (LibavUnavailable, TypeError):
-        answer = {}
-    if answer.get("error") in ("missing", "media"):
-        raise_for(answer, path)
-    raise MediaError("the converter produced an unreadable file", code=ErrorCode.CONVERSION_FAILED)
-
-
-def inspect_output_sync(path: Path, output_format: str) -> OutputMedia:
-    """`inspect_output` in this process: for the libav process, which answers it."""
-    if path.stat().st_size == 0:
-        return _silent(output_format)
-    try:
-        with av.open(
-            f"file:{path.resolve()}",
-            format=_OUTPUT_DEMUXERS.get(output_format),
-            container_options=INPUT_OPTIONS,
-            metadata_errors=METADATA_ERRORS,
-        ) as container:
-            if not container.streams.audio:
-                return _silent(output_format)
-            stream = container.streams.audio[0]
-            duration: float | None = None
-            if container.duration is not None and container.duration > 0:
-                duration = container.duration / av.time_base
-            elif stream.duration and stream.time_base:
-                duration = float(stream.duration * stream.time_base)
-            bitrate = container.bit_rate or stream.bit_rate or None
-            return OutputMedia(
-                codec=codec_name(stream) or "mp3",
-                duration=duration,
-                bitrate=bitrate,
-                channels=stream.codec_context.channels or None,
-                sample_rate=stream.codec_context.sample_rate or None,
-            )
-    except av.error.FFmpegError as exc:
-        raise MediaError(
-            "the converter produced an unreadable file", code=ErrorCode.CONVERSION_FAILED
-        ) from exc

@@ -15,13 +15,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from services.converter import loudness
-from services.converter.ffmpeg import OutputMedia, inspect_output, run_ffmpeg, timeout_for
+from services.converter.ffmpeg import run_ffmpeg, timeout_for
 from services.converter.loudness import Gain, Measurement, gain_for, parse_summary
 from services.converter.plan import (
     STDIN,
     ConversionPath,
     ConversionPlan,
-    Limits,
     Source,
     build_cover_command,
     build_loudness_command,
@@ -29,11 +28,12 @@ from services.converter.plan import (
     build_output_command,
     plan_conversion,
 )
-from services.converter.probe import MediaInfo
 from services.converter.remux import copies_in_process, copy_mp3
 from services.converter.source import StoredSource
 from shared.errors import ErrorCode, MediaError
 from shared.jobs import Loudness, OutputInfo
+from shared.media import MediaInfo, MediaPool, OutputMedia
+from shared.media.fit import Limits
 from shared.options import ConversionOptions
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ async def convert(
     info: MediaInfo,
     options: ConversionOptions,
     *,
+    libav: MediaPool,
     ffmpeg: str,
     filename: str,
     on_progress: FractionCallback | None = None,
@@ -108,7 +109,7 @@ async def convert(
 
     if isinstance(source, StoredSource):
         if _pipeable(info, plan):
-            media = await _try_piped(ffmpeg, source, output, info, plan, progress, deadline)
+            media = await _try_piped(ffmpeg, libav, source, output, info, plan, progress, deadline)
             if media is not None:
                 return _result(output, media, plan, options, None, None)
         source = await _local_copy(source, workdir)
@@ -121,7 +122,7 @@ async def convert(
         measured, gain = await _choose_gain(ffmpeg, source, info, plan, progress, deadline)
 
     media = await _write_output(
-        ffmpeg, source, output, info, plan, progress, deadline, gain=gain, cover=cover
+        ffmpeg, libav, source, output, info, plan, progress, deadline, gain=gain, cover=cover
     )
     result = _result(output, media, plan, options, cover, measured)
     if plan.normalize:
@@ -205,6 +206,7 @@ def _pipeable(info: MediaInfo, plan: ConversionPlan) -> bool:
 
 async def _try_piped(
     ffmpeg: str,
+    libav: MediaPool,
     stored: StoredSource,
     output: Path,
     info: MediaInfo,
@@ -215,7 +217,7 @@ async def _try_piped(
     """The piped run's output, or None when it failed for a reason a local copy may not have."""
     try:
         return await _write_output(
-            ffmpeg, STDIN, output, info, plan, progress, deadline, stdin=stored.chunks()
+            ffmpeg, libav, STDIN, output, info, plan, progress, deadline, stdin=stored.chunks()
         )
     except MediaError as exc:
         if exc.code is ErrorCode.TIMEOUT:
@@ -232,6 +234,7 @@ async def _local_copy(stored: StoredSource, workdir: Path) -> Path:
 
 async def _write_output(
     ffmpeg: str,
+    libav: MediaPool,
     source: Source,
     output: Path,
     info: MediaInfo,
@@ -247,6 +250,7 @@ async def _write_output(
     if in_process:
         assert isinstance(source, Path)
         await copy_mp3(
+            libav,
             source,
             output,
             info,
@@ -262,7 +266,7 @@ async def _write_output(
             timeout=_remaining(deadline),
             stdin=stdin,
         )
-    media = await inspect_output(output, plan.format)
+    media = await libav.inspect(output, plan.format)
     await _check_caps(output, media, plan)
     if media.duration is None or media.duration <= 0:
         raise MediaError(

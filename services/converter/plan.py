@@ -17,10 +17,10 @@ from typing import Literal
 
 from services.converter import loudness
 from services.converter.loudness import Gain
-from services.converter.probe import MAX_PIXELS, MediaInfo
 from services.converter.tags import metadata_args, resolve_tags
-from shared.errors import ErrorCode, MediaError
-from shared.options import OPTIONS_ERROR_CODE, OPUS_SAMPLE_RATE, ConversionOptions
+from shared.media.fit import DEFAULT_MAX_SOURCE_SECONDS, Limits, check_source_length, trim
+from shared.media.info import MAX_PIXELS, MediaInfo
+from shared.options import OPUS_SAMPLE_RATE, ConversionOptions
 
 ConversionPath = Literal["copy", "encode"]
 
@@ -28,9 +28,6 @@ Source = Path | Literal["stdin"]
 """A local file, or "stdin" when the converter writes the upload into FFmpeg's standard input."""
 STDIN: Source = "stdin"
 
-# Container durations are rounded and sometimes a frame longer than the audio; an `end`
-# this close to the reported duration is taken to mean "the end".
-DURATION_TOLERANCE = 0.05
 COVER_POSITION = 0.10
 COVER_MAX_WIDTH = 640
 MP3_CODEC = "mp3"
@@ -45,7 +42,6 @@ _ENCODERS = {
 }
 _MUXERS = {"mp3": "mp3", "m4a": "ipod", "opus": "opus", "flac": "flac", "wav": "wav"}
 
-DEFAULT_MAX_SOURCE_SECONDS = 21600.0
 # An output may last twice what the probe promised plus a minute (an MP3 without a Xing header
 # has an estimated duration) before it counts as a source that lied about its length.
 OUTPUT_SECONDS_FACTOR = 2.0
@@ -55,22 +51,6 @@ OUTPUT_SECONDS_SLACK = 60.0
 _LOSSY_BYTES_PER_SECOND = 60_000
 _PCM_BYTES_PER_SAMPLE = 4
 OUTPUT_BYTES_SLACK = 8 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Bounds on one job's work, from the operator's settings."""
-
-    max_source_seconds: float = DEFAULT_MAX_SOURCE_SECONDS
-
-
-def check_source_length(info: MediaInfo, limits: Limits) -> None:
-    if info.duration is not None and info.duration > limits.max_source_seconds:
-        raise MediaError(
-            f"the file lasts {info.duration:.0f} s; the longest accepted is "
-            f"{limits.max_source_seconds:.0f} s",
-            code=ErrorCode.SOURCE_TOO_LONG,
-        )
 
 
 @dataclass(frozen=True)
@@ -117,7 +97,7 @@ def plan_conversion(
     limits = limits or Limits()
     check_source_length(info, limits)
     track = info.select_track(options.audio_track)
-    start, end = _trim(info, options)
+    start, end = trim(info, options)
     source = info.audio_tracks[track]
     channels = _output_channels(source.channels, options.channels)
     mix_from = source.channels if channels is not None and info.is_unplaced(track) else None
@@ -171,38 +151,6 @@ def _max_bytes(fmt: str, seconds: float, sample_rate: int, channels: int) -> int
     else:
         per_second = _LOSSY_BYTES_PER_SECOND
     return int(per_second * seconds) + OUTPUT_BYTES_SLACK
-
-
-def check_options(info: MediaInfo, options: ConversionOptions) -> None:
-    """The checks that need the probe (track exists, trim inside the file), for the gateway.
-
-    Raises MediaError (HTTP 422) with OPTIONS_ERROR_CODE for a trim past the end and
-    no_audio_stream for a missing track.
-    """
-    info.select_track(options.audio_track)
-    _trim(info, options)
-
-
-def _trim(info: MediaInfo, options: ConversionOptions) -> tuple[float | None, float | None]:
-    start = options.start if options.start else None
-    end = options.end
-    duration = info.duration
-    if duration is None:
-        return start, end
-    if start is not None and start >= duration:
-        raise MediaError(
-            f"start {start:g} s is at or past the end of the file ({duration:.3f} s)",
-            code=OPTIONS_ERROR_CODE,
-        )
-    if end is not None and end > duration + DURATION_TOLERANCE:
-        raise MediaError(
-            f"end {end:g} s is past the end of the file ({duration:.3f} s)",
-            code=OPTIONS_ERROR_CODE,
-        )
-    if end is not None and end >= duration:
-        # Up to the end anyway; leaving `-to` out avoids cutting the last partial frame.
-        end = None
-    return start, end
 
 
 def _expected_duration(

@@ -17,10 +17,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path, PurePath
 
-from services.converter.libav_pool import probe
 from services.converter.pipeline import convert
-from services.converter.plan import Limits
-from services.converter.probe import MediaInfo
 from services.converter.progress import ProgressThrottle, percent
 from services.converter.retention import RetentionPolicy
 from services.converter.source import StoredSource
@@ -43,6 +40,8 @@ from shared.events import (
 from shared.ffmpeg_path import ffmpeg_executable
 from shared.jobs import Job, JobError, OutputInfo, SourceInfo, utcnow
 from shared.jobstore import JobStore
+from shared.media import MediaInfo, MediaPool
+from shared.media.fit import Limits
 from shared.messaging import DeadLetter, EventPublisher
 from shared.metrics import (
     CONVERSION_SECONDS,
@@ -86,6 +85,7 @@ class Converter:
     blobs: BlobStore
     publisher: EventPublisher
     work_dir: Path
+    libav: MediaPool
     ffmpeg: str = field(default_factory=ffmpeg_executable)
     timeout_base: float = 60.0
     timeout_factor: float = 2.0
@@ -298,10 +298,10 @@ class Converter:
         assert job.source_blob_id is not None
         local = self.blobs.local_path(job.source_blob_id)
         if local is not None:
-            return local, await probe(local)
+            return local, await self.libav.probe(local)
         # The gateway recorded the size it stored: no round trip to the store for it.
         stored = StoredSource(self.blobs, job.source_blob_id, job.source.size)
-        return stored, await stored.probe()
+        return stored, await stored.probe(self.libav)
 
     async def _produce(
         self,
@@ -335,6 +335,7 @@ class Converter:
                 workdir,
                 info,
                 options,
+                libav=self.libav,
                 ffmpeg=self.ffmpeg,
                 filename=job.filename,
                 on_progress=self._progress_reporter(job, correlation_id),

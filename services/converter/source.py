@@ -12,9 +12,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.converter.libav_pool import probe
-from services.converter.probe import MediaInfo
 from shared.blobstore import BlobFile, BlobStore
+from shared.media import MediaInfo, MediaPool
 
 
 @dataclass(frozen=True)
@@ -23,10 +22,10 @@ class StoredSource:
     blob_id: str
     size: int
 
-    async def probe(self) -> MediaInfo:
+    async def probe(self, libav: MediaPool) -> MediaInfo:
         """Probe through ranged reads: only the blocks the demuxer asks for are fetched."""
         loop = asyncio.get_running_loop()
-        return await probe(BlobFile(self.store, self.blob_id, self.size, loop))
+        return await libav.probe(BlobFile(self.store, self.blob_id, self.size, loop))
 
     def chunks(self) -> AsyncIterator[bytes]:
         return self.store.read(self.blob_id)

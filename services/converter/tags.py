@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import PurePath
 
-from services.converter.probe import MediaInfo
+from shared.media import MediaInfo
 from shared.options import MAX_TAG_LENGTH, ConversionOptions
 
 # Output tag names as FFmpeg's muxers understand them: ID3v2.4 (TIT2, TPE1, TALB, TDRC, TCON),

@@ -3,6 +3,7 @@ RabbitMQ."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,6 +34,7 @@ from shared.blobstore import open_blob_store
 from shared.errors import ErrorCode
 from shared.http import install_error_handlers, install_operations
 from shared.jobstore import JobStore, QuotaStore
+from shared.media import MediaPool
 from shared.messaging import (
     EventPublisher,
     bind_private_queue,
@@ -61,6 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
         )
         amqp = await connect(settings.amqp_url, "gateway", timeout)
+        libav = MediaPool()
         try:
             db = mongo[settings.mongo_db]
             jobs = JobStore(db)
@@ -102,12 +105,14 @@ def create_app(settings: Settings) -> FastAPI:
                 accounts=AccountDirectory(http, settings.auth_url_list),
                 key_store=key_store,
                 api_keys=ApiKeyVerifier(key_store),
+                libav=libav,
             )
             yield
         finally:
             await amqp.close()
             await http.aclose()
             await mongo.close()
+            await asyncio.to_thread(libav.close)
 
     app = FastAPI(
         title="video2mp3",

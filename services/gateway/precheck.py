@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import asyncio
 
-from services.converter.libav_pool import probe
-from services.converter.plan import Limits, check_options, check_source_length
 from shared.blobstore import BlobFile, BlobStore
-from shared.errors import ErrorCode, MediaError
+from shared.errors import MediaError
+from shared.media import MediaPool, OptionMismatch
+from shared.media.fit import Limits, check_options, check_source_length
 from shared.options import ConversionOptions, InvalidOptions
 
 
@@ -18,14 +18,8 @@ def needs_source(options: ConversionOptions) -> bool:
     return options.start is not None or options.end is not None or options.audio_track is not None
 
 
-def _field_of(detail: str) -> str:
-    for field in ("audio_track", "start", "end"):
-        if detail.startswith(field):
-            return field
-    return "audio_track"
-
-
 async def check_against_source(
+    libav: MediaPool,
     blobs: BlobStore,
     blob_id: str,
     size: int,
@@ -33,13 +27,15 @@ async def check_against_source(
     max_source_seconds: float | None = None,
 ) -> None:
     """`source_too_long` past `max_source_seconds`; the options' checks when they need the
-    file. Every check but the length is skipped for options that do not need the file."""
+    file: InvalidOptions naming the option that does not fit, or MediaError(no_audio_stream)
+    when the file has no sound whatever the options. Every check but the length is skipped for
+    options that do not need the file."""
     if max_source_seconds is None and not needs_source(options):
         return
     local = blobs.local_path(blob_id)
     source = local or BlobFile(blobs, blob_id, size, asyncio.get_running_loop())
     try:
-        info = await probe(source)
+        info = await libav.probe(source)
     except MediaError:
         return  # an unreadable file is the converter's to report, on the job
     if max_source_seconds is not None:
@@ -48,8 +44,5 @@ async def check_against_source(
         return
     try:
         check_options(info, options)
-    except MediaError as exc:
-        if exc.code is ErrorCode.NO_AUDIO_STREAM and not info.audio_tracks:
-            raise  # no sound in the file at all: the answer is the same whatever the options
-        if exc.code is ErrorCode.INVALID_OPTIONS or options.audio_track is not None:
-            raise InvalidOptions([{"field": _field_of(exc.detail), "reason": exc.detail}]) from None
+    except OptionMismatch as exc:
+        raise InvalidOptions([{"field": exc.field, "reason": exc.detail}]) from None

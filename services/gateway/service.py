@@ -72,7 +72,7 @@ async def _submit(
     try:
         parsed = ConversionOptions.from_form(upload.fields)
         await check_against_source(
-            state.blobs, blob_id, size, parsed, state.settings.max_source_seconds
+            state.libav, state.blobs, blob_id, size, parsed, state.settings.max_source_seconds
         )
     except BaseException:
         await state.blobs.delete(blob_id)

@@ -16,6 +16,7 @@ from shared.accounts import AccountDirectory
 from shared.apikeys import ApiKeyStore, ApiKeyVerifier
 from shared.blobstore import BlobStore
 from shared.jobstore import JobStore, QuotaStore
+from shared.media import MediaPool
 from shared.messaging import EventPublisher
 from shared.settings import Settings
 from shared.tokens import JwksCache
@@ -39,3 +40,4 @@ class GatewayState:
     accounts: AccountDirectory
     key_store: ApiKeyStore
     api_keys: ApiKeyVerifier
+    libav: MediaPool

@@ -254,7 +254,12 @@ async def _finish(state: GatewayState, uploads: UploadStore, upload: Upload) -> 
     options = ConversionOptions.from_form(upload.fields)
     try:
         await check_against_source(
-            state.blobs, upload.blob_id, size, options, state.settings.max_source_seconds
+            state.libav,
+            state.blobs,
+            upload.blob_id,
+            size,
+            options,
+            state.settings.max_source_seconds,
         )
     except AppError:
         await _discard(state, uploads, upload, committed=True)

@@ -12,9 +12,9 @@ import mutagen.flac
 import mutagen.id3
 import mutagen.mp4
 
-from services.converter.libav_pool import probe
 from services.converter.pipeline import ConversionResult, convert
 from shared.ffmpeg_path import ffmpeg_executable
+from shared.media import MediaPool
 from shared.options import ConversionOptions
 from tests.support.media import MediaFactory
 
@@ -23,6 +23,7 @@ MP3_FRAME_SECONDS = 1152 / 44100
 
 
 async def run_convert(
+    libav: MediaPool,
     source: Path,
     workdir: Path,
     form: Mapping[str, str] | None = None,
@@ -31,10 +32,10 @@ async def run_convert(
 ) -> ConversionResult:
     """Probe and convert like the service does, with options given as form strings."""
     workdir.mkdir(parents=True, exist_ok=True)
-    info = await probe(source)
+    info = await libav.probe(source)
     options = ConversionOptions.from_form(form or {})
     return await convert(
-        source, workdir, info, options, ffmpeg=FFMPEG, filename=filename or source.name
+        source, workdir, info, options, libav=libav, ffmpeg=FFMPEG, filename=filename or source.name
     )
 
 

@@ -21,6 +21,7 @@ from shared.blobstore.file import FileBlobStore
 from shared.events import JobCancelled, JobRef, JobSubmitted, JobSubmittedPayload
 from shared.jobs import Job, JobStatus, SourceInfo, utcnow
 from shared.jobstore import JobStore
+from shared.media import MediaPool
 from shared.messaging import EventPublisher, connect
 from shared.mongo import mongo_client
 from shared.settings import Settings
@@ -57,6 +58,7 @@ class Rig:
     blobs: HookedFileStore
     publisher: EventPublisher
     root: Path
+    libav: MediaPool
 
     def converter(self, work_dir: Path) -> Converter:
         return Converter(
@@ -64,6 +66,7 @@ class Rig:
             blobs=self.blobs,
             publisher=self.publisher,
             work_dir=work_dir,
+            libav=self.libav,
             retention=KEEP_SOURCES,
         )
 
@@ -96,13 +99,13 @@ class Rig:
 
 
 @pytest.fixture
-async def rig(settings: Settings, tmp_path: Path) -> AsyncIterator[Rig]:
+async def rig(settings: Settings, tmp_path: Path, libav: MediaPool) -> AsyncIterator[Rig]:
     mongo = mongo_client(settings.require_mongo_url(), 5)
     amqp = await connect(settings.amqp_url, "test-attempts", 5)
     try:
         publisher = await EventPublisher.open(amqp, Topology(settings.amqp_prefix), 5)
         root = tmp_path / "blobs"
-        yield Rig(JobStore(mongo[settings.mongo_db]), HookedFileStore(root), publisher, root)
+        yield Rig(JobStore(mongo[settings.mongo_db]), HookedFileStore(root), publisher, root, libav)
     finally:
         await amqp.close()
         await mongo.close()

@@ -18,18 +18,16 @@ import pytest
 from services.converter.ffmpeg import (
     FFmpegFailed,
     describe_failure,
-    inspect_output,
     run_ffmpeg,
     timeout_for,
 )
-from services.converter.libav_pool import probe
 from services.converter.pipeline import ConversionResult, FractionCallback, convert
 from services.converter.plan import build_output_command, plan_conversion
-from services.converter.probe import MediaInfo
 from services.converter.service import MAX_CONVERSION_SECONDS, Converter
 from shared.errors import ErrorCode, MediaError
 from shared.ffmpeg_path import ffmpeg_executable
 from shared.jobs import AudioTrack
+from shared.media import MediaInfo, MediaPool
 from shared.options import ConversionOptions
 from tests.converter.test_probe import faststart_mp4, truncated_copy, two_track_mkv
 from tests.support.media import MediaFactory, decode
@@ -101,6 +99,7 @@ def output_command(
 
 
 async def convert_file(
+    libav: MediaPool,
     source: Path,
     workdir: Path,
     info: MediaInfo | None = None,
@@ -113,8 +112,9 @@ async def convert_file(
     return await convert(
         source,
         workdir,
-        info if info is not None else await probe(source),
+        info if info is not None else await libav.probe(source),
         options or ConversionOptions(),
+        libav=libav,
         ffmpeg=FFMPEG,
         filename=source.name,
         on_progress=on_progress,
@@ -194,7 +194,9 @@ def test_timeout_scales_with_duration_and_is_bounded() -> None:
 
 def test_the_converters_limit_counts_passes_and_ends_before_the_brokers() -> None:
     unused = cast(Any, None)
-    converter = Converter(jobs=unused, blobs=unused, publisher=unused, work_dir=Path("/none"))
+    converter = Converter(
+        jobs=unused, blobs=unused, publisher=unused, work_dir=Path("/none"), libav=unused
+    )
     assert converter.timeout_for(None) == 3600
     assert converter.timeout_for(600) == 1260
     assert converter.timeout_for(600, passes=2) == 2520
@@ -263,9 +265,9 @@ def test_failures_get_a_code_and_a_short_reason(
 # --- real conversions ---
 
 
-async def test_converts_the_10s_clip(media: MediaFactory, tmp_path: Path) -> None:
+async def test_converts_the_10s_clip(media: MediaFactory, tmp_path: Path, libav: MediaPool) -> None:
     source = media.h264_aac(10)
-    result = await convert_file(source, tmp_path)
+    result = await convert_file(libav, source, tmp_path)
     output = result.output
 
     assert output == tmp_path / "output.mp3"
@@ -284,14 +286,16 @@ async def test_converts_the_10s_clip(media: MediaFactory, tmp_path: Path) -> Non
     assert described.bitrate
     assert 8_000 < described.bitrate < 320_000
 
-    assert await inspect_output(output) == described
+    assert await libav.inspect(output) == described
     view = result.to_output_info(output.stat().st_size, "clip.mp3")
     assert (view.codec, view.channels, view.filename) == ("mp3", 2, "clip.mp3")
     assert view.content_type == "audio/mpeg"
 
 
-async def test_converts_bigbuckbunny_51_to_stereo(shared_media: Path, tmp_path: Path) -> None:
-    result = await convert_file(shared_media / "bigbuckbunny.mp4", tmp_path)
+async def test_converts_bigbuckbunny_51_to_stereo(
+    shared_media: Path, tmp_path: Path, libav: MediaPool
+) -> None:
+    result = await convert_file(libav, shared_media / "bigbuckbunny.mp4", tmp_path)
     decoded = decode(result.output)
     assert decoded.channels == 2
     assert decoded.sample_rate == 48000
@@ -306,7 +310,7 @@ async def test_converts_bigbuckbunny_51_to_stereo(shared_media: Path, tmp_path: 
 
 
 async def test_51_downmix_puts_each_channel_where_it_belongs(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     """Front-left only reaches the left; the centre reaches both sides equally."""
     tone = "0.5*sin(440*2*PI*t)"
@@ -325,11 +329,11 @@ async def test_51_downmix_puts_each_channel_where_it_belongs(
                 "-c:a", "aac", "-b:a", "384k",
             ],
         )  # fmt: skip
-        info = await probe(source)
+        info = await libav.probe(source)
         assert info.audio_tracks[0].channels == 6
         workdir = tmp_path / name
         workdir.mkdir()
-        result = await convert_file(source, workdir, info)
+        result = await convert_file(libav, source, workdir, info)
         rms[name] = channel_rms(result.output)
 
     left, right = rms["front_left"]
@@ -343,9 +347,11 @@ async def test_51_downmix_puts_each_channel_where_it_belongs(
     assert left < right / 20
 
 
-async def test_converts_the_second_track_only(media: MediaFactory, tmp_path: Path) -> None:
+async def test_converts_the_second_track_only(
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
+) -> None:
     source = two_track_mkv(media)
-    result = await convert_file(source, tmp_path, options=ConversionOptions(audio_track=1))
+    result = await convert_file(libav, source, tmp_path, options=ConversionOptions(audio_track=1))
     assert result.track == 1
     decoded = decode(result.output)
     assert (decoded.channels, decoded.sample_rate) == (1, 22050)
@@ -353,29 +359,35 @@ async def test_converts_the_second_track_only(media: MediaFactory, tmp_path: Pat
     assert result.media.channels == 1
 
 
-async def test_track_out_of_range_fails_before_ffmpeg(media: MediaFactory, tmp_path: Path) -> None:
+async def test_track_out_of_range_fails_before_ffmpeg(
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
+) -> None:
     with pytest.raises(MediaError) as caught:
-        await convert_file(two_track_mkv(media), tmp_path, options=ConversionOptions(audio_track=2))
+        await convert_file(
+            libav, two_track_mkv(media), tmp_path, options=ConversionOptions(audio_track=2)
+        )
     assert caught.value.code is ErrorCode.NO_AUDIO_STREAM
     assert list(tmp_path.iterdir()) == []
 
 
-async def test_hostile_file_name_converts_as_a_file(media: MediaFactory, tmp_path: Path) -> None:
+async def test_hostile_file_name_converts_as_a_file(
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
+) -> None:
     source = tmp_path / "my clip -i http:127.0.0.1:9 -f mp3 x.mp4"
     source.symlink_to(media.h264_aac(10))
     workdir = tmp_path / "out -y file:elsewhere"
     workdir.mkdir()
-    result = await convert_file(source, workdir)
+    result = await convert_file(libav, source, workdir)
     assert decode(result.output).duration == pytest.approx(10, abs=0.15)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([source.name, workdir.name])
     assert [p.name for p in workdir.iterdir()] == ["output.mp3"]
 
 
 async def test_progress_is_monotonic_and_reaches_the_end(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     source = long_clip(media)
-    info = await probe(source)
+    info = await libav.probe(source)
     seen: list[float] = []
 
     async def on_progress(seconds: float) -> None:
@@ -392,14 +404,14 @@ async def test_progress_is_monotonic_and_reaches_the_end(
 
 
 async def test_conversion_progress_is_a_monotonic_fraction(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     seen: list[float] = []
 
     async def on_progress(fraction: float) -> None:
         seen.append(fraction)
 
-    await convert_file(long_clip(media), tmp_path, on_progress=on_progress)
+    await convert_file(libav, long_clip(media), tmp_path, on_progress=on_progress)
     assert len(seen) >= 2, seen
     assert seen == sorted(seen)
     assert len(set(seen)) == len(seen)
@@ -407,9 +419,9 @@ async def test_conversion_progress_is_a_monotonic_fraction(
     assert seen[-1] == pytest.approx(1.0, abs=0.01)
 
 
-async def test_timeout_kills_ffmpeg(media: MediaFactory, tmp_path: Path) -> None:
+async def test_timeout_kills_ffmpeg(media: MediaFactory, tmp_path: Path, libav: MediaPool) -> None:
     source = long_clip(media)
-    info = await probe(source)
+    info = await libav.probe(source)
     workdir = tmp_path / "timeout-marker"
     workdir.mkdir()
     pids: list[int] = []
@@ -419,7 +431,7 @@ async def test_timeout_kills_ffmpeg(media: MediaFactory, tmp_path: Path) -> None
 
     started = time.monotonic()
     with pytest.raises(MediaError) as caught:
-        await convert_file(source, workdir, info, on_progress=on_progress, timeout=1.5)
+        await convert_file(libav, source, workdir, info, on_progress=on_progress, timeout=1.5)
     assert time.monotonic() - started < 5
     assert caught.value.code is ErrorCode.TIMEOUT
     assert caught.value.detail == "conversion took too long"
@@ -428,9 +440,11 @@ async def test_timeout_kills_ffmpeg(media: MediaFactory, tmp_path: Path) -> None
     assert pids_running(str(workdir)) == []
 
 
-async def test_cancellation_kills_ffmpeg(media: MediaFactory, tmp_path: Path) -> None:
+async def test_cancellation_kills_ffmpeg(
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
+) -> None:
     source = long_clip(media)
-    info = await probe(source)
+    info = await libav.probe(source)
     workdir = tmp_path / "cancel-marker"
     workdir.mkdir()
     running = asyncio.Event()
@@ -441,7 +455,7 @@ async def test_cancellation_kills_ffmpeg(media: MediaFactory, tmp_path: Path) ->
             pids.extend(pids_running(str(workdir)))
         running.set()
 
-    task = asyncio.create_task(convert_file(source, workdir, info, on_progress=on_progress))
+    task = asyncio.create_task(convert_file(libav, source, workdir, info, on_progress=on_progress))
     await asyncio.wait_for(running.wait(), 30)
     assert pids
     assert all(process_exists(pid) for pid in pids)
@@ -452,9 +466,11 @@ async def test_cancellation_kills_ffmpeg(media: MediaFactory, tmp_path: Path) ->
     assert pids_running(str(workdir)) == []
 
 
-async def test_failing_progress_callback_kills_ffmpeg(media: MediaFactory, tmp_path: Path) -> None:
+async def test_failing_progress_callback_kills_ffmpeg(
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
+) -> None:
     source = long_clip(media)
-    info = await probe(source)
+    info = await libav.probe(source)
     workdir = tmp_path / "callback-marker"
     workdir.mkdir()
     pids: list[int] = []
@@ -464,19 +480,19 @@ async def test_failing_progress_callback_kills_ffmpeg(media: MediaFactory, tmp_p
         raise RuntimeError("broker gone")
 
     with pytest.raises(RuntimeError, match="broker gone"):
-        await convert_file(source, workdir, info, on_progress=on_progress)
+        await convert_file(libav, source, workdir, info, on_progress=on_progress)
     assert pids
     assert not any(process_exists(pid) for pid in pids)
 
 
 async def test_a_timeout_of_the_callers_own_is_not_a_conversion_timeout(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     # A socket timeout (TimeoutError) from the progress callback or the piped input is that
     # step's failure: reported as the conversion taking too long, the job would fail for good
     # with `timeout` instead of being retried.
     source = long_clip(media)
-    info = await probe(source)
+    info = await libav.probe(source)
     workdir = tmp_path / "own-timeout-marker"
     workdir.mkdir()
     pids: list[int] = []
@@ -486,31 +502,31 @@ async def test_a_timeout_of_the_callers_own_is_not_a_conversion_timeout(
         raise TimeoutError("timed out")
 
     with pytest.raises(TimeoutError, match="timed out"):
-        await convert_file(source, workdir, info, on_progress=on_progress)
+        await convert_file(libav, source, workdir, info, on_progress=on_progress)
     assert pids
     assert not any(process_exists(pid) for pid in pids)
 
 
 async def test_truncated_mp4_with_index_at_end_fails_clearly(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     cut = truncated_copy(media.h264_aac(10), tmp_path / "cut.mp4")
     workdir = tmp_path / "work"
     workdir.mkdir()
     with pytest.raises(MediaError) as caught:
-        await convert_file(cut, workdir)  # probing included
+        await convert_file(libav, cut, workdir)  # probing included
     assert caught.value.code is ErrorCode.UNREADABLE_MEDIA
 
 
 async def test_truncated_faststart_mp4_fails_at_conversion(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     cut = truncated_copy(faststart_mp4(media), tmp_path / "cut.mp4")
-    info = await probe(cut)  # the index is intact, so this succeeds
+    info = await libav.probe(cut)  # the index is intact, so this succeeds
     workdir = tmp_path / "work"
     workdir.mkdir()
     with pytest.raises(FFmpegFailed) as caught:
-        await convert_file(cut, workdir, info)
+        await convert_file(libav, cut, workdir, info)
     assert caught.value.code is ErrorCode.UNREADABLE_MEDIA
     assert caught.value.detail == "the file is incomplete or truncated"
     assert caught.value.returncode == 0
@@ -518,23 +534,25 @@ async def test_truncated_faststart_mp4_fails_at_conversion(
     assert str(tmp_path) not in caught.value.stderr  # server paths are redacted
 
 
-async def test_unreadable_input_bypassing_probe(tmp_path: Path) -> None:
+async def test_unreadable_input_bypassing_probe(tmp_path: Path, libav: MediaPool) -> None:
     """If the file changed after probing, FFmpeg's own error still maps to a code."""
     source = tmp_path / "junk.mp4"
     source.write_bytes(b"not a video at all" * 100)
     workdir = tmp_path / "work"
     workdir.mkdir()
     with pytest.raises(FFmpegFailed) as caught:
-        await convert_file(source, workdir, info_with(2), timeout=30)
+        await convert_file(libav, source, workdir, info_with(2), timeout=30)
     assert caught.value.code is ErrorCode.UNREADABLE_MEDIA
     assert caught.value.returncode not in (0, None)
 
 
-async def test_failure_detail_hides_server_paths(media: MediaFactory, tmp_path: Path) -> None:
+async def test_failure_detail_hides_server_paths(
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
+) -> None:
     source = media.h264_aac(10)
     workdir = tmp_path / "no such dir"  # never created: FFmpeg cannot open the output
     with pytest.raises(FFmpegFailed) as caught:
-        await convert_file(source, workdir, timeout=30)
+        await convert_file(libav, source, workdir, timeout=30)
     assert caught.value.code is ErrorCode.CONVERSION_FAILED
     assert caught.value.detail.startswith("ffmpeg failed")
     assert str(tmp_path) not in caught.value.detail

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from services.converter.libav_pool import probe
 from shared.errors import ErrorCode, MediaError
+from shared.media import MediaPool
 from tests.converter.helpers import apic_frames, id3, run_convert
 from tests.converter.test_probe import two_track_mkv
 from tests.support.media import MediaFactory, decode
@@ -79,14 +79,14 @@ def make(media: MediaFactory, case: Case) -> Path:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 async def test_every_input_becomes_a_decodable_mp3(
-    media: MediaFactory, tmp_path: Path, case: Case
+    media: MediaFactory, tmp_path: Path, case: Case, libav: MediaPool
 ) -> None:
     source = make(media, case)
-    info = await probe(source)
+    info = await libav.probe(source)
     assert info.audio_tracks[0].codec == case.source_codec
     assert info.has_video is (case.video is not None)
 
-    result = await run_convert(source, tmp_path, filename=f"My {case.name}")
+    result = await run_convert(libav, source, tmp_path, filename=f"My {case.name}")
 
     decoded = decode(result.output)
     assert decoded.codec == "mp3"
@@ -103,14 +103,14 @@ async def test_every_input_becomes_a_decodable_mp3(
 
 
 async def test_several_tracks_default_to_the_first_and_take_audio_track(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     source = two_track_mkv(media)
-    first = await run_convert(source, tmp_path / "first")
+    first = await run_convert(libav, source, tmp_path / "first")
     assert first.track == 0
     assert (decode(first.output).channels, decode(first.output).sample_rate) == (2, 48000)
 
-    second = await run_convert(source, tmp_path / "second", {"audio_track": "1"})
+    second = await run_convert(libav, source, tmp_path / "second", {"audio_track": "1"})
     assert second.track == 1
     decoded = decode(second.output)
     assert (decoded.channels, decoded.sample_rate) == (1, 22050)
@@ -119,9 +119,11 @@ async def test_several_tracks_default_to_the_first_and_take_audio_track(
     assert str(id3(second.output)["TIT2"]) == "Holiday"
 
 
-async def test_a_missing_audio_track_is_named(media: MediaFactory, tmp_path: Path) -> None:
+async def test_a_missing_audio_track_is_named(
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
+) -> None:
     with pytest.raises(MediaError) as caught:
-        await run_convert(two_track_mkv(media), tmp_path, {"audio_track": "5"})
+        await run_convert(libav, two_track_mkv(media), tmp_path, {"audio_track": "5"})
     assert caught.value.code is ErrorCode.NO_AUDIO_STREAM
     assert caught.value.detail == (
         "audio_track 5 does not exist: the file has 2 audio tracks (0 to 1)"
@@ -130,32 +132,34 @@ async def test_a_missing_audio_track_is_named(media: MediaFactory, tmp_path: Pat
 
 @pytest.mark.parametrize("kind", ["empty", "silent"])
 async def test_an_empty_or_silent_first_track_is_passed_over(
-    media: MediaFactory, tmp_path: Path, kind: str
+    media: MediaFactory, tmp_path: Path, kind: str, libav: MediaPool
 ) -> None:
     source = media.tracks_with_empty_or_silent_first(kind)
-    info = await probe(source)
+    info = await libav.probe(source)
     assert len(info.audio_tracks) == 2
     assert info.activity[0].empty is (kind == "empty")
     assert not info.activity[0].audible
     assert info.activity[1].audible
     assert info.default_track == 1
 
-    result = await run_convert(source, tmp_path)
+    result = await run_convert(libav, source, tmp_path)
     assert result.track == 1
     assert decode(result.output).duration == pytest.approx(3, abs=0.15)
 
 
 async def test_asking_for_the_empty_track_fails_clearly(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     source = media.tracks_with_empty_or_silent_first("empty")
     with pytest.raises(MediaError) as caught:
-        await run_convert(source, tmp_path, {"audio_track": "0"})
+        await run_convert(libav, source, tmp_path, {"audio_track": "0"})
     assert caught.value.code in (ErrorCode.NO_AUDIO_STREAM, ErrorCode.CONVERSION_FAILED)
 
 
-async def test_real_bigbuckbunny(shared_media: Path, tmp_path: Path) -> None:
-    result = await run_convert(shared_media / "bigbuckbunny.mp4", tmp_path, {"cover": "frame"})
+async def test_real_bigbuckbunny(shared_media: Path, tmp_path: Path, libav: MediaPool) -> None:
+    result = await run_convert(
+        libav, shared_media / "bigbuckbunny.mp4", tmp_path, {"cover": "frame"}
+    )
     decoded = decode(result.output)
     assert (decoded.codec, decoded.channels, decoded.sample_rate) == ("mp3", 2, 48000)
     assert decoded.duration == pytest.approx(5.312, abs=0.15)
@@ -163,7 +167,9 @@ async def test_real_bigbuckbunny(shared_media: Path, tmp_path: Path) -> None:
     assert apic_frames(result.output)
 
 
-async def test_real_video_without_audio(shared_media: Path, tmp_path: Path) -> None:
+async def test_real_video_without_audio(
+    shared_media: Path, tmp_path: Path, libav: MediaPool
+) -> None:
     with pytest.raises(MediaError) as caught:
-        await run_convert(shared_media / "cityCC0.mpg", tmp_path)
+        await run_convert(libav, shared_media / "cityCC0.mpg", tmp_path)
     assert caught.value.code is ErrorCode.NO_AUDIO_STREAM

@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from services.converter.libav_pool import LibavPool, LibavProcess, LibavProcessDied
-from services.converter.libav_process import ADDRESS_SPACE_LIMIT
 from shared.blobstore.filelike import BlockFile
 from shared.errors import ErrorCode, MediaError
+from shared.media import MediaPool
+from shared.media.child import ADDRESS_SPACE_LIMIT
+from shared.media.pool import LibavProcess, LibavProcessDied
+from shared.media.protocol import ProbeBlob, ProbeFile
 from tests.support.media import MediaFactory
 
 
@@ -53,13 +55,13 @@ def _gone(pid: int) -> bool:
 
 
 @pytest.fixture
-def pool() -> Iterator[LibavPool]:
-    pool = LibavPool()
+def pool() -> Iterator[MediaPool]:
+    pool = MediaPool()
     yield pool
     pool.close()
 
 
-def _crash_busy(pool: LibavPool, times: int) -> tuple[Callable[[], None], list[int]]:
+def _crash_busy(pool: MediaPool, times: int) -> tuple[Callable[[], None], list[int]]:
     """A fetch hook that kills the process reading the blob, as a native crash would, on
     each of the first `times` attempts; and the pids it killed."""
     killed: list[int] = []
@@ -86,11 +88,11 @@ def _gone_or_zombie(pid: int) -> None:
 
 
 async def test_a_process_that_dies_mid_probe_is_replaced_and_the_probe_tried_again(
-    media: MediaFactory, pool: LibavPool, caplog: pytest.LogCaptureFixture
+    media: MediaFactory, pool: MediaPool, caplog: pytest.LogCaptureFixture
 ) -> None:
     source = media.mp3_in_avi(4)
     hook, killed = _crash_busy(pool, times=1)
-    with caplog.at_level(logging.WARNING, logger="services.converter.libav_pool"):
+    with caplog.at_level(logging.WARNING, logger="shared.media.pool"):
         info = await pool.probe(FileBlocks(source, hook))
     assert info.duration == pytest.approx(4, abs=0.1)
     assert [t.codec for t in info.audio_tracks] == ["mp3"]
@@ -100,7 +102,7 @@ async def test_a_process_that_dies_mid_probe_is_replaced_and_the_probe_tried_aga
 
 
 async def test_a_file_that_kills_every_process_is_unreadable_and_the_pool_goes_on(
-    media: MediaFactory, pool: LibavPool
+    media: MediaFactory, pool: MediaPool
 ) -> None:
     source = media.mp3_in_avi(4)
     hook, killed = _crash_busy(pool, times=10)
@@ -115,7 +117,9 @@ async def test_a_file_that_kills_every_process_is_unreadable_and_the_pool_goes_o
 async def test_a_probe_that_hangs_is_killed_at_its_timeout(
     media: MediaFactory, tmp_path: Path
 ) -> None:
-    pool = LibavPool(probe_timeout=1.5)
+    pool = MediaPool()
+    await pool.probe(media.mp3_in_avi(4))  # a process ready, however slow its start on this host
+    pool.probe_timeout = 1.5
     release = threading.Event()
     stuck: list[int] = []
 
@@ -136,7 +140,7 @@ async def test_a_probe_that_hangs_is_killed_at_its_timeout(
     pool.close()
 
 
-async def test_a_cancelled_probe_kills_its_process(media: MediaFactory, pool: LibavPool) -> None:
+async def test_a_cancelled_probe_kills_its_process(media: MediaFactory, pool: MediaPool) -> None:
     release = threading.Event()
     stuck: list[int] = []
 
@@ -157,7 +161,7 @@ async def test_a_cancelled_probe_kills_its_process(media: MediaFactory, pool: Li
 
 
 async def test_a_probe_cancelled_while_its_process_starts_leaves_it_to_the_pool(
-    media: MediaFactory, pool: LibavPool
+    media: MediaFactory, pool: MediaPool
 ) -> None:
     # A request given up while its process is being checked out (in a thread: a start may
     # block) must neither leak the process nor leave it counted as busy. One turn of the loop
@@ -177,7 +181,7 @@ async def test_a_probe_cancelled_while_its_process_starts_leaves_it_to_the_pool(
 
 
 async def test_a_failing_store_is_the_stores_error_and_the_process_is_kept(
-    media: MediaFactory, pool: LibavPool
+    media: MediaFactory, pool: MediaPool
 ) -> None:
     def outage() -> None:
         raise ConnectionError("the blob store is down")
@@ -193,7 +197,7 @@ async def test_a_failing_store_is_the_stores_error_and_the_process_is_kept(
 async def test_processes_are_reused_and_retired_after_their_share(
     media: MediaFactory,
 ) -> None:
-    pool = LibavPool(requests=3)
+    pool = MediaPool(requests=3)
     source = media.mp3_in_avi(4)
     try:
         await pool.probe(source)
@@ -213,7 +217,7 @@ async def test_processes_are_reused_and_retired_after_their_share(
 
 
 async def test_a_libav_process_has_its_address_space_capped(
-    media: MediaFactory, pool: LibavPool
+    media: MediaFactory, pool: MediaPool
 ) -> None:
     await pool.probe(media.mp3_in_avi(4))
     [pid], _ = pool.pids()
@@ -224,9 +228,10 @@ async def test_a_libav_process_has_its_address_space_capped(
 
 WARM_AND_WAIT = """
 import sys, time
-from services.converter.libav_pool import default_pool
-default_pool().warm(1)
-print(default_pool().pids()[0][0], flush=True)
+from shared.media import MediaPool
+pool = MediaPool()
+pool.warm(1)
+print(pool.pids()[0][0], flush=True)
 time.sleep(60)
 """
 
@@ -250,7 +255,7 @@ def test_a_libav_process_ends_with_a_killed_parent() -> None:
 async def test_a_burst_of_requests_shares_a_bounded_number_of_processes(
     media: MediaFactory,
 ) -> None:
-    pool = LibavPool(processes=2)
+    pool = MediaPool(processes=2)
     release = threading.Event()
     source = media.mp3_in_avi(4)
     try:
@@ -271,18 +276,21 @@ async def test_a_burst_of_requests_shares_a_bounded_number_of_processes(
 
 
 async def test_a_request_given_up_late_leaves_the_next_ones_process_alone(
-    media: MediaFactory, pool: LibavPool
+    media: MediaFactory, pool: MediaPool
 ) -> None:
     # A request's timeout or cancellation can land after its process went back to the pool
     # and was taken by the next request: that request's process must not be killed.
     source = media.mp3_in_avi(2)
     await pool.probe(source)
     [pid], _ = pool.pids()
-    process = await pool._take()
+    previous = await pool._take()
+    await asyncio.to_thread(pool._serve, previous, ProbeFile(path=str(source)), None)  # served
+    lease = await pool._take()
+    process = lease.process
     assert process.pid == pid
-    pool._abandon(process, process.lease - 1)  # the previous request's lease
+    pool._abandon(previous)  # the previous request's lease
     assert process.popen.poll() is None
-    pool._abandon(process, process.lease)  # its own holder's gives it up
+    pool._abandon(lease)  # its own holder's gives it up
     assert _gone_or_killed(process.popen)
 
 
@@ -323,6 +331,6 @@ def test_a_child_that_sends_nonsense_is_killed(frame: bytes, tmp_path: Path) -> 
         [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
     with pytest.raises(LibavProcessDied):
-        process.exchange({"op": "probe", "size": blob.size}, blob, on_progress=lambda _: None)
+        process.exchange(ProbeBlob(size=blob.size), blob, on_progress=lambda _: None)
     assert process.popen.returncode == -signal.SIGKILL
     assert fetched == []

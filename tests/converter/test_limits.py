@@ -8,21 +8,24 @@ from pathlib import Path
 
 import pytest
 
-from services.converter.libav_pool import probe
 from services.converter.pipeline import convert
-from services.converter.plan import Limits
 from shared.errors import ErrorCode, MediaError
+from shared.media import MediaPool
+from shared.media.fit import Limits
 from shared.options import ConversionOptions
 from tests.converter.helpers import FFMPEG, lying_flac, silent_flac
 from tests.support.media import MediaFactory
 
 
-async def test_a_source_past_the_limit_is_refused(media: MediaFactory, tmp_path: Path) -> None:
+async def test_a_source_past_the_limit_is_refused(
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
+) -> None:
     source = silent_flac(media, 3600)
-    info = await probe(source)
+    info = await libav.probe(source)
     with pytest.raises(MediaError) as caught:
         await convert(
-            source, tmp_path, info, ConversionOptions(), ffmpeg=FFMPEG, filename="a.flac",
+            source, tmp_path, info, ConversionOptions(),
+            libav=libav, ffmpeg=FFMPEG, filename="a.flac",
             limits=Limits(max_source_seconds=1800),
         )  # fmt: skip
     assert caught.value.code is ErrorCode.SOURCE_TOO_LONG
@@ -31,17 +34,17 @@ async def test_a_source_past_the_limit_is_refused(media: MediaFactory, tmp_path:
 
 @pytest.mark.parametrize("fmt", ["wav", "flac", "mp3"])
 async def test_a_source_lying_about_its_length_stops_at_the_cap(
-    media: MediaFactory, tmp_path: Path, fmt: str
+    media: MediaFactory, tmp_path: Path, fmt: str, libav: MediaPool
 ) -> None:
     # Claims 10 s, holds an hour: as WAV that was 691 MB written in seconds.
     source = lying_flac(media, 3600, claims=10)
-    info = await probe(source)
+    info = await libav.probe(source)
     assert info.duration == pytest.approx(10)
     started = time.monotonic()
     with pytest.raises(MediaError) as caught:
         await convert(
             source, tmp_path, info, ConversionOptions.from_form({"format": fmt}),
-            ffmpeg=FFMPEG, filename="a.flac",
+            libav=libav, ffmpeg=FFMPEG, filename="a.flac",
         )  # fmt: skip
     assert caught.value.code is ErrorCode.OUTPUT_TOO_LARGE
     assert time.monotonic() - started < 60
@@ -51,12 +54,12 @@ async def test_a_source_lying_about_its_length_stops_at_the_cap(
 
 
 async def test_an_honest_source_near_its_length_converts(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     source = silent_flac(media, 120)
-    info = await probe(source)
+    info = await libav.probe(source)
     result = await convert(
         source, tmp_path, info, ConversionOptions.from_form({"format": "wav"}),
-        ffmpeg=FFMPEG, filename="a.flac", limits=Limits(max_source_seconds=120),
+        libav=libav, ffmpeg=FFMPEG, filename="a.flac", limits=Limits(max_source_seconds=120),
     )  # fmt: skip
     assert result.media.duration == pytest.approx(120, abs=0.1)

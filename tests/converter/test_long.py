@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from services.converter.libav_pool import probe
 from services.converter.pipeline import convert
+from shared.media import MediaPool
 from shared.options import ConversionOptions
 from tests.converter.helpers import FFMPEG
 from tests.support.media import MediaFactory, decode
@@ -17,7 +17,7 @@ TWO_HOURS = 7200
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-async def test_two_hour_low_res_clip(media: MediaFactory, tmp_path: Path) -> None:
+async def test_two_hour_low_res_clip(media: MediaFactory, tmp_path: Path, libav: MediaPool) -> None:
     source = media.clip(
         "two_hours.mp4",
         video=["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-r", "1"],
@@ -27,7 +27,7 @@ async def test_two_hour_low_res_clip(media: MediaFactory, tmp_path: Path) -> Non
         channels=1,
         size="64x36",
     )
-    info = await probe(source)
+    info = await libav.probe(source)
     assert info.duration == pytest.approx(TWO_HOURS, abs=3)  # the last video frame lingers
     seen: list[float] = []
 
@@ -36,7 +36,7 @@ async def test_two_hour_low_res_clip(media: MediaFactory, tmp_path: Path) -> Non
 
     options = ConversionOptions.from_form({"cover": "frame", "start": "0:30:00"})
     result = await convert(
-        source, tmp_path, info, options, ffmpeg=FFMPEG, filename="lecture.mp4",
+        source, tmp_path, info, options, libav=libav, ffmpeg=FFMPEG, filename="lecture.mp4",
         on_progress=on_progress,
     )  # fmt: skip
     decoded = decode(result.output)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from services.converter.libav_pool import probe
 from services.gateway.precheck import check_against_source
 from shared.blobstore import FileBlobStore
 from shared.errors import ErrorCode, MediaError
+from shared.media import MediaPool
 from shared.options import DEFAULT_LOUDNESS_TARGET, ConversionOptions
 from tests.converter.helpers import FFMPEG, integrated_loudness, run_convert
 from tests.support.media import MediaFactory, decode
@@ -27,7 +27,7 @@ H264 = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
 
 
 async def test_tags_in_latin_1_do_not_stop_a_conversion(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     # RIFF INFO written by Windows tools: "Beyoncé" in Latin-1 (a lone 0xE9 byte). PyAV's
     # strict decoding failed the probe with UnicodeDecodeError: internal_error, or a 500.
@@ -38,14 +38,14 @@ async def test_tags_in_latin_1_do_not_stop_a_conversion(
             "-c:a", "pcm_s16le", "-metadata", "artist=Beyonc\udce9",
         ],
     )  # fmt: skip
-    info = await probe(source)
+    info = await libav.probe(source)
     assert info.tags.get("artist", "").startswith("Beyonc")
-    result = await run_convert(source, tmp_path)
+    result = await run_convert(libav, source, tmp_path)
     assert result.media.duration == pytest.approx(2, abs=0.1)
 
 
 async def test_a_very_short_output_is_read_as_what_it_is(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     # The last 10 ms of a clip: a valid MP3 of a few frames, which FFmpeg's format guess took
     # for VVC video ("the converter produced no audio").
@@ -57,13 +57,13 @@ async def test_a_very_short_output_is_read_as_what_it_is(
             *H264, "-c:a", "aac", "-shortest",
         ],
     )  # fmt: skip
-    result = await run_convert(source, tmp_path, {"start": "9.99"})
+    result = await run_convert(libav, source, tmp_path, {"start": "9.99"})
     assert result.media.codec == "mp3"
     assert result.media.duration == pytest.approx(0.01, abs=0.04)
 
 
 async def test_a_tag_saying_partial_file_is_not_a_truncated_file(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     # The loudness pass runs at -loglevel info, which prints the input's tags among FFmpeg's
     # messages: the comment below failed the job as "incomplete or truncated".
@@ -74,12 +74,12 @@ async def test_a_tag_saying_partial_file_is_not_a_truncated_file(
             "-c:a", "aac", "-metadata", "comment=How to recover a partial file",
         ],
     )  # fmt: skip
-    result = await run_convert(source, tmp_path, {"normalize": "true"})
+    result = await run_convert(libav, source, tmp_path, {"normalize": "true"})
     assert decode(result.output).duration == pytest.approx(6, abs=0.15)
 
 
 async def test_audio_that_starts_late_keeps_its_place_on_the_timeline(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     # A 6 s video whose 3 s of audio start at 3 s: the MP3 was 3 s long, and a trim counted
     # from the first sample instead of from the start of the file.
@@ -90,15 +90,15 @@ async def test_audio_that_starts_late_keeps_its_place_on_the_timeline(
             "-map", "0:v", "-map", "1:a", *H264, "-c:a", "aac",
         ],
     )  # fmt: skip
-    info = await probe(source)
-    whole = await run_convert(source, tmp_path / "whole")
+    info = await libav.probe(source)
+    whole = await run_convert(libav, source, tmp_path / "whole")
     assert whole.media.duration == pytest.approx(info.duration, abs=0.15)
-    trimmed = await run_convert(source, tmp_path / "trimmed", {"start": "1", "end": "4"})
+    trimmed = await run_convert(libav, source, tmp_path / "trimmed", {"start": "1", "end": "4"})
     assert trimmed.media.duration == pytest.approx(3, abs=0.15)
 
 
 async def test_a_cut_off_matroska_file_fails_as_truncated(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     # FFmpeg converts what is there and says "File ended prematurely": the job completed with
     # half of the audio.
@@ -110,18 +110,18 @@ async def test_a_cut_off_matroska_file_fails_as_truncated(
     data = whole.read_bytes()
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(MediaError) as caught:
-        await run_convert(cut, tmp_path / "work")
+        await run_convert(libav, cut, tmp_path / "work")
     assert caught.value.code is ErrorCode.UNREADABLE_MEDIA
 
 
 async def test_choosing_a_track_of_a_file_without_sound_says_so(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     store = FileBlobStore(tmp_path / "blobs")
     size = await store.write_file("silent-src", media.video_only(2))
     with pytest.raises(MediaError) as caught:
         await check_against_source(
-            store, "silent-src", size, ConversionOptions.from_form({"audio_track": "0"})
+            libav, store, "silent-src", size, ConversionOptions.from_form({"audio_track": "0"})
         )
     assert caught.value.code is ErrorCode.NO_AUDIO_STREAM
 
@@ -163,17 +163,17 @@ def tone_level(path: Path, channel: int, frequency: int) -> float:
 
 @pytest.mark.parametrize("channels", [9, 32])
 async def test_channels_with_no_layout_to_guess_are_mixed_with_equal_weights(
-    media: MediaFactory, tmp_path: Path, channels: int
+    media: MediaFactory, tmp_path: Path, channels: int, libav: MediaPool
 ) -> None:
     # Nine or more channels that name no speakers (FFmpeg guesses layouts only up to 8): every
     # downmix failed with "Rematrix is needed ... not enough information": conversion_failed.
     source = media.make(
         f"unlabelled_{channels}.mkv", _unlabelled(channels, tone_at=(0, channels - 1))
     )
-    info = await probe(source)
+    info = await libav.probe(source)
     assert info.audio_tracks[0].channels == channels
     assert info.unplaced == [True]
-    result = await run_convert(source, tmp_path / "stereo")
+    result = await run_convert(libav, source, tmp_path / "stereo")
     assert decode(result.output).channels == 2
     assert result.media.duration == pytest.approx(4, abs=0.1)
     alone = tone_level(media.make("tone_440.wav", [*_unlabelled(2, tone_at=(0, 1))]), 0, 440)
@@ -182,21 +182,21 @@ async def test_channels_with_no_layout_to_guess_are_mixed_with_equal_weights(
         for frequency in (440, 1000):
             level = tone_level(result.output, side, frequency)
             assert level == pytest.approx(alone - 20 * math.log10(channels), abs=2)
-    mono = await run_convert(source, tmp_path / "mono", {"channels": "1"})
+    mono = await run_convert(libav, source, tmp_path / "mono", {"channels": "1"})
     assert decode(mono.output).channels == 1
-    louder = await run_convert(source, tmp_path / "normalized", {"normalize": "1"})
+    louder = await run_convert(libav, source, tmp_path / "normalized", {"normalize": "1"})
     assert integrated_loudness(louder.output) == pytest.approx(DEFAULT_LOUDNESS_TARGET, abs=1.5)
 
 
 async def test_up_to_eight_channels_with_no_layout_keep_ffmpegs_standard_guess(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     # Six unlabelled channels are 5.1 to every tool: the centre (third) channel is mixed into
     # both sides, the LFE (fourth) is dropped, as for a labelled 5.1 source.
     source = media.make("unlabelled_6.mkv", _unlabelled(6, tone_at=(2, 3)))
-    info = await probe(source)
+    info = await libav.probe(source)
     assert info.unplaced == [False]
-    result = await run_convert(source, tmp_path)
+    result = await run_convert(libav, source, tmp_path)
     centre = [tone_level(result.output, side, 440) for side in (0, 1)]
     lfe = [tone_level(result.output, side, 1000) for side in (0, 1)]
     assert centre[0] == pytest.approx(centre[1], abs=0.5)
@@ -206,8 +206,10 @@ async def test_up_to_eight_channels_with_no_layout_keep_ffmpegs_standard_guess(
 PROBE_IN_A_CHILD = """
 import asyncio, sys
 from pathlib import Path
-from services.converter.libav_pool import probe
-info = asyncio.run(probe(Path(sys.argv[1])))
+from shared.media import MediaPool
+pool = MediaPool()
+info = asyncio.run(pool.probe(Path(sys.argv[1])))
+pool.close()
 print(info.audio_tracks[0].channels, info.unplaced)
 """
 
@@ -221,7 +223,7 @@ def _probed_in_a_child(source: Path) -> subprocess.CompletedProcess[str]:
 
 
 async def test_channels_in_a_custom_order_neither_crash_the_probe_nor_the_conversion(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     # PyAV 17.1-18.1 freed such a layout twice: reading the channels of this MOV killed the
     # process (the gateway's upload check, the converter) with "double free or corruption".
@@ -238,13 +240,13 @@ async def test_channels_in_a_custom_order_neither_crash_the_probe_nor_the_conver
     child = _probed_in_a_child(source)
     assert child.returncode == 0, child.stderr[-2000:]
     assert child.stdout.split() == ["3", "[False]"]
-    result = await run_convert(source, tmp_path)
+    result = await run_convert(libav, source, tmp_path)
     assert decode(result.output).channels == 2
     assert result.media.duration == pytest.approx(3, abs=0.1)
 
 
 async def test_a_sound_field_is_heard_through_its_omnidirectional_channel(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     # First-order ambisonics (Opus, mapping family 2, as 360° videos carry it): swresample mixes
     # no sound field down, and every conversion failed ("'ambisonic 1' is not supported").
@@ -257,9 +259,9 @@ async def test_a_sound_field_is_heard_through_its_omnidirectional_channel(
             "-c:a", "libopus", "-mapping_family", "2",
         ],
     )  # fmt: skip
-    info = await probe(source)
+    info = await libav.probe(source)
     assert info.ambisonic == [True]
-    result = await run_convert(source, tmp_path)
+    result = await run_convert(libav, source, tmp_path)
     assert decode(result.output).channels == 2
     assert result.media.duration == pytest.approx(4, abs=0.1)
     alone = tone_level(media.make("tone_440.wav", [*_unlabelled(2, tone_at=(0, 1))]), 0, 440)
@@ -270,7 +272,7 @@ async def test_a_sound_field_is_heard_through_its_omnidirectional_channel(
 
 
 async def test_a_second_track_in_a_custom_order_is_not_decoded_to_pick_the_default(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     # Found by fuzzing: with two tracks the probe decodes their opening seconds to pick the
     # default one, and each decoded frame of a custom-order track was freed twice (SIGABRT).
@@ -287,13 +289,15 @@ async def test_a_second_track_in_a_custom_order_is_not_decoded_to_pick_the_defau
     )  # fmt: skip
     child = _probed_in_a_child(source)
     assert child.returncode == 0, child.stderr[-2000:]
-    info = await probe(source)
+    info = await libav.probe(source)
     assert info.default_track == 1  # the silent first track is passed over, as before
-    result = await run_convert(source, tmp_path)
+    result = await run_convert(libav, source, tmp_path)
     assert result.media.duration == pytest.approx(2, abs=0.1)
 
 
-async def test_a_track_no_decoder_knows_is_described_not_a_crash(tmp_path: Path) -> None:
+async def test_a_track_no_decoder_knows_is_described_not_a_crash(
+    tmp_path: Path, libav: MediaPool
+) -> None:
     # A WAV whose format tag no decoder claims: PyAV gives its stream no codec context, and the
     # probe raised AttributeError (a 500 at the upload check, an internal error on the job).
     fmt = struct.pack("<HHIIHH", 0x1234, 1, 8000, 16000, 2, 16)
@@ -302,12 +306,12 @@ async def test_a_track_no_decoder_knows_is_described_not_a_crash(tmp_path: Path)
     riff += b"data" + struct.pack("<I", len(data)) + data
     source = tmp_path / "unknown_codec.wav"
     source.write_bytes(b"RIFF" + struct.pack("<I", len(riff)) + riff)
-    info = await probe(source)
+    info = await libav.probe(source)
     assert [(t.codec, t.channels, t.sample_rate) for t in info.audio_tracks] == [(None, None, None)]
 
 
 async def test_tracks_that_change_rate_or_gain_streams_midway_are_judged_by_their_start(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     # Found by fuzzing, two more ways out of the probe besides MediaError: a track whose rate
     # changes midway (the resampler's ValueError) and an MPEG-TS whose second half brings a new
@@ -340,4 +344,4 @@ async def test_tracks_that_change_rate_or_gain_streams_midway_are_judged_by_thei
     for source in (changing, late):
         child = _probed_in_a_child(source)
         assert child.returncode == 0, child.stderr[-2000:]
-        assert len((await probe(source)).audio_tracks) >= 2
+        assert len((await libav.probe(source)).audio_tracks) >= 2

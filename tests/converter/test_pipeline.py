@@ -11,10 +11,10 @@ import mutagen.id3
 import mutagen.mp4
 import pytest
 
-from services.converter.libav_pool import probe
 from services.converter.pipeline import convert
-from services.converter.plan import check_options
 from shared.errors import MediaError
+from shared.media import MediaPool
+from shared.media.fit import check_options
 from shared.options import OPTIONS_ERROR_CODE, ConversionOptions
 from tests.converter.helpers import (
     FFMPEG,
@@ -42,10 +42,16 @@ from tests.support.media import MediaFactory, decode
     ],
 )
 async def test_every_format_decodes_with_its_codec(
-    media: MediaFactory, tmp_path: Path, fmt: str, codec: str, content_type: str, sample_rate: int
+    media: MediaFactory,
+    tmp_path: Path,
+    fmt: str,
+    codec: str,
+    content_type: str,
+    sample_rate: int,
+    libav: MediaPool,
 ) -> None:
     form = {"format": fmt, "title": "Tone", "artist": "Lab", "year": "2024"}
-    result = await run_convert(media.h264_aac(3), tmp_path, form)
+    result = await run_convert(libav, media.h264_aac(3), tmp_path, form)
 
     assert result.output.name == f"output.{fmt}"
     assert (result.extension, result.content_type) == (fmt, content_type)
@@ -69,13 +75,17 @@ async def test_every_format_decodes_with_its_codec(
     assert easy["date"] == ["2024"]
 
 
-async def test_mp3_bitrate_quality_rate_and_mono(media: MediaFactory, tmp_path: Path) -> None:
+async def test_mp3_bitrate_quality_rate_and_mono(
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
+) -> None:
     source = media.h264_aac(4)
-    cbr = await run_convert(source, tmp_path / "cbr", {"bitrate": "96", "sample_rate": "48000"})
+    cbr = await run_convert(
+        libav, source, tmp_path / "cbr", {"bitrate": "96", "sample_rate": "48000"}
+    )
     assert cbr.media.bitrate == pytest.approx(96_000, rel=0.05)
     assert decode(cbr.output).sample_rate == 48000
 
-    mono = await run_convert(source, tmp_path / "mono", {"channels": "1", "quality": "7"})
+    mono = await run_convert(libav, source, tmp_path / "mono", {"channels": "1", "quality": "7"})
     assert decode(mono.output).channels == 1
     assert mono.media.bitrate is not None
     assert cbr.media.bitrate is not None
@@ -84,13 +94,13 @@ async def test_mp3_bitrate_quality_rate_and_mono(media: MediaFactory, tmp_path: 
 
 @pytest.mark.parametrize(("layout", "channels"), [("7.1", 8), ("5.1", 6)])
 async def test_surround_is_downmixed(
-    media: MediaFactory, tmp_path: Path, layout: str, channels: int
+    media: MediaFactory, tmp_path: Path, layout: str, channels: int, libav: MediaPool
 ) -> None:
     source = media.surround(layout)
-    assert (await probe(source)).audio_tracks[0].channels == channels
-    stereo = await run_convert(source, tmp_path / "stereo")
+    assert (await libav.probe(source)).audio_tracks[0].channels == channels
+    stereo = await run_convert(libav, source, tmp_path / "stereo")
     assert decode(stereo.output).channels == 2
-    mono = await run_convert(source, tmp_path / "mono", {"channels": "1", "format": "flac"})
+    mono = await run_convert(libav, source, tmp_path / "mono", {"channels": "1", "format": "flac"})
     assert decode(mono.output).channels == 1
 
 
@@ -102,31 +112,33 @@ async def test_surround_is_downmixed(
     [("1.234", "3.5", 2.266), ("00:00:02.5", "0:07", 4.5), ("", "1.5", 1.5), ("8.25", "", 1.75)],
 )
 async def test_trim_lasts_end_minus_start_within_a_frame(
-    media: MediaFactory, tmp_path: Path, start: str, end: str, expected: float
+    media: MediaFactory, tmp_path: Path, start: str, end: str, expected: float, libav: MediaPool
 ) -> None:
-    result = await run_convert(media.h264_aac(10), tmp_path, {"start": start, "end": end})
+    result = await run_convert(libav, media.h264_aac(10), tmp_path, {"start": start, "end": end})
     assert result.path == "encode"
     assert decode(result.output).duration == pytest.approx(expected, abs=MP3_FRAME_SECONDS)
 
 
-async def test_trim_cuts_the_right_stretch(media: MediaFactory, tmp_path: Path) -> None:
+async def test_trim_cuts_the_right_stretch(
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
+) -> None:
     """Silence then a tone from 2 s: a clip from 2 s starts with sound, one to 2 s has none."""
     source = media.make(
         "silence_then_tone.flac",
         ["-f", "lavfi", "-i", "aevalsrc=if(gte(t\\,2)\\,0.5*sin(440*2*PI*t)\\,0):s=44100:d=4",
          "-c:a", "flac"],
     )  # fmt: skip
-    head = await run_convert(source, tmp_path / "head", {"end": "1.9", "format": "wav"})
-    tail = await run_convert(source, tmp_path / "tail", {"start": "2.1", "format": "wav"})
+    head = await run_convert(libav, source, tmp_path / "head", {"end": "1.9", "format": "wav"})
+    tail = await run_convert(libav, source, tmp_path / "tail", {"start": "2.1", "format": "wav"})
     assert integrated_loudness(head.output) < -60
     assert integrated_loudness(tail.output) > -20
 
 
 async def test_trim_past_the_end_is_refused_before_ffmpeg(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     source = media.h264_aac(10)
-    info = await probe(source)
+    info = await libav.probe(source)
     options = ConversionOptions.from_form({"start": "5", "end": "30"})
     with pytest.raises(MediaError) as caught:
         check_options(info, options)
@@ -134,7 +146,7 @@ async def test_trim_past_the_end_is_refused_before_ffmpeg(
     assert caught.value.status_code == 422
     assert caught.value.detail == "end 30 s is past the end of the file (10.000 s)"
     with pytest.raises(MediaError):
-        await convert(source, tmp_path, info, options, ffmpeg=FFMPEG, filename="a.mp4")
+        await convert(source, tmp_path, info, options, libav=libav, ffmpeg=FFMPEG, filename="a.mp4")
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(MediaError, match="start 12 s is at or past the end"):
         check_options(info, ConversionOptions.from_form({"start": "12"}))
@@ -149,11 +161,13 @@ async def test_trim_past_the_end_is_refused_before_ffmpeg(
     ids=["quiet-to-14", "loud-to-14", "quiet-to-23", "loud-to-30"],
 )
 async def test_normalise_lands_within_one_lu(
-    media: MediaFactory, tmp_path: Path, amplitude: float, target: str
+    media: MediaFactory, tmp_path: Path, amplitude: float, target: str, libav: MediaPool
 ) -> None:
     source = media.tone(6, amplitude, f"tone_{amplitude}.flac")
     before = integrated_loudness(source)
-    result = await run_convert(source, tmp_path, {"normalize": "true", "loudness_target": target})
+    result = await run_convert(
+        libav, source, tmp_path, {"normalize": "true", "loudness_target": target}
+    )
     assert result.measured_loudness == pytest.approx(before, abs=0.5)
     after = integrated_loudness(result.output)
     assert after == pytest.approx(float(target), abs=1.0)
@@ -175,10 +189,10 @@ async def test_normalise_lands_within_one_lu(
     ids=["trimmed-3.2s", "whole-limited", "trimmed-limited"],
 )
 async def test_normalise_a_real_film_trimmed_or_limited(
-    shared_media: Path, tmp_path: Path, form: dict[str, str], target: float
+    shared_media: Path, tmp_path: Path, form: dict[str, str], target: float, libav: MediaPool
 ) -> None:
     fields = {"normalize": "true", "loudness_target": f"{target:g}", **form}
-    result = await run_convert(shared_media / "bigbuckbunny.mp4", tmp_path, fields)
+    result = await run_convert(libav, shared_media / "bigbuckbunny.mp4", tmp_path, fields)
     after = integrated_loudness(result.output)
     assert after == pytest.approx(target, abs=1.0)
     assert result.loudness is not None
@@ -188,10 +202,10 @@ async def test_normalise_a_real_film_trimmed_or_limited(
 
 
 async def test_normalise_a_clip_under_3s_says_it_cannot_be_measured(
-    shared_media: Path, tmp_path: Path
+    shared_media: Path, tmp_path: Path, libav: MediaPool
 ) -> None:
     fields = {"normalize": "true", "loudness_target": "-14", "start": "1", "end": "3.5"}
-    result = await run_convert(shared_media / "bigbuckbunny.mp4", tmp_path, fields)
+    result = await run_convert(libav, shared_media / "bigbuckbunny.mp4", tmp_path, fields)
     assert result.loudness is None
     assert result.loudness_note is not None
     assert "shorter than 3 s" in result.loudness_note
@@ -200,19 +214,21 @@ async def test_normalise_a_clip_under_3s_says_it_cannot_be_measured(
 
 
 async def test_normalise_silence_says_there_was_nothing_to_do(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
-    result = await run_convert(media.tone(4, 0.0, "silence.flac"), tmp_path, {"normalize": "1"})
+    result = await run_convert(
+        libav, media.tone(4, 0.0, "silence.flac"), tmp_path, {"normalize": "1"}
+    )
     assert result.loudness is None
     assert result.loudness_note is not None
     assert "silent" in result.loudness_note
 
 
 async def test_normalise_with_trim_and_progress_over_two_passes(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     source = media.h264_aac(20, size="64x64")
-    info = await probe(source)
+    info = await libav.probe(source)
     seen: list[float] = []
 
     async def on_progress(fraction: float) -> None:
@@ -220,7 +236,14 @@ async def test_normalise_with_trim_and_progress_over_two_passes(
 
     options = ConversionOptions.from_form({"normalize": "on", "start": "2", "end": "18"})
     result = await convert(
-        source, tmp_path, info, options, ffmpeg=FFMPEG, filename="a.mp4", on_progress=on_progress
+        source,
+        tmp_path,
+        info,
+        options,
+        libav=libav,
+        ffmpeg=FFMPEG,
+        filename="a.mp4",
+        on_progress=on_progress,
     )
     assert integrated_loudness(result.output) == pytest.approx(-14, abs=1.0)
     assert decode(result.output).duration == pytest.approx(16, abs=MP3_FRAME_SECONDS)
@@ -231,45 +254,49 @@ async def test_normalise_with_trim_and_progress_over_two_passes(
     assert any(0.4 <= f <= 0.5 for f in seen), seen  # the measuring pass ends at one half
 
 
-async def test_normalising_silence_keeps_it_silent(media: MediaFactory, tmp_path: Path) -> None:
+async def test_normalising_silence_keeps_it_silent(
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
+) -> None:
     source = media.tone(2, 0.0, "digital_silence.flac")
-    result = await run_convert(source, tmp_path, {"normalize": "1"})
+    result = await run_convert(libav, source, tmp_path, {"normalize": "1"})
     assert decode(result.output).duration == pytest.approx(2, abs=0.1)
 
 
 # --- cover ---
 
 
-async def test_cover_frame_in_mp3_m4a_and_flac(media: MediaFactory, tmp_path: Path) -> None:
+async def test_cover_frame_in_mp3_m4a_and_flac(
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
+) -> None:
     source = media.h264_aac(10, size="320x240")
-    mp3 = await run_convert(source, tmp_path / "mp3", {"cover": "frame"})
+    mp3 = await run_convert(libav, source, tmp_path / "mp3", {"cover": "frame"})
     [picture] = apic_frames(mp3.output)
     assert picture.type == mutagen.id3.PictureType.COVER_FRONT
     assert picture.mime == "image/jpeg"
     assert picture.data.startswith(b"\xff\xd8")
     assert decode(mp3.output).duration == pytest.approx(10, abs=0.15)
 
-    m4a = await run_convert(source, tmp_path / "m4a", {"cover": "frame", "format": "m4a"})
+    m4a = await run_convert(libav, source, tmp_path / "m4a", {"cover": "frame", "format": "m4a"})
     covers = mp4_tags(m4a.output)["covr"]
     assert len(covers) == 1
     assert covers[0].imageformat == mutagen.mp4.MP4Cover.FORMAT_JPEG
 
-    flac = await run_convert(source, tmp_path / "flac", {"cover": "frame", "format": "flac"})
+    flac = await run_convert(libav, source, tmp_path / "flac", {"cover": "frame", "format": "flac"})
     [flac_picture] = flac_pictures(flac.output)
     assert (flac_picture.type, flac_picture.mime) == (3, "image/jpeg")
 
 
 async def test_cover_frame_of_an_audio_only_file_is_skipped(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     source = media.tone(2, 0.3, "cover_less.flac")
-    result = await run_convert(source, tmp_path, {"cover": "frame"})
+    result = await run_convert(libav, source, tmp_path, {"cover": "frame"})
     assert not result.cover
     assert apic_frames(result.output) == []
 
 
-async def test_no_cover_by_default(media: MediaFactory, tmp_path: Path) -> None:
-    result = await run_convert(media.h264_aac(3), tmp_path)
+async def test_no_cover_by_default(media: MediaFactory, tmp_path: Path, libav: MediaPool) -> None:
+    result = await run_convert(libav, media.h264_aac(3), tmp_path)
     assert not result.cover
     assert apic_frames(result.output) == []
 
@@ -278,7 +305,7 @@ async def test_no_cover_by_default(media: MediaFactory, tmp_path: Path) -> None:
 
 
 async def test_request_tags_win_over_source_tags_and_the_name(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     source = media.make(
         "tagged.mp3",
@@ -287,7 +314,7 @@ async def test_request_tags_win_over_source_tags_and_the_name(
          "-metadata", "album=Source Album", "-metadata", "date=1999-04-01",
          "-metadata", "genre=Jazz", "-metadata", "comment=gps 1,2"],
     )  # fmt: skip
-    from_source = await run_convert(source, tmp_path / "a", filename="upload.mp3")
+    from_source = await run_convert(libav, source, tmp_path / "a", filename="upload.mp3")
     tags = id3(from_source.output)
     assert str(tags["TIT2"]) == "Source Title"
     assert str(tags["TPE1"]) == "Source Artist"
@@ -297,7 +324,7 @@ async def test_request_tags_win_over_source_tags_and_the_name(
     assert not tags.getall("COMM")  # nothing else of the source's metadata survives
 
     form = {"title": "Mine", "artist": "Me", "album": "Ours", "year": "2021", "genre": "Pop"}
-    requested = await run_convert(source, tmp_path / "b", form)
+    requested = await run_convert(libav, source, tmp_path / "b", form)
     tags = id3(requested.output)
     assert tags.version == (2, 4, 0)
     assert [str(tags[k]) for k in ("TIT2", "TPE1", "TALB", "TDRC", "TCON")] == [
@@ -305,13 +332,15 @@ async def test_request_tags_win_over_source_tags_and_the_name(
     ]  # fmt: skip
 
 
-async def test_ogg_track_tags_are_the_works_tags(media: MediaFactory, tmp_path: Path) -> None:
+async def test_ogg_track_tags_are_the_works_tags(
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
+) -> None:
     source = media.make(
         "tagged.ogg",
         ["-f", "lavfi", "-i", "sine=d=2", "-c:a", "libvorbis", "-metadata:s:a:0", "title=Song",
          "-metadata:s:a:0", "artist=Band"],
     )  # fmt: skip
-    result = await run_convert(source, tmp_path, filename="file.ogg")
+    result = await run_convert(libav, source, tmp_path, filename="file.ogg")
     tags = id3(result.output)
     assert (str(tags["TIT2"]), str(tags["TPE1"])) == ("Song", "Band")
 
@@ -319,9 +348,11 @@ async def test_ogg_track_tags_are_the_works_tags(media: MediaFactory, tmp_path: 
 # --- the stream-copy fast path ---
 
 
-async def test_fast_path_copies_mp3_from_avi(media: MediaFactory, tmp_path: Path) -> None:
+async def test_fast_path_copies_mp3_from_avi(
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
+) -> None:
     source = media.mp3_in_avi(4)
-    result = await run_convert(source, tmp_path, {"title": "Fast"}, filename="clip.avi")
+    result = await run_convert(libav, source, tmp_path, {"title": "Fast"}, filename="clip.avi")
     assert result.path == "copy"
     decoded = decode(result.output)
     assert (decoded.codec, decoded.channels, decoded.sample_rate) == ("mp3", 2, 44100)
@@ -331,8 +362,10 @@ async def test_fast_path_copies_mp3_from_avi(media: MediaFactory, tmp_path: Path
     assert (tags.version, str(tags["TIT2"])) == ((2, 4, 0), "Fast")
 
 
-async def test_fast_path_keeps_a_cover(media: MediaFactory, tmp_path: Path) -> None:
-    result = await run_convert(media.mp3_in_avi(4), tmp_path, {"cover": "frame"})
+async def test_fast_path_keeps_a_cover(
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
+) -> None:
+    result = await run_convert(libav, media.mp3_in_avi(4), tmp_path, {"cover": "frame"})
     assert (result.path, result.cover) == ("copy", True)
     assert apic_frames(result.output)
 
@@ -352,8 +385,8 @@ async def test_fast_path_keeps_a_cover(media: MediaFactory, tmp_path: Path) -> N
     ids=lambda form: ",".join(f"{k}={v}" for k, v in form.items()),
 )
 async def test_fast_path_not_taken_when_the_request_changes_the_audio(
-    media: MediaFactory, tmp_path: Path, form: dict[str, str]
+    media: MediaFactory, tmp_path: Path, form: dict[str, str], libav: MediaPool
 ) -> None:
-    result = await run_convert(media.mp3_in_avi(4), tmp_path, form)
+    result = await run_convert(libav, media.mp3_in_avi(4), tmp_path, form)
     assert result.path == "encode"
     assert decode(result.output).duration > 0

@@ -10,17 +10,16 @@ import pytest
 from services.converter.loudness import Gain, Measurement, gain_for, parse_summary
 from services.converter.plan import (
     ConversionPlan,
-    Limits,
     build_cover_command,
     build_measure_command,
     build_output_command,
-    check_options,
     plan_conversion,
 )
-from services.converter.probe import MediaInfo, TrackActivity
 from services.converter.tags import resolve_tags
 from shared.errors import ErrorCode, MediaError
 from shared.jobs import AudioTrack
+from shared.media import MediaInfo, TrackActivity
+from shared.media.fit import Limits, check_options
 from shared.options import OPTIONS_ERROR_CODE, ConversionOptions
 
 MIB = 1024 * 1024

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from services.converter.libav_pool import probe
-from services.converter.probe import demuxer_short_name
 from shared.errors import ErrorCode, MediaError
+from shared.media import MediaPool
+from shared.media.libav.probe import demuxer_short_name
 from tests.support.media import MediaFactory
 
 # --- generators the shared MediaFactory does not have (used by test_ffmpeg.py too) ---
@@ -64,8 +64,8 @@ def top_level_atoms(path: Path) -> list[str]:
 # --- tests ---
 
 
-async def test_generated_mp4(media: MediaFactory) -> None:
-    info = await probe(media.h264_aac(10))
+async def test_generated_mp4(media: MediaFactory, libav: MediaPool) -> None:
+    info = await libav.probe(media.h264_aac(10))
     assert info.container == "mov,mp4,m4a,3gp,3g2,mj2"
     assert info.format_name == "mov"
     assert info.duration == pytest.approx(10, abs=0.1)
@@ -77,9 +77,9 @@ async def test_generated_mp4(media: MediaFactory) -> None:
     assert track.language is None  # "und" is no language
 
 
-async def test_bigbuckbunny_is_51_aac(shared_media: Path) -> None:
+async def test_bigbuckbunny_is_51_aac(shared_media: Path, libav: MediaPool) -> None:
     path = shared_media / "bigbuckbunny.mp4"
-    info = await probe(path)
+    info = await libav.probe(path)
     assert info.format_name == "mov"
     assert info.duration == pytest.approx(5.312, abs=0.05)
     assert info.video_codec == "h264"
@@ -96,8 +96,8 @@ async def test_bigbuckbunny_is_51_aac(shared_media: Path) -> None:
     assert len(source.audio_tracks) == 1
 
 
-async def test_mpeg_ps_without_audio(shared_media: Path) -> None:
-    info = await probe(shared_media / "cityCC0.mpg")
+async def test_mpeg_ps_without_audio(shared_media: Path, libav: MediaPool) -> None:
+    info = await libav.probe(shared_media / "cityCC0.mpg")
     assert info.format_name == "mpeg"
     assert info.audio_tracks == []
     assert info.video_codec == "mpeg2video"
@@ -107,8 +107,8 @@ async def test_mpeg_ps_without_audio(shared_media: Path) -> None:
     assert source.channels is None
 
 
-async def test_mkv_with_two_audio_tracks(media: MediaFactory) -> None:
-    info = await probe(two_track_mkv(media))
+async def test_mkv_with_two_audio_tracks(media: MediaFactory, libav: MediaPool) -> None:
+    info = await libav.probe(two_track_mkv(media))
     assert info.container == "matroska,webm"
     assert info.format_name == "matroska"
     assert info.duration == pytest.approx(4, abs=0.1)
@@ -124,18 +124,18 @@ async def test_mkv_with_two_audio_tracks(media: MediaFactory) -> None:
     assert (second.language, second.title) == ("fra", "Commentary")
 
 
-async def test_video_only_mp4_has_no_tracks(media: MediaFactory) -> None:
-    info = await probe(media.video_only())
+async def test_video_only_mp4_has_no_tracks(media: MediaFactory, libav: MediaPool) -> None:
+    info = await libav.probe(media.video_only())
     assert info.audio_tracks == []
     assert info.video_codec == "h264"
 
 
-async def test_audio_only_file(media: MediaFactory) -> None:
+async def test_audio_only_file(media: MediaFactory, libav: MediaPool) -> None:
     path = media.make(
         "tone.m4a",
         ["-f", "lavfi", "-i", "sine=frequency=300:sample_rate=32000:duration=2", "-c:a", "aac"],
     )
-    info = await probe(path)
+    info = await libav.probe(path)
     assert info.video_codec is None
     assert [t.sample_rate for t in info.audio_tracks] == [32000]
 
@@ -151,17 +151,17 @@ async def test_audio_only_file(media: MediaFactory) -> None:
     ],
     ids=["text", "empty", "binary", "srt"],
 )
-async def test_non_media_is_unreadable(tmp_path: Path, content: bytes) -> None:
+async def test_non_media_is_unreadable(tmp_path: Path, content: bytes, libav: MediaPool) -> None:
     path = tmp_path / "video.mp4"
     path.write_bytes(content)
     with pytest.raises(MediaError) as caught:
-        await probe(path)
+        await libav.probe(path)
     assert caught.value.code is ErrorCode.UNREADABLE_MEDIA
     assert caught.value.detail == "the file could not be read as audio or video"
 
 
 async def test_concat_script_pointing_at_another_file_is_refused(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     """A concat script would make the converter read files the user never uploaded."""
     other = media.h264_aac(10)
@@ -169,41 +169,45 @@ async def test_concat_script_pointing_at_another_file_is_refused(
     script = tmp_path / "upload.mp4"
     script.write_text("ffconcat version 1.0\nfile other.mp4\n")
     with pytest.raises(MediaError) as caught:
-        await probe(script)
+        await libav.probe(script)
     assert caught.value.code is ErrorCode.UNREADABLE_MEDIA
 
 
-async def test_missing_file_is_not_the_users_fault(tmp_path: Path) -> None:
+async def test_missing_file_is_not_the_users_fault(tmp_path: Path, libav: MediaPool) -> None:
     with pytest.raises(FileNotFoundError):
-        await probe(tmp_path / "gone.mp4")
+        await libav.probe(tmp_path / "gone.mp4")
 
 
 async def test_truncated_mp4_with_index_at_end_is_unreadable(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     source = media.h264_aac(10)
     atoms = top_level_atoms(source)
     assert atoms.index("mdat") < atoms.index("moov"), atoms  # the premise: moov at the end
     cut = truncated_copy(source, tmp_path / "cut.mp4")
     with pytest.raises(MediaError) as caught:
-        await probe(cut)
+        await libav.probe(cut)
     assert caught.value.code is ErrorCode.UNREADABLE_MEDIA
 
 
-async def test_truncated_faststart_mp4_still_probes(media: MediaFactory, tmp_path: Path) -> None:
+async def test_truncated_faststart_mp4_still_probes(
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
+) -> None:
     """Its index survives, so probing succeeds; conversion must fail (see test_ffmpeg.py)."""
     source = faststart_mp4(media)
     atoms = top_level_atoms(source)
     assert atoms.index("moov") < atoms.index("mdat"), atoms
-    info = await probe(truncated_copy(source, tmp_path / "cut.mp4"))
+    info = await libav.probe(truncated_copy(source, tmp_path / "cut.mp4"))
     assert info.duration == pytest.approx(10, abs=0.1)
     assert len(info.audio_tracks) == 1
 
 
-async def test_hostile_name_is_only_a_file(media: MediaFactory, tmp_path: Path) -> None:
+async def test_hostile_name_is_only_a_file(
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
+) -> None:
     path = tmp_path / "http:evil.example a.mp4 -i http:127.0.0.1:9 x.mp4"
     path.symlink_to(media.h264_aac(10))
-    info = await probe(path)
+    info = await libav.probe(path)
     assert info.format_name == "mov"
 
 

@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 
 from services.converter.ffmpeg import run_ffmpeg
-from services.converter.libav_pool import default_pool, probe
 from services.converter.plan import ConversionPlan, build_output_command, plan_conversion
-from services.converter.probe import MediaInfo
 from services.converter.remux import copies_in_process, copy_mp3
 from shared.errors import ErrorCode, MediaError
+from shared.media import MediaInfo, MediaPool
 from shared.options import ConversionOptions
 from tests.converter.helpers import FFMPEG, id3
 from tests.support.media import MediaFactory, decode
@@ -57,8 +56,10 @@ def mp3_in_mp4(media: MediaFactory) -> Path:
     )
 
 
-async def plan_for(source: Path, form: dict[str, str]) -> tuple[MediaInfo, ConversionPlan]:
-    info = await probe(source)
+async def plan_for(
+    libav: MediaPool, source: Path, form: dict[str, str]
+) -> tuple[MediaInfo, ConversionPlan]:
+    info = await libav.probe(source)
     plan = plan_conversion(info, ConversionOptions.from_form(form), source.name)
     assert copies_in_process(source, info, plan, None)
     return info, plan
@@ -82,13 +83,13 @@ def split_id3(path: Path) -> tuple[dict[str, str], bytes]:
     ],
 )
 async def test_writes_what_the_command_line_writes(
-    media: MediaFactory, tmp_path: Path, kind: str, form: dict[str, str]
+    media: MediaFactory, tmp_path: Path, kind: str, form: dict[str, str], libav: MediaPool
 ) -> None:
     source = media.mp3_in_avi(4) if kind == "avi" else mp3_tracks_mkv(media)
-    info, plan = await plan_for(source, form)
+    info, plan = await plan_for(libav, source, form)
     ours, theirs = tmp_path / "ours.mp3", tmp_path / "theirs.mp3"
 
-    await copy_mp3(source, ours, info, plan, on_progress=None, timeout=60)
+    await copy_mp3(libav, source, ours, info, plan, on_progress=None, timeout=60)
     await run_ffmpeg(
         build_output_command(FFMPEG, source, theirs, info, plan),
         duration=None,
@@ -113,17 +114,17 @@ async def test_writes_what_the_command_line_writes(
 
 @pytest.mark.parametrize("kind", ["avi", "ts"])
 async def test_reports_progress_up_to_the_end(
-    media: MediaFactory, tmp_path: Path, kind: str
+    media: MediaFactory, tmp_path: Path, kind: str, libav: MediaPool
 ) -> None:
     # MPEG-TS timestamps rarely start at zero: progress counts from the first packet.
     source = media.mp3_in_avi(20) if kind == "avi" else mp3_in_ts_at_an_hour(media)
-    info, plan = await plan_for(source, {})
+    info, plan = await plan_for(libav, source, {})
     seen: list[float] = []
 
     async def record(seconds: float) -> None:
         seen.append(seconds)
 
-    await copy_mp3(source, tmp_path / "out.mp3", info, plan, on_progress=record, timeout=60)
+    await copy_mp3(libav, source, tmp_path / "out.mp3", info, plan, on_progress=record, timeout=60)
     assert seen == sorted(seen)
     assert seen[-1] == pytest.approx(20, abs=0.2)
 
@@ -136,12 +137,14 @@ async def _assert_nothing_writes_after(output: Path) -> None:
 
 @pytest.mark.parametrize("cancellations", [1, 2])
 async def test_a_cancelled_copy_has_stopped_when_it_returns(
-    media: MediaFactory, tmp_path: Path, cancellations: int
+    media: MediaFactory, tmp_path: Path, cancellations: int, libav: MediaPool
 ) -> None:
     source = media.mp3_in_avi(600)
-    info, plan = await plan_for(source, {})
+    info, plan = await plan_for(libav, source, {})
     output = tmp_path / "out.mp3"
-    task = asyncio.create_task(copy_mp3(source, output, info, plan, on_progress=None, timeout=60))
+    task = asyncio.create_task(
+        copy_mp3(libav, source, output, info, plan, on_progress=None, timeout=60)
+    )
     await asyncio.sleep(0.02)
     for _ in range(cancellations):
         # A second cancellation (a user's cancel, then shutdown) can land while the copy stops.
@@ -154,13 +157,13 @@ async def test_a_cancelled_copy_has_stopped_when_it_returns(
 
 
 async def test_a_copy_blocked_in_a_read_is_killed_through_two_cancellations(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     # The source is a FIFO fed by this test, so the copy sits in a read that no flag can
     # interrupt: only killing its libav process ends it, and the cancelled copy returns once
     # that process is gone.
     real = media.mp3_in_avi(4)
-    info, plan = await plan_for(real, {})
+    info, plan = await plan_for(libav, real, {})
     fifo = tmp_path / "source.avi"
     os.mkfifo(fifo)
     release = threading.Event()
@@ -173,10 +176,10 @@ async def test_a_copy_blocked_in_a_read_is_killed_through_two_cancellations(
 
     feeder = threading.Thread(target=feed)
     feeder.start()
-    pool = default_pool()
+    pool = libav
     try:
         task = asyncio.create_task(
-            copy_mp3(fifo, tmp_path / "out.mp3", info, plan, on_progress=None, timeout=60)
+            copy_mp3(libav, fifo, tmp_path / "out.mp3", info, plan, on_progress=None, timeout=60)
         )
         await asyncio.sleep(0.5)
         [copying] = pool.pids()[1]
@@ -194,48 +197,54 @@ async def test_a_copy_blocked_in_a_read_is_killed_through_two_cancellations(
 
 
 async def test_a_timed_out_copy_fails_with_timeout_and_stops(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     source = media.mp3_in_avi(600)
-    info, plan = await plan_for(source, {})
+    info, plan = await plan_for(libav, source, {})
     output = tmp_path / "out.mp3"
     with pytest.raises(MediaError) as caught:
-        await copy_mp3(source, output, info, plan, on_progress=None, timeout=0.02)
+        await copy_mp3(libav, source, output, info, plan, on_progress=None, timeout=0.02)
     assert caught.value.code is ErrorCode.TIMEOUT
     await _assert_nothing_writes_after(output)
 
 
 async def test_an_unreadable_source_gets_a_code_and_no_server_path(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     source = shutil.copy(media.mp3_in_avi(4), tmp_path / "clip.avi")
-    info, plan = await plan_for(Path(source), {})
+    info, plan = await plan_for(libav, Path(source), {})
     Path(source).write_bytes(b"\x00garbage" * 4096)  # replaced after the probe
 
     with pytest.raises(MediaError) as caught:
-        await copy_mp3(Path(source), tmp_path / "out.mp3", info, plan, on_progress=None, timeout=60)
+        await copy_mp3(
+            libav, Path(source), tmp_path / "out.mp3", info, plan, on_progress=None, timeout=60
+        )
     assert caught.value.code is ErrorCode.UNREADABLE_MEDIA
     assert str(tmp_path) not in str(caught.value)
 
 
 async def test_a_source_whose_track_is_no_longer_mp3_fails_with_a_code(
-    media: MediaFactory, tmp_path: Path
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     source = shutil.copy(media.mp3_in_avi(4), tmp_path / "clip.avi")
-    info, plan = await plan_for(Path(source), {})
+    info, plan = await plan_for(libav, Path(source), {})
     aac = media.clip(
         "aac.avi", video=["-c:v", "mpeg4"], audio=["-c:a", "aac", "-b:a", "96k"], seconds=4
     )
     shutil.copy(aac, source)  # swapped after the probe
 
     with pytest.raises(MediaError) as caught:
-        await copy_mp3(Path(source), tmp_path / "out.mp3", info, plan, on_progress=None, timeout=60)
+        await copy_mp3(
+            libav, Path(source), tmp_path / "out.mp3", info, plan, on_progress=None, timeout=60
+        )
     assert caught.value.code is ErrorCode.CONVERSION_FAILED
 
 
-async def test_only_plain_local_copies_run_in_process(media: MediaFactory, tmp_path: Path) -> None:
+async def test_only_plain_local_copies_run_in_process(
+    media: MediaFactory, tmp_path: Path, libav: MediaPool
+) -> None:
     source = media.mp3_in_avi(4)
-    info = await probe(source)
+    info = await libav.probe(source)
 
     def plan(form: dict[str, str]) -> ConversionPlan:
         return plan_conversion(info, ConversionOptions.from_form(form), "clip.avi")
@@ -247,7 +256,7 @@ async def test_only_plain_local_copies_run_in_process(media: MediaFactory, tmp_p
     assert not copies_in_process("pipe:0", info, plan({}), None)
     # MP4/MOV: the command line reports a cut-off file and writes the exact end padding.
     mp4 = mp3_in_mp4(media)
-    mp4_info = await probe(mp4)
+    mp4_info = await libav.probe(mp4)
     mp4_plan = plan_conversion(mp4_info, ConversionOptions.from_form({}), "a.mp4")
     assert mp4_plan.path == "copy"
     assert not copies_in_process(mp4, mp4_info, mp4_plan, None)

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.converter.libav_pool import probe
 from services.converter.pipeline import convert
 from services.converter.source import StoredSource
 from shared.blobstore import BlobNotFound, GridFSBlobStore
 from shared.errors import ErrorCode, MediaError
+from shared.media import MediaPool
 from shared.mongo import mongo_client
 from shared.options import ConversionOptions
 from tests.converter.helpers import FFMPEG, run_convert
@@ -63,13 +63,15 @@ def mkv(media: MediaFactory, seconds: float = 8) -> Path:
 
 
 async def run(
-    source: StoredSource, workdir: Path, form: dict[str, str] | None = None
+    libav: MediaPool, source: StoredSource, workdir: Path, form: dict[str, str] | None = None
 ) -> tuple[Any, bool]:
     """Convert like the service does; returns the result and whether a local copy was made."""
     workdir.mkdir(parents=True, exist_ok=True)
-    info = await source.probe()
+    info = await source.probe(libav)
     options = ConversionOptions.from_form(form or {})
-    result = await convert(source, workdir, info, options, ffmpeg=FFMPEG, filename="clip.mp4")
+    result = await convert(
+        source, workdir, info, options, libav=libav, ffmpeg=FFMPEG, filename="clip.mp4"
+    )
     return result, (workdir / "source").exists()
 
 
@@ -79,35 +81,35 @@ async def run(
     ids=["mp4-faststart", "mp4-index-last", "mkv"],
 )
 async def test_probe_through_ranged_reads_matches_the_local_probe(
-    store: GridFSBlobStore, media: MediaFactory, make: Any, sequential: bool
+    store: GridFSBlobStore, media: MediaFactory, make: Any, sequential: bool, libav: MediaPool
 ) -> None:
     path = make(media)
-    local = await probe(path)
-    remote = await (await stored(store, path)).probe()
+    local = await libav.probe(path)
+    remote = await (await stored(store, path)).probe(libav)
     assert remote == local
     assert remote.sequential is sequential
 
 
-async def test_avi_is_never_taken_as_sequential(media: MediaFactory) -> None:
-    assert (await probe(media.mp3_in_avi())).sequential is False
+async def test_avi_is_never_taken_as_sequential(media: MediaFactory, libav: MediaPool) -> None:
+    assert (await libav.probe(media.mp3_in_avi())).sequential is False
 
 
 @pytest.mark.parametrize("make", [faststart_mp4, mkv], ids=["mp4-faststart", "mkv"])
 async def test_a_sequential_source_is_piped_and_gives_the_local_result(
-    store: GridFSBlobStore, media: MediaFactory, tmp_path: Path, make: Any
+    store: GridFSBlobStore, media: MediaFactory, tmp_path: Path, make: Any, libav: MediaPool
 ) -> None:
     path = make(media)
-    piped, copied = await run(await stored(store, path), tmp_path / "piped")
+    piped, copied = await run(libav, await stored(store, path), tmp_path / "piped")
     assert not copied
-    local = await run_convert(path, tmp_path / "local", filename="clip.mp4")
+    local = await run_convert(libav, path, tmp_path / "local", filename="clip.mp4")
     assert piped.output.read_bytes() == local.output.read_bytes()
     assert abs(decode(piped.output).duration - 8) < 0.1
 
 
 async def test_an_index_at_the_end_is_copied_first(
-    store: GridFSBlobStore, media: MediaFactory, tmp_path: Path
+    store: GridFSBlobStore, media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
-    result, copied = await run(await stored(store, index_last_mp4(media)), tmp_path)
+    result, copied = await run(libav, await stored(store, index_last_mp4(media)), tmp_path)
     assert copied
     assert abs(decode(result.output).duration - 8) < 0.1
 
@@ -116,37 +118,45 @@ async def test_an_index_at_the_end_is_copied_first(
     "form", [{"start": "2"}, {"normalize": "true"}], ids=["start-offset", "normalize"]
 )
 async def test_seeks_and_second_passes_read_a_local_copy(
-    store: GridFSBlobStore, media: MediaFactory, tmp_path: Path, form: dict[str, str]
+    store: GridFSBlobStore,
+    media: MediaFactory,
+    tmp_path: Path,
+    form: dict[str, str],
+    libav: MediaPool,
 ) -> None:
-    result, copied = await run(await stored(store, mkv(media)), tmp_path, form)
+    result, copied = await run(libav, await stored(store, mkv(media)), tmp_path, form)
     assert copied
     expected = 6 if "start" in form else 8
     assert abs(decode(result.output).duration - expected) < 0.15
 
 
 async def test_an_end_trim_stops_the_pipe_early(
-    store: GridFSBlobStore, media: MediaFactory, tmp_path: Path
+    store: GridFSBlobStore, media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     # FFmpeg stops reading at `end` and closes its stdin while bytes are still being written.
-    result, copied = await run(await stored(store, mkv(media, 60)), tmp_path, {"end": "3"})
+    result, copied = await run(libav, await stored(store, mkv(media, 60)), tmp_path, {"end": "3"})
     assert not copied
     assert abs(decode(result.output).duration - 3) < 0.1
 
 
 async def test_a_truncated_source_fails_as_unreadable_after_the_copy_retry(
-    store: GridFSBlobStore, media: MediaFactory, tmp_path: Path
+    store: GridFSBlobStore, media: MediaFactory, tmp_path: Path, libav: MediaPool
 ) -> None:
     whole = faststart_mp4(media).read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(whole[: len(whole) * 6 // 10])
     with pytest.raises(MediaError) as failed:
-        await run(await stored(store, cut), tmp_path / "work")
+        await run(libav, await stored(store, cut), tmp_path / "work")
     assert failed.value.code is ErrorCode.UNREADABLE_MEDIA
     assert (tmp_path / "work" / "source").exists()
 
 
 async def test_a_blob_damaged_mid_read_raises_the_store_error(
-    store: GridFSBlobStore, db: AsyncDatabase[Any], media: MediaFactory, tmp_path: Path
+    store: GridFSBlobStore,
+    db: AsyncDatabase[Any],
+    media: MediaFactory,
+    tmp_path: Path,
+    libav: MediaPool,
 ) -> None:
     # 60 s at 320x240 is ~6.5 MB: chunk 4 (the fifth MiB) is read only once FFmpeg is running.
     path = media.clip(
@@ -154,7 +164,7 @@ async def test_a_blob_damaged_mid_read_raises_the_store_error(
         extra=FASTSTART,
     )  # fmt: skip
     source = await stored(store, path)
-    info = await source.probe()
+    info = await source.probe(libav)
     assert info.sequential
     files = await db["fs.files"].find_one({"filename": source.blob_id})
     assert files is not None
@@ -166,6 +176,7 @@ async def test_a_blob_damaged_mid_read_raises_the_store_error(
             tmp_path / "w",
             info,
             ConversionOptions.from_form({}),
+            libav=libav,
             ffmpeg=FFMPEG,
             filename="clip.mp4",
         )

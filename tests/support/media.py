@@ -8,8 +8,8 @@ from pathlib import Path
 
 import av
 
-from services.converter.probe import codec_name
 from shared.ffmpeg_path import ffmpeg_executable
+from shared.media.libav.probe import codec_name
 
 
 @dataclass

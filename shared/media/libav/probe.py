@@ -1,8 +1,8 @@
 """Read what an uploaded file contains (container, duration, audio tracks) with PyAV.
 
 Nothing here runs FFmpeg: a local file is opened through libavformat's `file` protocol only,
-a blob elsewhere (GridFS) through a block-reading file object. The services run this in a
-probe process (`libav_process`, reached through `libav_pool`), never in their own.
+a blob elsewhere (GridFS) through a block-reading file object. Child side: only a libav
+process (`shared.media.child`) runs this, never a service.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import io
 import time
 from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,15 @@ import av.error
 import av.stream
 
 from shared.errors import ErrorCode, MediaError
-from shared.jobs import AudioTrack, SourceInfo
-
-UNREADABLE_DETAIL = "the file could not be read as audio or video"
+from shared.jobs import AudioTrack
+from shared.media.info import (
+    AUDIBLE_PEAK,
+    MAX_PIXELS,
+    MOV_DEMUXER,
+    UNREADABLE_DETAIL,
+    MediaInfo,
+    TrackActivity,
+)
 
 # libavformat may follow references from one file to others when asked to (`file` stays allowed
 # for the input itself, so nested local files could still be read). Demuxers whose job is to
@@ -49,10 +55,6 @@ REFUSED_DEMUXERS = frozenset(
 
 # Every nested open (playlists, references, `-i` of the converter) is held to this list.
 INPUT_OPTIONS = {"protocol_whitelist": "file"}
-# Opening a file decodes a frame of each stream to learn its format: three 16000x16000 PNG
-# "video" streams in a 6 MB upload took 33 s and 5.9 GB doing it. No decoder (ours or FFmpeg's)
-# makes a picture larger than twice 8K UHD; video is never needed beyond its presence anyway.
-MAX_PIXELS = 7680 * 4320 * 2
 # For PyAV's `options`, which reach the container and every stream's decoder (its per-stream
 # `stream_options` are refused by demuxers that find their streams late, MPEG-PS and FLV).
 DECODER_OPTIONS = {"max_pixels": str(MAX_PIXELS)}
@@ -67,7 +69,6 @@ METADATA_ERRORS = "replace"
 SEQUENTIAL_DEMUXERS = frozenset(
     {"matroska", "mpegts", "mpeg", "flv", "ogg", "mp3", "aac", "flac", "wav"}
 )
-MOV_DEMUXER = "mov"
 # Top-level boxes looked at before giving up on finding `moov` or `mdat`.
 MAX_TOP_LEVEL_BOXES = 64
 
@@ -82,8 +83,6 @@ ACTIVITY_MAX_BYTES = 64 * 1024 * 1024
 # And in time: decoding is bounded by neither of the above (a FLAC track at 655 kHz, timestamps
 # that never reach the window), and this only picks a default track.
 ACTIVITY_MAX_SECONDS = 2.0
-# About -60 dBFS: quieter than any real recording's noise floor, louder than dither.
-AUDIBLE_PEAK = 0.001
 
 # FFmpeg places the channels of a track that names no layout on its standard layout for their
 # count, which exists for up to 8 channels in every version we meet (newer ones add a few wider
@@ -101,113 +100,13 @@ _NATIVE_CHANNEL_IDS = {
 }  # fmt: skip
 
 
-@dataclass(frozen=True)
-class TrackActivity:
-    """What the opening window of one audio track held."""
-
-    packets: int
-    peak: float
-    """Largest absolute sample value decoded (1.0 = full scale)."""
-
-    @property
-    def empty(self) -> bool:
-        return self.packets == 0
-
-    @property
-    def audible(self) -> bool:
-        return self.peak >= AUDIBLE_PEAK
-
-
-@dataclass(frozen=True)
-class MediaInfo:
-    container: str
-    """Demuxer name(s) as libavformat reports them, e.g. "mov,mp4,m4a,3gp,3g2,mj2"."""
-    format_name: str
-    """The one demuxer name `ffmpeg -f` accepts for this file, e.g. "mov" or "matroska"."""
-    duration: float | None
-    bitrate: int | None
-    video_codec: str | None
-    audio_tracks: list[AudioTrack] = field(default_factory=list)
-    tags: dict[str, str] = field(default_factory=dict)
-    """Container-level tags, keys lower-cased."""
-    track_tags: list[dict[str, str]] = field(default_factory=list)
-    """Each audio track's own tags, keys lower-cased (Ogg and FLAC keep their tags here)."""
-    activity: list[TrackActivity] = field(default_factory=list)
-    """Per audio track, when the file has more than one; empty otherwise."""
-    has_video: bool = False
-    """A real video stream (not a cover picture) that a cover frame can be taken from."""
-    sequential: bool = False
-    """FFmpeg can read the file front to back from a pipe (see SEQUENTIAL_DEMUXERS)."""
-    unplaced: list[bool] = field(default_factory=list)
-    """Per audio track: FFmpeg cannot tell which speaker its channels belong to (no layout,
-    none to guess), so mixing it down needs a matrix of ours. Empty: every track is placed."""
-
-    ambisonic: list[bool] = field(default_factory=list)
-    """Per audio track: a sound field (360° video), not speakers; its first channel (W) hears
-    everything from everywhere. Empty: none is."""
-
-    def is_unplaced(self, track: int) -> bool:
-        return track < len(self.unplaced) and self.unplaced[track]
-
-    def is_ambisonic(self, track: int) -> bool:
-        return track < len(self.ambisonic) and self.ambisonic[track]
-
-    @property
-    def default_track(self) -> int:
-        """The audio track converted when the request names none.
-
-        The first track that has sound in its opening seconds; failing that the first that has
-        any packets; failing that the first. An empty or muted first track (seen in camera
-        files and remuxes) must not turn into an empty or silent result when another track
-        has the actual sound.
-        """
-        if not self.activity:
-            return 0
-        for position, activity in enumerate(self.activity):
-            if activity.audible:
-                return position
-        for position, activity in enumerate(self.activity):
-            if not activity.empty:
-                return position
-        return 0
-
-    def select_track(self, requested: int | None) -> int:
-        """The track to convert: `requested`, else the default; MediaError if there is none."""
-        if not self.audio_tracks:
-            raise MediaError("the file has no audio track", code=ErrorCode.NO_AUDIO_STREAM)
-        if requested is None:
-            return self.default_track
-        if not 0 <= requested < len(self.audio_tracks):
-            count = len(self.audio_tracks)
-            raise MediaError(
-                f"audio_track {requested} does not exist: the file has {count} audio "
-                f"track{'s' if count != 1 else ''} (0 to {count - 1})",
-                code=ErrorCode.NO_AUDIO_STREAM,
-            )
-        return requested
-
-    def to_source_info(self, size: int) -> SourceInfo:
-        first = self.audio_tracks[0] if self.audio_tracks else None
-        return SourceInfo(
-            size=size,
-            duration=self.duration,
-            container=self.container,
-            audio_codec=first.codec if first else None,
-            video_codec=self.video_codec,
-            channels=first.channels if first else None,
-            sample_rate=first.sample_rate if first else None,
-            bitrate=self.bitrate,
-            audio_tracks=[track.model_copy() for track in self.audio_tracks],
-        )
-
-
 def probe_sync(source: Path | io.RawIOBase) -> MediaInfo:
     """Describe `source`, or raise MediaError(unreadable_media) if it is not audio or video.
 
     `source` is a local path or a seekable binary file object. A missing file raises
     FileNotFoundError: that is the caller's bug, not the user's upload. Blocking, and native
-    code run on hostile bytes: the services call it only through `libav_pool`, in a process
-    of its own.
+    code run on hostile bytes: the services reach it only through `shared.media.MediaPool`,
+    in a process of its own.
     """
     if isinstance(source, Path):
         if not source.is_file():

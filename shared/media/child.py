@@ -1,53 +1,62 @@
 """A libav process: reads uploads with PyAV away from the services that receive them.
 
-    python -m services.converter.libav_process PARENT_PID
+    python -m shared.media.child PARENT_PID
 
 libavformat, libavcodec and PyAV are native code fed with hostile files. A bug in any of them
 (PyAV 17.1-18.1 freed custom channel layouts twice) would otherwise abort the gateway with
 every upload in flight, or the converter with every job it runs, and the broker would hand
 those jobs out again into the same crash. Here it ends one process, which the parent
-replaces. The address space is capped too, so a file built to make a decoder allocate
-gigabytes fails instead of pushing the host into swap.
+(`shared.media.pool`) replaces. The address space is capped too, so a file built to make a
+decoder allocate gigabytes fails instead of pushing the host into swap.
 
-Requests come one at a time on stdin (frames: `libav_wire`): describe an upload
-(`probe_sync`) or an output (`inspect_output_sync`), or stream-copy an upload's MP3 track into
-a file (`remux.StreamCopy`). The process ends at the end of
+Requests come one at a time on stdin (`shared.media.protocol`); the process ends at the end of
 its stdin or when its parent is gone.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import sys
 import threading
 import time
-from dataclasses import asdict
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-from services.converter.ffmpeg import inspect_output_sync
-from services.converter.libav_wire import (
+from shared.blobstore.filelike import BlockFile
+from shared.errors import MediaError
+from shared.media.libav.output import inspect_sync
+from shared.media.libav.probe import probe_sync
+from shared.media.libav.remux import StreamCopy
+from shared.media.protocol import (
     ANSWER,
     BLOCK,
     PROGRESS,
     READ,
     REQUEST,
+    Copied,
+    Copy,
+    Described,
+    Failed,
+    Inspect,
+    Inspected,
+    ProbeBlob,
+    ProbeFile,
     encode,
-    info_to_wire,
     read_frame,
+    requests,
     write_frame,
 )
-from services.converter.probe import probe_sync
-from services.converter.remux import PROGRESS_INTERVAL, StreamCopy
-from shared.blobstore.filelike import BlockFile
-from shared.errors import MediaError
 
 # Python, libav and a probe's decoding need a few hundred MiB of address space; decoder threads
 # reserve stacks they never touch. Far above that, far below what a bomb would take.
 ADDRESS_SPACE_LIMIT = 4 * 1024**3
 PARENT_CHECK_SECONDS = 1.0
+PROGRESS_INTERVAL = 0.5
+"""Seconds between a copy's progress reports; a copy runs thousands of times faster than real
+time."""
+
+Answer = Described | Inspected | Copied | Failed
 
 
 class ParentUnavailable(OSError):
@@ -86,46 +95,37 @@ class PipedBlob(BlockFile):
         return payload
 
 
-def answer(request: Any, channel: Channel) -> dict[str, Any]:
-    """What to answer `request`: `{"op": "probe", "path": P}` or `{"op": "probe", "size": N}`
-    (a blob read from the parent); `{"op": "inspect", "path": P, "format": F}` (an output we
-    wrote, whose cover picture came from the user); or `{"op": "copy", "source": P,
-    "output": P, "format": F, "track": N, "tags": {...}}`."""
+def answer(payload: bytes, channel: Channel) -> Answer:
+    """What to answer one request (`shared.media.protocol.Request`)."""
     try:
-        if not isinstance(request, dict):
-            raise TypeError("a request is an object")
-        if request.get("op") == "copy":
-            copy(request, channel)
-            return {"done": True}
-        if request.get("op") == "inspect":
-            media = inspect_output_sync(Path(request["path"]), str(request["format"]))
-            return {"media": asdict(media)}
-        if request.get("op") == "probe":
-            path, size = request.get("path"), request.get("size")
-            if isinstance(path, str):
-                return {"info": info_to_wire(probe_sync(Path(path)))}
-            if not isinstance(size, int):
-                raise TypeError("a probe names a path or a size")
-            source = PipedBlob(size, channel)
-            return {"info": info_to_wire(probe_sync(source))}
-        raise ValueError(f"no such operation: {request.get('op')!r}")
+        request = requests.validate_json(payload)
+        match request:
+            case ProbeFile(path=path):
+                return Described(info=probe_sync(Path(path)))
+            case ProbeBlob(size=size):
+                return Described(info=probe_sync(PipedBlob(size, channel)))
+            case Inspect(path=path, format=output_format):
+                return Inspected(media=inspect_sync(Path(path), output_format))
+            case Copy():
+                copy(request, channel)
+                return Copied()
     except FileNotFoundError:
-        return {"error": "missing"}
+        return Failed(kind="missing")
     except MediaError as exc:
-        return {"error": "media", "code": exc.code.value, "detail": exc.detail}
+        return Failed(kind="media", code=exc.code, detail=exc.detail)
     except ParentUnavailable:
-        return {"error": "unavailable"}
+        return Failed(kind="unavailable")
     except Exception as exc:  # anything else is this file's doing (or a bad request): say what
-        return {"error": "failed", "detail": f"{type(exc).__name__}: {exc}"[:500]}
+        return Failed(kind="failed", detail=f"{type(exc).__name__}: {exc}"[:500])
 
 
-def copy(request: dict[str, Any], channel: Channel) -> None:
+def copy(request: Copy, channel: Channel) -> None:
     job = StreamCopy(
-        Path(request["source"]),
-        Path(request["output"]),
-        format_name=str(request["format"]),
-        track=int(request["track"]),
-        tags={str(k): str(v) for k, v in dict(request["tags"]).items()},
+        Path(request.source),
+        Path(request.output),
+        format_name=request.format,
+        track=request.track,
+        tags=request.tags,
     )
     finished = threading.Event()
 
@@ -153,7 +153,7 @@ def watch_parent(parent: int) -> None:
 
 def main(argv: list[str]) -> None:
     if len(argv) != 1 or not argv[0].isdigit():
-        sys.exit("usage: python -m services.converter.libav_process PARENT_PID")
+        sys.exit("usage: python -m shared.media.child PARENT_PID")
     threading.Thread(target=watch_parent, args=(int(argv[0]),), daemon=True).start()
     # The frames go out on a private copy of stdout; fd 1 becomes stderr, so whatever a
     # library prints can never be taken for a frame.
@@ -165,7 +165,7 @@ def main(argv: list[str]) -> None:
         kind, payload = frame
         if kind != REQUEST:
             sys.exit(f"libav process: a {kind!r} frame where a request belongs")
-        channel.send(ANSWER, encode(answer(json.loads(payload), channel)))
+        channel.send(ANSWER, answer(payload, channel).model_dump_json().encode())
 
 
 if __name__ == "__main__":
