@@ -83,7 +83,7 @@ class JobFailedPayload(JobRef):
     detail: str
 
 
-class _Envelope(BaseModel):
+class Envelope(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     event_id: str = Field(default_factory=_new_id)
@@ -94,47 +94,47 @@ class _Envelope(BaseModel):
     trace: dict[str, str] = Field(default_factory=dict)
 
 
-class JobSubmitted(_Envelope):
+class JobSubmitted(Envelope):
     type: Literal[EventType.JOB_SUBMITTED] = EventType.JOB_SUBMITTED
     payload: JobSubmittedPayload
 
 
-class JobStarted(_Envelope):
+class JobStarted(Envelope):
     type: Literal[EventType.JOB_STARTED] = EventType.JOB_STARTED
     payload: JobRef
 
 
-class JobProgress(_Envelope):
+class JobProgress(Envelope):
     type: Literal[EventType.JOB_PROGRESS] = EventType.JOB_PROGRESS
     payload: JobProgressPayload
 
 
-class JobCompleted(_Envelope):
+class JobCompleted(Envelope):
     type: Literal[EventType.JOB_COMPLETED] = EventType.JOB_COMPLETED
     payload: JobCompletedPayload
 
 
-class JobFailed(_Envelope):
+class JobFailed(Envelope):
     type: Literal[EventType.JOB_FAILED] = EventType.JOB_FAILED
     payload: JobFailedPayload
 
 
-class JobCancelRequested(_Envelope):
+class JobCancelRequested(Envelope):
     type: Literal[EventType.JOB_CANCEL_REQUESTED] = EventType.JOB_CANCEL_REQUESTED
     payload: JobRef
 
 
-class JobImportRequested(_Envelope):
+class JobImportRequested(Envelope):
     type: Literal[EventType.JOB_IMPORT_REQUESTED] = EventType.JOB_IMPORT_REQUESTED
     payload: JobImportRequestedPayload
 
 
-class JobCancelled(_Envelope):
+class JobCancelled(Envelope):
     type: Literal[EventType.JOB_CANCELLED] = EventType.JOB_CANCELLED
     payload: JobRef
 
 
-Event = Annotated[
+AnyEvent = (
     JobSubmitted
     | JobStarted
     | JobProgress
@@ -142,11 +142,23 @@ Event = Annotated[
     | JobFailed
     | JobCancelRequested
     | JobCancelled
-    | JobImportRequested,
-    Discriminator("type"),
-]
+    | JobImportRequested
+)
+Event = Annotated[AnyEvent, Discriminator("type")]
 
 event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
+
+ALL_EVENTS: tuple[type[AnyEvent], ...] = (
+    JobSubmitted,
+    JobStarted,
+    JobProgress,
+    JobCompleted,
+    JobFailed,
+    JobCancelRequested,
+    JobCancelled,
+    JobImportRequested,
+)
+"""Every event model, for a handler that takes them all (the dead letters')."""
 
 
 def parse_event(body: bytes | str) -> Event:

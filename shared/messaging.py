@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import aio_pika
 import aiormq
@@ -27,8 +28,9 @@ from aio_pika.abc import (
 )
 from pydantic import ValidationError
 
+from shared.aio import shielded
 from shared.errors import ErrorCode, Unavailable
-from shared.events import Event, encode_event, parse_event
+from shared.events import Envelope, Event, encode_event, parse_event
 from shared.logs import correlation_id
 from shared.mongo import DATABASE_OUTAGES
 from shared.topology import Topology, declare_exchange, declare_topology
@@ -40,8 +42,7 @@ log = logging.getLogger(__name__)
 OUTAGE_RETRY_FIRST = 0.5
 OUTAGE_RETRY_MAX = 30.0
 
-Handler = Callable[[Event], Awaitable[None]]
-Gate = Callable[[AbstractIncomingMessage, Event], Awaitable[bool]]
+E = TypeVar("E", bound=Envelope)
 
 
 class DeadLetter(Exception):
@@ -167,14 +168,29 @@ async def open_consumer_channel(
     return channel
 
 
-async def handle_delivery(message: AbstractIncomingMessage, handler: Handler) -> None:
-    """Run `handler` on one delivery and settle it by the contract's rules."""
+async def handle_delivery(
+    message: AbstractIncomingMessage,
+    handler: Callable[[E], Awaitable[None]],
+    accepts: tuple[type[E], ...],
+) -> None:
+    """Run `handler` on one delivery and settle it by the contract's rules. A message that is
+    not one of the events `accepts` names is dead-lettered here, where it arrived."""
     try:
-        event = parse_event(message.body)
+        parsed = parse_event(message.body)
     except ValidationError as exc:
         log.error("unparseable message %s dead-lettered: %s", message.message_id, exc)
         await message.reject(requeue=False)
         return
+    if not isinstance(parsed, accepts):
+        log.error(
+            "%s %s dead-lettered: this queue takes %s",
+            parsed.type,
+            parsed.event_id,
+            ", ".join(model.__name__ for model in accepts),
+        )
+        await message.reject(requeue=False)
+        return
+    event = parsed
     correlation_id.set(event.correlation_id)
     outages = 0
     while True:
@@ -187,7 +203,7 @@ async def handle_delivery(message: AbstractIncomingMessage, handler: Handler) ->
             return
         except asyncio.CancelledError:
             # Shutting down mid-message: hand it back so another consumer takes it.
-            await asyncio.shield(message.nack(requeue=True))
+            await shielded(message.nack(requeue=True), "handing a message back")
             raise
         except Exception as exc:
             if is_outage(exc):
@@ -206,7 +222,7 @@ async def handle_delivery(message: AbstractIncomingMessage, handler: Handler) ->
                 try:
                     await asyncio.sleep(delay)
                 except asyncio.CancelledError:
-                    await asyncio.shield(message.nack(requeue=True))
+                    await shielded(message.nack(requeue=True), "handing a message back")
                     raise
                 continue
             log.exception("handling %s %s failed; requeued", event.type, event.event_id)
@@ -228,26 +244,32 @@ def _describe(exc: BaseException) -> str:
 
 
 async def consume(
-    channel: AbstractRobustChannel, queue_name: str, handler: Handler, gate: Gate | None = None
+    channel: AbstractRobustChannel,
+    queue_name: str,
+    handler: Callable[[E], Awaitable[None]],
+    accepts: tuple[type[E], ...],
+    gate: Callable[[AbstractIncomingMessage, E], Awaitable[bool]] | None = None,
 ) -> tuple[AbstractQueue, str]:
-    """Start consuming `queue_name`; returns the queue and consumer tag (to cancel it).
+    """Start consuming `queue_name` with `handler`, which takes the events `accepts` names;
+    returns the queue and consumer tag (to cancel it).
 
-    `gate`, when given, sees each parsed message first; when it answers True it has dealt with
-    the message (e.g. put a copy at the back of the queue) and the delivery is acknowledged
-    without running `handler`. It runs under the same outage retries as the handler.
+    `gate`, when given, sees each accepted message first; when it answers True it has dealt
+    with the message (e.g. put a copy at the back of the queue) and the delivery is
+    acknowledged without running `handler`. It runs under the same outage retries as the
+    handler.
     """
     queue = await channel.get_queue(queue_name, ensure=True)
 
     async def on_message(message: AbstractIncomingMessage) -> None:
         if gate is None:
-            await handle_delivery(message, handler)
+            await handle_delivery(message, handler, accepts)
             return
 
-        async def gated(event: Event) -> None:
+        async def gated(event: E) -> None:
             if not await gate(message, event):
                 await handler(event)
 
-        await handle_delivery(message, gated)
+        await handle_delivery(message, gated, accepts)
 
     tag = await queue.consume(on_message, no_ack=False)
     return queue, tag

@@ -191,7 +191,9 @@ class ImportConsumer:
         cls, connection: AbstractRobustConnection, topology: Topology, importer: Importer
     ) -> ImportConsumer:
         channel = await open_consumer_channel(connection, topology, IMPORTS_AT_ONCE)
-        queue, tag = await consume(channel, topology.imports_queue, importer.handle)
+        queue, tag = await consume(
+            channel, topology.imports_queue, importer.handle, (JobImportRequested,)
+        )
         return cls(channel, queue, tag)
 
     async def stop(self) -> None:

@@ -11,7 +11,7 @@ from aio_pika.abc import AbstractQueue, AbstractRobustChannel, AbstractRobustCon
 
 from services.converter.retention import Requeuer, RetentionSweeper
 from services.converter.service import Converter
-from shared.events import EventType
+from shared.events import ALL_EVENTS, EventType, JobCancelRequested, JobSubmitted
 from shared.fairshare import FairShare
 from shared.messaging import bind_private_queue, consume, open_consumer_channel
 from shared.metrics import QUEUE_DEPTH
@@ -56,17 +56,23 @@ class ConverterWorker:
                 channel,
                 self._topology.jobs_queue,
                 self._converter.handle,
+                (JobSubmitted,),
                 gate=fair.defer_if_others_wait,
             )
         )
         side = await open_consumer_channel(self._connection, self._topology, 50)
         self._consumers.append(
-            await consume(side, self._topology.dead_jobs_queue, self._converter.handle_dead_letter)
+            await consume(
+                side,
+                self._topology.dead_jobs_queue,
+                self._converter.handle_dead_letter,
+                ALL_EVENTS,
+            )
         )
         control = await bind_private_queue(
             side, self._topology, [str(EventType.JOB_CANCEL_REQUESTED)]
         )
-        await consume(side, control.name, self._converter.handle_control)
+        await consume(side, control.name, self._converter.handle_control, (JobCancelRequested,))
         self._sweeper = asyncio.create_task(self._sweep_forever())
         self._gauge = asyncio.create_task(self._measure_queues(side))
         if self._retention is not None:

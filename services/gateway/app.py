@@ -24,7 +24,7 @@ from services.gateway import (
     tus_routes,
 )
 from services.gateway.balancer import Balancer
-from services.gateway.live import LIVE_EVENT_TYPES, LiveHub
+from services.gateway.live import LIVE_EVENT_TYPES, LIVE_EVENTS, LiveHub
 from services.gateway.state import GatewayState
 from services.gateway.tickets import TicketStore
 from shared.accounts import AccountDirectory
@@ -77,7 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
             live = LiveHub()
             channel = await open_consumer_channel(amqp, topology, prefetch=500)
             live_queue = await bind_private_queue(channel, topology, LIVE_EVENT_TYPES)
-            await consume(channel, live_queue.name, live.deliver)
+            await consume(channel, live_queue.name, live.deliver, LIVE_EVENTS)
             app.state.gateway = GatewayState(
                 settings=settings,
                 mongo=mongo,

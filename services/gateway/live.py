@@ -12,17 +12,27 @@ import logging
 from collections import deque
 from typing import Any
 
-from shared.events import Event, EventType, client_view
+from shared.events import (
+    EventType,
+    JobCancelled,
+    JobCompleted,
+    JobFailed,
+    JobProgress,
+    JobStarted,
+    client_view,
+)
 
 log = logging.getLogger(__name__)
 
-LIVE_EVENT_TYPES = [
-    str(EventType.JOB_STARTED),
-    str(EventType.JOB_PROGRESS),
-    str(EventType.JOB_COMPLETED),
-    str(EventType.JOB_FAILED),
-    str(EventType.JOB_CANCELLED),
-]
+LiveEvent = JobStarted | JobProgress | JobCompleted | JobFailed | JobCancelled
+LIVE_EVENTS: tuple[type[LiveEvent], ...] = (
+    JobStarted,
+    JobProgress,
+    JobCompleted,
+    JobFailed,
+    JobCancelled,
+)
+LIVE_EVENT_TYPES = [str(model.model_fields["type"].default) for model in LIVE_EVENTS]
 BUFFER_LIMIT = 256
 # A final event may be published twice (its outbox sent by a converter and by the sweep or a
 # redelivery, around a crash); a page must hear it once. Final events are one per job, so the
@@ -82,7 +92,7 @@ class LiveHub:
     def connections(self) -> int:
         return sum(len(s) for s in self._by_user.values())
 
-    async def deliver(self, event: Event) -> None:
+    async def deliver(self, event: LiveEvent) -> None:
         """Handler for the gateway's private event queue: fan out, never block."""
         if event.type in FINAL_TYPES and self._seen_before(event.event_id):
             return

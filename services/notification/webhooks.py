@@ -23,7 +23,7 @@ from aio_pika.abc import AbstractQueue, AbstractRobustChannel, AbstractRobustCon
 
 from services.notification.service import NotificationService
 from shared.errors import AppError
-from shared.events import Event
+from shared.events import Event, JobCancelled, JobCompleted, JobFailed, JobStarted
 from shared.jobstore import JobStore
 from shared.messaging import consume, open_consumer_channel
 from shared.outbound import Guard
@@ -226,6 +226,11 @@ class Dispatcher:
             )
 
 
+# The events the webhooks queue is bound to (`Topology.work_queues`).
+QueuedEvent = JobStarted | JobCompleted | JobFailed | JobCancelled
+QUEUED_EVENTS: tuple[type[QueuedEvent], ...] = (JobStarted, JobCompleted, JobFailed, JobCancelled)
+
+
 @dataclass
 class WebhookConsumer:
     channel: AbstractRobustChannel
@@ -246,7 +251,7 @@ class WebhookConsumer:
                 dispatcher.wake.set()
 
         channel = await open_consumer_channel(connection, topology, prefetch=16)
-        queue, tag = await consume(channel, topology.webhooks_queue, handle)
+        queue, tag = await consume(channel, topology.webhooks_queue, handle, QUEUED_EVENTS)
         return cls(channel, queue, tag)
 
     async def stop(self) -> None:

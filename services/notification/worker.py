@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from aio_pika.abc import AbstractQueue, AbstractRobustChannel, AbstractRobustConnection
 
 from services.notification.service import NotificationService, RetryLater
-from shared.events import Event
+from shared.events import Event, JobCompleted, JobFailed
 from shared.messaging import consume, open_consumer_channel
 from shared.topology import Topology
 
@@ -53,6 +53,9 @@ async def deliver_with_retries(
             await asyncio.sleep(delay)
 
 
+NOTIFIED: tuple[type[JobCompleted | JobFailed], ...] = (JobCompleted, JobFailed)
+
+
 @dataclass
 class NotificationConsumer:
     channel: AbstractRobustChannel
@@ -70,11 +73,11 @@ class NotificationConsumer:
         delay: float = REQUEUE_DELAY,
         retry_window: float = 900.0,
     ) -> NotificationConsumer:
-        async def handle(event: Event) -> None:
+        async def handle(event: JobCompleted | JobFailed) -> None:
             await deliver_with_retries(service, event, base_delay=delay, window=retry_window)
 
         channel = await open_consumer_channel(connection, topology, prefetch)
-        queue, tag = await consume(channel, topology.notifications_queue, handle)
+        queue, tag = await consume(channel, topology.notifications_queue, handle, NOTIFIED)
         return cls(channel, queue, tag)
 
     async def stop(self) -> None:
