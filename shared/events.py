@@ -8,11 +8,14 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, TypeAdapter
 
 from shared.errors import ErrorCode
+
+if TYPE_CHECKING:
+    from shared.jobs import Job
 
 
 class EventType(StrEnum):
@@ -42,6 +45,18 @@ class JobRef(BaseModel):
 
     job_id: str
     user_id: str
+
+    @classmethod
+    def from_job(cls, job: Job, **fields: Any) -> Self:
+        """This payload for `job`: the job's identity (id, owner, address, file name, as far as
+        the payload carries them) from its document, everything else from `fields`."""
+        identity = {
+            "job_id": job.id,
+            "user_id": job.user_id,
+            "user_email": job.user_email,
+            "filename": job.filename,
+        }
+        return cls(**{k: v for k, v in identity.items() if k in cls.model_fields}, **fields)
 
 
 class JobSubmittedPayload(JobRef):

@@ -94,14 +94,8 @@ async def _submit(
         await state.publisher.publish(
             JobSubmitted(
                 correlation_id=correlation_id,
-                payload=JobSubmittedPayload(
-                    job_id=job_id,
-                    user_id=user.user_id,
-                    user_email=user.email,
-                    filename=filename,
-                    source_blob_id=blob_id,
-                    size=size,
-                    options=options,
+                payload=JobSubmittedPayload.from_job(
+                    job, source_blob_id=blob_id, size=size, options=options
                 ),
             )
         )
@@ -123,7 +117,7 @@ async def cancel_or_delete(state: GatewayState, user: Claims, job_id: str) -> No
     """A running or queued job is cancelled (and kept, reading `cancelled`); a finished one is
     deleted. Either way its files go."""
     job = await state.jobs.get_owned(job_id, user.user_id)
-    ref = JobRef(job_id=job_id, user_id=user.user_id)
+    ref = JobRef.from_job(job)
     correlation_id = job.correlation_id or job_id
     if job.status == JobStatus.QUEUED:
         announcement = JobCancelled(correlation_id=correlation_id, payload=ref)
