@@ -10,6 +10,10 @@ uvloop has no `loop.sendfile` and lets nothing else watch a transport's socket, 
 in a small dedicated thread pool that waits for the socket with poll(2) on its own. When every
 thread is busy, or the response has no `Content-Length`, the file is streamed as ordinary body
 messages instead. TLS connections never get the extension (sendfile would bypass the cipher).
+
+This module and `shared/bulkbody.py` are the only ones allowed to touch uvicorn's private
+protocol classes; `pyproject.toml` pins uvicorn to the minor version their tests
+(`tests/test_bulkbody.py`, `tests/test_pathsend.py`) pass on. Raise the pin only with them green.
 """
 
 from __future__ import annotations
