@@ -226,11 +226,17 @@ async def test_a_libav_process_has_its_address_space_capped(
     assert line.split()[3:5] == [str(ADDRESS_SPACE_LIMIT)] * 2
 
 
+# The process is asked something first: it watches its parent only once Python and PyAV have
+# loaded, which under a load of 25 took 3-4 s, most of the 5 s the test waits.
 WARM_AND_WAIT = """
-import sys, time
+import asyncio, sys, time
+from pathlib import Path
 from shared.media import MediaPool
 pool = MediaPool()
-pool.warm(1)
+try:
+    asyncio.run(pool.probe(Path("/nonexistent")))
+except FileNotFoundError:
+    pass
 print(pool.pids()[0][0], flush=True)
 time.sleep(60)
 """
