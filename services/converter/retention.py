@@ -151,13 +151,7 @@ class Requeuer:
 def submitted_event(job: Job, source_blob_id: str) -> JobSubmitted:
     return JobSubmitted(
         correlation_id=job.correlation_id or job.id,
-        payload=JobSubmittedPayload(
-            job_id=job.id,
-            user_id=job.user_id,
-            user_email=job.user_email,
-            filename=job.filename,
-            source_blob_id=source_blob_id,
-            size=job.source.size,
-            options=job.options,
+        payload=JobSubmittedPayload.from_job(
+            job, source_blob_id=source_blob_id, size=job.source.size, options=job.options
         ),
     )

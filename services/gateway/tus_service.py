@@ -312,14 +312,8 @@ async def _record_and_announce(state: GatewayState, job: Job, upload: Upload, si
         await state.publisher.publish(
             JobSubmitted(
                 correlation_id=upload.id,
-                payload=JobSubmittedPayload(
-                    job_id=job.id,
-                    user_id=job.user_id,
-                    user_email=job.user_email,
-                    filename=job.filename,
-                    source_blob_id=upload.blob_id,
-                    size=size,
-                    options=job.options,
+                payload=JobSubmittedPayload.from_job(
+                    job, source_blob_id=upload.blob_id, size=size, options=job.options
                 ),
             )
         )
