@@ -48,12 +48,14 @@ class JobRef(BaseModel):
 
     @classmethod
     def from_job(cls, job: Job, **fields: Any) -> Self:
-        """This payload for `job`: the job's identity (id, owner, address, file name, as far as
-        the payload carries them) from its document, everything else from `fields`."""
+        """This payload for `job`: the job's identity (id, owner, address and whether it is
+        proven, file name: as far as the payload carries them) from its document, everything
+        else from `fields`."""
         identity = {
             "job_id": job.id,
             "user_id": job.user_id,
             "user_email": job.user_email,
+            "user_email_verified": job.user_email_verified,
             "filename": job.filename,
         }
         return cls(**{k: v for k, v in identity.items() if k in cls.model_fields}, **fields)

@@ -55,7 +55,7 @@ class ConverterWorker:
             await consume(
                 channel,
                 self._topology.jobs_queue,
-                self._converter.handle,
+                self._converter.convert,
                 (JobSubmitted,),
                 gate=fair.defer_if_others_wait,
             )
