@@ -17,7 +17,6 @@ import pytest
 
 from services.converter.ffmpeg import (
     FFmpegFailed,
-    describe_failure,
     run_ffmpeg,
     timeout_for,
 )
@@ -28,6 +27,7 @@ from shared.errors import ErrorCode, MediaError
 from shared.ffmpeg_path import ffmpeg_executable
 from shared.jobs import AudioTrack
 from shared.media import MediaInfo, MediaPool
+from shared.media.failures import describe_failure
 from shared.options import ConversionOptions
 from tests.converter.test_probe import faststart_mp4, truncated_copy, two_track_mkv
 from tests.support.media import MediaFactory, decode

@@ -14,8 +14,8 @@ from pathlib import Path
 import av
 import av.error
 
-from services.converter.ffmpeg import describe_failure
 from shared.errors import ErrorCode, MediaError
+from shared.media.failures import describe_failure
 from shared.media.libav.probe import DECODER_OPTIONS, INPUT_OPTIONS, METADATA_ERRORS
 
 MUXER_OPTIONS = {"id3v2_version": "4", "write_id3v1": "0"}
