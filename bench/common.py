@@ -271,6 +271,11 @@ async def bench_stack(deps: Deps, backend: str, **env: str) -> AsyncIterator[Ben
         "BLOB_DIR": str(var_dir / "blobs"),
         "LOG_LEVEL": "WARNING",
         "CONVERTER_CONCURRENCY": str(os.cpu_count() or 1),  # the product's default
+        # One account sends every job of a benchmark: the per-account quotas would cap it.
+        "USER_MAX_ACTIVE_JOBS": "0",
+        "USER_JOBS_PER_DAY": "0",
+        "USER_STORAGE_BYTES": "0",
+        "USER_MAX_UPLOADS": "0",
         **env,
     }
     try:
