@@ -26,9 +26,10 @@ STDERR_TAIL_BYTES = 8 * 1024
 # is the unprivileged maximum (fs.pipe-max-size).
 STDIN_PIPE_BYTES = 1024 * 1024
 F_SETPIPE_SZ = 1031
-MIN_TIMEOUT = 60.0
-MAX_TIMEOUT = 4 * 3600.0
-UNKNOWN_DURATION_TIMEOUT = 3600.0
+# Ends before the 24 h after which RabbitMQ (consumer_timeout in compose.yaml) hands the job to
+# another converter.
+MAX_CONVERSION_SECONDS = 20 * 3600.0
+UNKNOWN_DURATION_SECONDS = 3600.0
 
 
 class FFmpegFailed(MediaError):
@@ -42,15 +43,20 @@ class FFmpegFailed(MediaError):
         self.returncode = returncode
 
 
-def timeout_for(duration: float | None) -> float:
-    """How long one conversion may run: generous for slow disks, bounded for stuck decoders.
+def timeout_for(
+    duration: float | None, passes: int = 1, *, base: float = 60.0, factor: float = 2.0
+) -> float:
+    """The one time limit of a conversion, every pass included: generous for slow disks,
+    bounded for stuck decoders (FFMPEG_TIMEOUT_BASE + FFMPEG_TIMEOUT_FACTOR * duration a pass).
 
     MP3 encoding runs tens of times faster than real time, so twice the duration only trips
     on something pathological.
     """
     if duration is None or duration <= 0:
-        return UNKNOWN_DURATION_TIMEOUT
-    return min(MAX_TIMEOUT, MIN_TIMEOUT + 2 * duration)
+        per_pass = max(base, UNKNOWN_DURATION_SECONDS)
+    else:
+        per_pass = base + factor * duration
+    return min(per_pass * passes, MAX_CONVERSION_SECONDS)
 
 
 async def run_ffmpeg(

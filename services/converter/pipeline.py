@@ -102,7 +102,7 @@ async def convert(
     """
     plan = plan_conversion(info, options, filename, limits)
     if timeout is None:
-        timeout = timeout_for(plan.expected_duration or info.duration) * plan.passes
+        timeout = timeout_for(plan.expected_duration or info.duration, plan.passes)
     deadline = time.monotonic() + timeout
     progress = _Progress(on_progress, plan)
     output = workdir / f"output.{options.output_extension}"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from services.converter.ffmpeg import timeout_for
 from services.converter.retention import RetentionPolicy
 from services.converter.run import JobRun
 from shared.blobstore import BlobStore
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 # A conversion still running after this is stopped as too long, before the broker's
 # consumer_timeout (24 h in compose.yaml and the k8s overlay) would hand its message to a
 # second converter while the first still works: FFmpeg takes minutes for a day of audio.
-MAX_CONVERSION_SECONDS = 20 * 3600.0
 
 
 def _alive(pid: int) -> bool:
@@ -114,13 +114,7 @@ class Converter:
             task.cancel()
 
     def timeout_for(self, duration: float | None, passes: int = 1) -> float:
-        """The conversion's time limit, scaled with the source (unknown duration: one hour)
-        and its passes, at most MAX_CONVERSION_SECONDS."""
-        if duration is None:
-            limit = max(self.timeout_base, 3600.0)
-        else:
-            limit = self.timeout_base + self.timeout_factor * duration
-        return min(limit * passes, MAX_CONVERSION_SECONDS)
+        return timeout_for(duration, passes, base=self.timeout_base, factor=self.timeout_factor)
 
     async def announce(self, event: Event) -> None:
         """Publish a live-only event (started, progress): losing one must not stop the work."""

@@ -16,13 +16,14 @@ import av
 import pytest
 
 from services.converter.ffmpeg import (
+    MAX_CONVERSION_SECONDS,
     FFmpegFailed,
     run_ffmpeg,
     timeout_for,
 )
 from services.converter.pipeline import ConversionResult, FractionCallback, convert
 from services.converter.plan import build_output_command, plan_conversion
-from services.converter.service import MAX_CONVERSION_SECONDS, Converter
+from services.converter.service import Converter
 from shared.errors import ErrorCode, MediaError
 from shared.ffmpeg_path import ffmpeg_executable
 from shared.jobs import AudioTrack
@@ -189,7 +190,7 @@ def test_timeout_scales_with_duration_and_is_bounded() -> None:
     assert timeout_for(0) == 3600
     assert timeout_for(10) == 80
     assert timeout_for(600) == 1260
-    assert timeout_for(10 * 24 * 3600) == 4 * 3600
+    assert timeout_for(10 * 24 * 3600) == MAX_CONVERSION_SECONDS
 
 
 def test_the_converters_limit_counts_passes_and_ends_before_the_brokers() -> None:
