@@ -93,8 +93,9 @@ class Job(BaseModel):
     id: str = Field(alias="_id")
     user_id: str
     user_email: str
-    # Job mails go only to proven addresses (from the access token's `email_verified`).
-    user_email_verified: bool = False
+    # Job mails go only to proven addresses (from the access token's `email_verified`); every
+    # new job sets it, and a job stored before the field existed keeps getting its mail.
+    user_email_verified: bool = True
     status: JobStatus = JobStatus.QUEUED
     progress: int = 0
     filename: str
