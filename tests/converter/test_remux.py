@@ -145,7 +145,10 @@ async def test_a_cancelled_copy_has_stopped_when_it_returns(
     task = asyncio.create_task(
         copy_mp3(libav, source, output, info, plan, on_progress=None, timeout=60)
     )
-    await asyncio.sleep(0.02)
+    # Cancel once the copy is writing (a fixed pause can end before it has begun on a busy host).
+    async with asyncio.timeout(30):
+        while not output.exists() and not task.done():
+            await asyncio.sleep(0.001)
     for _ in range(cancellations):
         # A second cancellation (a user's cancel, then shutdown) can land while the copy stops.
         task.cancel()
