@@ -41,6 +41,9 @@ class TicketStore:
                 "email": user.email,
                 "token_expires_at": user.expires_at,
                 "valid_until": min(now + TICKET_SECONDS, user.expires_at or now + TICKET_SECONDS),
+                # A socket opened with a key's ticket must end when the key is revoked.
+                "key_id": user.key_id,
+                "scopes": None if user.scopes is None else sorted(user.scopes),
             }
         )
         return ticket
@@ -52,6 +55,11 @@ class TicketStore:
         doc = await self._tickets.find_one_and_delete({"_id": _key(ticket)})
         if doc is None or float(doc["valid_until"]) < time.time():
             return None
+        scopes = doc.get("scopes")
         return Claims(
-            user_id=doc["user_id"], email=doc["email"], expires_at=float(doc["token_expires_at"])
+            user_id=doc["user_id"],
+            email=doc["email"],
+            expires_at=float(doc["token_expires_at"]),
+            key_id=doc.get("key_id"),
+            scopes=None if scopes is None else frozenset(scopes),
         )

@@ -200,3 +200,20 @@ async def test_the_cli_converts_with_an_api_key_over_a_login(
     _, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, err.decode()
     assert abs(decode(tmp_path / "out" / "keyed.mp3").duration - 2) < 0.15
+
+
+async def test_a_socket_opened_with_a_keys_ticket_ends_when_the_key_is_revoked(
+    stack: Stack, client: httpx.AsyncClient, user: dict[str, str]
+) -> None:
+    key = await new_key(client, user, ["jobs:read"])
+    answer = await client.post("/v1/ws-ticket", headers=bearer(key))
+    assert answer.status_code == 200, answer.text
+    ticket = answer.json()["ticket"]
+    async with connect(f"{ws_url(stack.gateway_url)}?ticket={ticket}") as socket:
+        assert json.loads(await asyncio.wait_for(socket.recv(), 30))["type"] == "snapshot"
+        revoked = await client.delete(f"/v1/api-keys/{key['id']}", headers=auth(user))
+        assert revoked.status_code == 204
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(socket.recv(), KEY_CACHE_SECONDS + 10)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1008
