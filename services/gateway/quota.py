@@ -1,10 +1,11 @@
 """Per-account quotas: active jobs, stored bytes, jobs per day and uploads in flight.
 
 Every way of making a job (multipart upload, tus, URL import) goes through `admit_job`, which
-checks the limits and takes a hold for the upload under way. Admissions of one user are
-serialised across gateway processes by a compare-and-set on the user's counter document: each
-admission counts the holds and jobs already there, adds its own hold, then bumps the version it
-read; if another admission bumped it first, its hold goes and it counts again. So parallel
+checks the limits and takes a hold for the upload under way. Admissions of one user take turns
+in a gateway (a lock per user) and are serialised across gateway processes by a compare-and-set
+on the user's counter document: each admission counts the holds and jobs already there, adds its
+own hold, then bumps the version it read; if another admission bumped it first, its hold goes
+and it counts again. Counts that no limit needs are not read. So parallel
 uploads cannot pass the active-jobs or daily limit at all; the storage limit holds to within
 one upload sent without a length (chunked), whose size is only known at its end.
 """
@@ -105,8 +106,27 @@ async def admit_job(state: GatewayState, user_id: str, size: int | None) -> Asyn
     active job of `size` bytes. A block that raises gives the day's count back.
     """
     limits = await limits_for(state, user_id)
-    store = state.quotas
     hold_id = uuid.uuid4().hex
+    # Forty parallel uploads racing in one gateway cost forty rounds of compare-and-set.
+    async with state.admissions.hold(user_id):
+        day = await _admit(state, user_id, limits, size, hold_id)
+    store = state.quotas
+    try:
+        yield
+    except BaseException:
+        await asyncio.shield(store.refund(user_id, day))
+        raise
+    finally:
+        await asyncio.shield(store.release(hold_id))
+
+
+async def _admit(
+    state: GatewayState, user_id: str, limits: Limits, size: int | None, hold_id: str
+) -> str:
+    """Take the hold and count the job; the day it was counted on."""
+    store = state.quotas
+    max_uploads = state.settings.user_max_uploads
+    counts_holds = bool(max_uploads or limits.max_active_jobs or limits.storage_bytes)
     deadline = state.settings.upload_deadline_seconds
     for attempt in range(ADMIT_ATTEMPTS):
         now = utcnow()
@@ -121,8 +141,7 @@ async def admit_job(state: GatewayState, user_id: str, size: int | None) -> Asyn
                 status_code=429,
                 retry_after=_seconds_to_midnight(now),
             )
-        in_flight, held_bytes = await store.holds(user_id, now)
-        max_uploads = state.settings.user_max_uploads
+        in_flight, held_bytes = await store.holds(user_id, now) if counts_holds else (0, 0)
         if max_uploads and in_flight >= max_uploads:
             raise LimitReached(
                 f"you have {in_flight} uploads in progress; wait for one to finish",
@@ -130,15 +149,16 @@ async def admit_job(state: GatewayState, user_id: str, size: int | None) -> Asyn
                 status_code=429,
                 retry_after=5,
             )
-        active = await store.active_jobs(user_id) + in_flight
-        if limits.max_active_jobs and active >= limits.max_active_jobs:
-            raise LimitReached(
-                f"you have {active} jobs queued or running, the limit is "
-                f"{limits.max_active_jobs}; wait for one to finish",
-                code=ErrorCode.TOO_MANY_ACTIVE_JOBS,
-                status_code=429,
-                retry_after=30,
-            )
+        if limits.max_active_jobs:
+            active = await store.active_jobs(user_id) + in_flight
+            if active >= limits.max_active_jobs:
+                raise LimitReached(
+                    f"you have {active} jobs queued or running, the limit is "
+                    f"{limits.max_active_jobs}; wait for one to finish",
+                    code=ErrorCode.TOO_MANY_ACTIVE_JOBS,
+                    status_code=429,
+                    retry_after=30,
+                )
         if limits.storage_bytes:
             stored = await store.stored_bytes(user_id) + held_bytes
             if stored + (size or 0) > limits.storage_bytes or stored >= limits.storage_bytes:
@@ -151,15 +171,7 @@ async def admit_job(state: GatewayState, user_id: str, size: int | None) -> Asyn
         expires_at = now + timedelta(seconds=deadline) + HOLD_SLACK
         await store.add_hold(hold_id, user_id, size or 0, expires_at)
         if await store.admit(user_id, int(counter["version"]), day, same_day):
-            break
+            return day
         await store.release(hold_id)
         await asyncio.sleep(0.001 * secrets.randbelow(min(100, 5 * 2**attempt) + 1))
-    else:
-        raise Unavailable("too many uploads of this account at once; try again")
-    try:
-        yield
-    except BaseException:
-        await asyncio.shield(store.refund(user_id, day))
-        raise
-    finally:
-        await asyncio.shield(store.release(hold_id))
+    raise Unavailable("too many uploads of this account at once; try again")

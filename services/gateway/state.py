@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -13,6 +13,7 @@ from services.gateway.balancer import Balancer
 from services.gateway.live import LiveHub
 from services.gateway.tickets import TicketStore
 from shared.accounts import AccountDirectory
+from shared.aio import KeyedLock
 from shared.apikeys import ApiKeyStore, ApiKeyVerifier
 from shared.blobstore import BlobStore
 from shared.jobstore import JobStore, QuotaStore
@@ -41,3 +42,5 @@ class GatewayState:
     key_store: ApiKeyStore
     api_keys: ApiKeyVerifier
     libav: MediaPool
+    # Admissions of one account in this process wait their turn rather than race (quota.py).
+    admissions: KeyedLock = field(default_factory=KeyedLock)
