@@ -276,6 +276,7 @@ async def bench_stack(deps: Deps, backend: str, **env: str) -> AsyncIterator[Ben
         "USER_JOBS_PER_DAY": "0",
         "USER_STORAGE_BYTES": "0",
         "USER_MAX_UPLOADS": "0",
+        "USER_MAX_SOCKETS": "0",  # api's fan-out opens 50 WebSockets per account
         **env,
     }
     try:
