@@ -137,13 +137,19 @@ class AccountDirectory:
         self._known: dict[str, tuple[float, Account | None]] = {}
 
     async def get(self, user_id: str) -> Account | None:
-        """The account, or None when auth has no such account (deleted). Raises Unavailable
-        (`auth_unavailable`) when no auth instance answers."""
+        """The account, or None when auth has no such account (deleted). When no auth instance
+        answers: the last answer this process had, however old (so an account seen disabled
+        stays refused through an outage), else Unavailable (`auth_unavailable`)."""
         now = time.monotonic()
         known = self._known.get(user_id)
         if known is not None and now - known[0] < self._ttl:
             return known[1]
-        account = await self._fetch(user_id)
+        try:
+            account = await self._fetch(user_id)
+        except Unavailable:
+            if known is None:
+                raise
+            return known[1]
         if len(self._known) >= ACCOUNT_CACHE_SIZE:
             self._known.pop(next(iter(self._known)))
         self._known[user_id] = (now, account)
