@@ -11,9 +11,10 @@ which is then exactly at the start of the next request on the connection.
 
 Without a free thread, over TLS, with a chunked body or a small one, nothing changes.
 
-This module and `shared/pathsend.py` are the only ones allowed to touch uvicorn's private
-protocol classes; `pyproject.toml` pins uvicorn to the minor version their tests
-(`tests/test_bulkbody.py`, `tests/test_pathsend.py`) pass on. Raise the pin only with them green.
+This module, `shared/pathsend.py` and `shared/server_protocol.py` are the only ones
+allowed to touch uvicorn's private protocol classes; `pyproject.toml` pins uvicorn to the minor
+version their tests (`tests/test_bulkbody.py`, `tests/test_pathsend.py`,
+`tests/security/test_exposure.py`) pass on. Raise the pin only with them green.
 """
 
 from __future__ import annotations

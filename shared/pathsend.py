@@ -11,9 +11,10 @@ in a small dedicated thread pool that waits for the socket with poll(2) on its o
 thread is busy, or the response has no `Content-Length`, the file is streamed as ordinary body
 messages instead. TLS connections never get the extension (sendfile would bypass the cipher).
 
-This module and `shared/bulkbody.py` are the only ones allowed to touch uvicorn's private
-protocol classes; `pyproject.toml` pins uvicorn to the minor version their tests
-(`tests/test_bulkbody.py`, `tests/test_pathsend.py`) pass on. Raise the pin only with them green.
+This module, `shared/bulkbody.py` and `shared/server_protocol.py` are the only ones
+allowed to touch uvicorn's private protocol classes; `pyproject.toml` pins uvicorn to the minor
+version their tests (`tests/test_bulkbody.py`, `tests/test_pathsend.py`,
+`tests/security/test_exposure.py`) pass on. Raise the pin only with them green.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The HTTP protocol every service runs under uvicorn: httptools with our two byte paths and a
-cap on the request head."""
+cap on the request head. With `shared/bulkbody.py` and `shared/pathsend.py`, the only module
+allowed to touch uvicorn's private protocol classes (see the pin in `pyproject.toml`)."""
 
 from __future__ import annotations
 
