@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from services.gateway.state import GatewayState
 from shared.accounts import AccountLimits, effective_limit
+from shared.aio import shielded
 from shared.errors import ErrorCode, LimitReached, Unavailable
 from shared.jobs import utcnow
 
@@ -114,10 +115,10 @@ async def admit_job(state: GatewayState, user_id: str, size: int | None) -> Asyn
     try:
         yield
     except BaseException:
-        await asyncio.shield(store.refund(user_id, day))
+        await shielded(store.refund(user_id, day), "giving a job back to the day's count")
         raise
     finally:
-        await asyncio.shield(store.release(hold_id))
+        await shielded(store.release(hold_id), "releasing an upload's hold")
 
 
 async def _admit(
