@@ -85,6 +85,20 @@ class User(Base):
     jobs_per_day: Mapped[int | None] = mapped_column(Integer())
 
 
+class FirstAccount(Base):
+    """One row at most: the account that signed up first, and so is an admin.
+
+    Its fixed primary key makes the claim atomic: of sign-ups racing on a new installation, on one
+    auth instance or several, one insert wins.
+    """
+
+    __tablename__ = "first_account"
+    __table_args__ = MYSQL_TABLE_OPTIONS
+
+    slot: Mapped[int] = mapped_column(Integer(), primary_key=True, autoincrement=False)
+    user_id: Mapped[str] = mapped_column(String(32))
+
+
 class RefreshToken(Base):
     """One refresh token, known only by its SHA-256; a family is every token from one login."""
 

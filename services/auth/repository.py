@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CursorResult, case, delete, func, literal, select, update
+from sqlalchemy import CursorResult, case, delete, literal, select, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import Executable
 
 from services.auth.errors import EmailTaken
-from services.auth.models import Invite, LoginAttempts, MailToken, RefreshToken, User
+from services.auth.models import FirstAccount, Invite, LoginAttempts, MailToken, RefreshToken, User
 
 
 class AuthRepository:
@@ -69,10 +69,19 @@ class AuthRepository:
         )
         return result.rowcount == 1
 
-    async def count_users(self) -> int:
-        return int(
-            (await self._session.execute(select(func.count()).select_from(User))).scalar_one()
-        )
+    async def claim_first_account(self, user_id: str) -> bool:
+        """Whether this sign-up is the installation's first: the slot's insert wins once."""
+        dialect = self._session.get_bind().dialect.name
+        row = {"slot": 1, "user_id": user_id}
+        statement: Executable
+        if dialect in ("mysql", "mariadb"):
+            statement = mysql.insert(FirstAccount).values(row).prefix_with("IGNORE")
+        elif dialect == "sqlite":
+            statement = sqlite.insert(FirstAccount).values(row).on_conflict_do_nothing()
+        else:
+            raise NotImplementedError(f"sign-ups do not support {dialect}")
+        result: CursorResult[tuple[()]] = await self._session.execute(statement)  # type: ignore[assignment]
+        return result.rowcount == 1
 
     async def list_users(self, limit: int) -> list[User]:
         result = await self._session.execute(

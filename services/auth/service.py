@@ -130,9 +130,11 @@ class AuthService:
             # request's commit (a login's among them) until the hash is done.
             await self._repository.end_reads()
             password_hash = await self._hashing.hash_new(password)
-            first = await self._repository.count_users() == 0
+            user_id = _new_id()
+            # Rolled back with the sign-up when it fails, so the slot stays free for the next.
+            first = await self._repository.claim_first_account(user_id)
             user = User(
-                id=_new_id(),
+                id=user_id,
                 email=email,
                 password_hash=password_hash,
                 created_at=datetime.now(UTC),

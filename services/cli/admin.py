@@ -37,10 +37,11 @@ async def create_user(settings: Settings, email: str, password: str, *, admin: b
     try:
         async with async_sessionmaker(engine, expire_on_commit=False).begin() as session:
             repository = AuthRepository(session)
-            first = await repository.count_users() == 0
+            user_id = uuid.uuid4().hex
+            first = await repository.claim_first_account(user_id)
             named = email in {normalise_email(e) for e in settings.admin_email_list}
             user = User(
-                id=uuid.uuid4().hex,
+                id=user_id,
                 email=email,
                 password_hash=password_hash,
                 created_at=datetime.now(UTC),

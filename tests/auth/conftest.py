@@ -109,3 +109,12 @@ async def register(client: httpx.AsyncClient, email: str, password: str = PASSWO
 
 async def login(client: httpx.AsyncClient, email: str, password: str = PASSWORD) -> httpx.Response:
     return await client.post("/v1/auth/login", data={"username": email, "password": password})
+
+
+async def is_admin(client: httpx.AsyncClient, email: str) -> bool:
+    tokens = (await login(client, email)).json()
+    me = await client.get(
+        "/v1/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
+    admin: bool = me.json()["admin"]
+    return admin

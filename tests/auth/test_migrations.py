@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, text
+from alembic import command
+from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from services.auth.migrate import upgrade
-from tests.auth.conftest import fresh_database
+from services.auth.migrate import alembic_config, upgrade
+from tests.auth.conftest import (
+    fresh_database,
+    is_admin,
+    make_settings,
+    new_email,
+    register,
+    running_auth,
+)
 
 
 @pytest.mark.parametrize("backend", ["mariadb", "sqlite"])
@@ -32,8 +42,14 @@ async def test_upgrade_twice_is_idempotent(backend: str, tmp_path: Path) -> None
                 )
         finally:
             await engine.dispose()
-    assert {"users", "refresh_tokens", "login_attempts", "alembic_version"} <= tables
-    assert versions == ["0003"]
+    assert {
+        "users",
+        "refresh_tokens",
+        "login_attempts",
+        "first_account",
+        "alembic_version",
+    } <= tables
+    assert versions == ["0004"]
     assert any(u["column_names"] == ["email"] for u in email_unique)
 
 
@@ -51,4 +67,37 @@ async def test_instances_starting_together_migrate_once(tmp_path: Path) -> None:
                 )
         finally:
             await engine.dispose()
-    assert versions == ["0003"]
+    assert versions == ["0004"]
+
+
+def upgrade_to(revision: str) -> Callable[[Connection], None]:
+    def run(connection: Connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+    return run
+
+
+@pytest.mark.parametrize("backend", ["mariadb", "sqlite"])
+async def test_an_installation_with_accounts_keeps_its_first_admin(
+    backend: str, tmp_path: Path
+) -> None:
+    async with fresh_database(backend, tmp_path) as url:
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as connection:
+                await connection.run_sync(upgrade_to("0003"))
+                await connection.execute(
+                    text(
+                        "INSERT INTO users (id, email, password_hash, created_at, is_admin) "
+                        "VALUES (:id, :email, 'x', :created_at, 1)"
+                    ),
+                    {"id": "a" * 32, "email": new_email(), "created_at": datetime(2026, 1, 1)},
+                )
+        finally:
+            await engine.dispose()
+        async with running_auth(make_settings(url, tmp_path / "var")) as client:
+            newcomer = new_email()
+            await register(client, newcomer)
+            assert not await is_admin(client, newcomer)
