@@ -27,13 +27,21 @@ const RETRY_GAP_MS = 10_000;
 /** The newer of two views of one job: a job never goes back from final, progress never drops. */
 function merge(old, next) {
   if (!old) return next;
+  // Only events tell how far a URL import's download is: the job document does not keep it.
+  const fetched = Math.max(old.fetched ?? -1, next.fetched ?? -1);
+  const known = fetched >= 0 ? { fetched } : {};
   if (RANK[old.status] > RANK[next.status]) {
-    return { ...next, status: old.status, progress: old.progress, output: old.output, error: old.error };
+    return { ...next, ...known, status: old.status, progress: old.progress, output: old.output, error: old.error };
   }
   if (old.status === next.status && !FINAL.has(next.status)) {
-    return { ...next, progress: Math.max(old.progress || 0, next.progress || 0) };
+    return { ...next, ...known, progress: Math.max(old.progress || 0, next.progress || 0) };
   }
-  return next;
+  return { ...next, ...known };
+}
+
+/** A queued URL import whose download is under way. */
+function fetching(job) {
+  return job.status === "queued" && job.fetched !== undefined && job.fetched < 100;
 }
 
 function el(tag, className, text) {
@@ -133,6 +141,10 @@ export class JobList {
         this.fetchJob(id); // the converter has probed the source: duration and codecs are known
         break;
       case "job.progress":
+        if (event.stage === "fetch") {
+          next.fetched = Math.max(job.fetched || 0, event.progress ?? 0);
+          break;
+        }
         next.status = "processing";
         next.progress = Math.max(job.progress || 0, event.progress ?? 0);
         break;
@@ -226,12 +238,14 @@ export class JobList {
 
     let label = STATUS_LABELS[job.status] || job.status;
     if (job.status === "processing") label = `Converting ${job.progress ?? 0}%`;
+    else if (fetching(job)) label = `Fetching ${job.fetched}%`;
     pill.textContent = label;
     pill.className = `status-pill status-${job.status}`;
 
     bar.hidden = !active;
     if (active) {
-      if (job.status === "queued" && !job.progress) bar.removeAttribute("value");
+      if (fetching(job)) bar.value = job.fetched;
+      else if (job.status === "queued" && !job.progress) bar.removeAttribute("value");
       else bar.value = job.progress ?? 0;
     }
 
