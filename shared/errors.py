@@ -56,6 +56,7 @@ class ErrorCode(StrEnum):
     INVITE_REQUIRED = "invite_required"
     ACCOUNT_DISABLED = "account_disabled"
     ADMIN_REQUIRED = "admin_required"
+    ALREADY_VERIFIED = "already_verified"
 
 
 class AppError(Exception):

@@ -87,6 +87,21 @@ class AdminRequired(Forbidden):
         super().__init__("only an admin may do this")
 
 
+class AlreadyVerified(Conflict):
+    code = ErrorCode.ALREADY_VERIFIED
+
+    def __init__(self) -> None:
+        super().__init__("this address is confirmed already")
+
+
+class TooManyMails(TooManyAttempts):
+    """Too many mails of one kind to one address within the window."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after)
+        self.detail = f"a link went to this address just now; ask again in {retry_after} seconds"
+
+
 class InvalidMailToken(AppError):
     """A verification or reset token that is unknown, used, expired or for another purpose."""
 

@@ -34,6 +34,7 @@ admin = APIRouter(prefix="/v1/admin", tags=["admin"])
 # Other services ask here what an account is now; the gateway forwards nothing under /internal/.
 internal = APIRouter(prefix="/internal/v1", include_in_schema=False)
 
+RESEND_ANSWER = {"detail": "a new link is on its way to your address"}
 RESET_ANSWER = {"detail": "if an account has this address, a mail with a link is on its way"}
 
 JWKS_MAX_AGE = 300
@@ -58,6 +59,12 @@ async def register(
 @router.post("/verify")
 async def verify(body: VerifyRequest, service: Service) -> Account:
     return to_account(await service.verify_email(body.token))
+
+
+@router.post("/verify/resend", status_code=status.HTTP_202_ACCEPTED)
+async def resend_verification(claims: CurrentClaims, service: Service) -> dict[str, str]:
+    await service.resend_verification(claims.user_id)
+    return RESEND_ANSWER
 
 
 @router.post("/password-reset", status_code=status.HTTP_202_ACCEPTED)

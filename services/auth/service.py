@@ -20,6 +20,7 @@ from services.auth.devices import DeviceTokens
 from services.auth.errors import (
     AccountDisabled,
     AdminRequired,
+    AlreadyVerified,
     EmailTaken,
     InvalidCredentials,
     InvalidMailToken,
@@ -205,6 +206,17 @@ class AuthService:
         user.email_verified = True
         await self._repository.save()
         return user
+
+    async def resend_verification(self, user_id: str) -> None:
+        """Mail the account's address a new verification link; earlier links stay good."""
+        user = await self.get_user(user_id)
+        if user.disabled_at is not None:
+            raise AccountDisabled()
+        if user.email_verified:
+            raise AlreadyVerified()
+        await self._throttle.count_verify_mail(user.email)
+        token = await self._mail_token(user, Purpose.VERIFY, VERIFY_TTL_SECONDS)
+        self._postman.send_verification(user.email, token)
 
     async def request_password_reset(self, email: str) -> None:
         """Mail a reset link if the address has an account; the caller answers the same either

@@ -29,14 +29,14 @@ from enum import StrEnum
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.auth.errors import TooManyAttempts, TooManySignUps
+from services.auth.errors import TooManyAttempts, TooManyMails, TooManySignUps
 from services.auth.repository import LoginAttemptsRepository
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 # Password-reset mails to one address per window: enough for a lost mail, too few to flood anyone.
-RESET_MAILS_PER_WINDOW = 3
+MAILS_PER_WINDOW = 3
 # A counting transaction that lost a lock race (InnoDB deadlock, SQLite busy) is simply run again.
 COUNT_TRIES = 3
 # Expired rows are deleted now and then rather than on every attempt (fewer writes, fewer locks).
@@ -49,6 +49,7 @@ class Scope(StrEnum):
     ADDRESS = "address"
     SIGNUP = "signup"
     RESET_MAIL = "reset_mail"
+    VERIFY_MAIL = "verify_mail"
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,8 @@ class ThrottlePolicy:
             return self.max_failures_per_address
         if scope is Scope.SIGNUP:
             return self.max_signups_per_address
-        if scope is Scope.RESET_MAIL:
-            return RESET_MAILS_PER_WINDOW
+        if scope in (Scope.RESET_MAIL, Scope.VERIFY_MAIL):
+            return MAILS_PER_WINDOW
         return self.max_failures_per_account
 
 
@@ -155,6 +156,13 @@ class LoginThrottle:
         except TooManyAttempts:
             return False
         return True
+
+    async def count_verify_mail(self, normalised_email: str) -> None:
+        """Count a verification mail asked for again; TooManyMails past the window's few."""
+        try:
+            await self._count_one(Scope.VERIFY_MAIL, account_subject(normalised_email))
+        except TooManyAttempts as exc:
+            raise TooManyMails(exc.retry_after or 1) from None
 
     async def succeeded(self, attempt: CountedAttempt) -> None:
         now = self._clock()

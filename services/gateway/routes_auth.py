@@ -120,6 +120,13 @@ async def verify(body: VerifyRequest, state: State) -> Response:
     return await _forward(state, "POST", "/v1/auth/verify", json=body.model_dump())
 
 
+@router.post("/verify/resend", status_code=202, responses=error_responses(401, 403, 409, 429))
+async def resend_verification(request: Request, state: State) -> Response:
+    """Mail the logged-in account's address a new verification link (409 if it is proven)."""
+    auth = request.headers.get("authorization", "")
+    return await _forward(state, "POST", "/v1/auth/verify/resend", headers={"authorization": auth})
+
+
 @router.post("/password-reset", status_code=202, responses=error_responses())
 async def password_reset(body: PasswordResetRequest, state: State) -> Response:
     """Mail a reset link if the address has an account: the answer is 202 either way."""

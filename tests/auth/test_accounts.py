@@ -234,6 +234,40 @@ async def test_verification_mail_proves_the_address(
         assert jwt.decode(access, options={"verify_signature": False})["email_verified"] is True
 
 
+async def test_a_new_verification_link_on_request(
+    database_url: str, tmp_path: Path, smtp: SmtpCatcher
+) -> None:
+    email = new_email()
+    async with running_auth(settings_with(database_url, tmp_path, smtp)) as client:
+        await register(client, email)
+        first = await mailed_token(smtp, email, "verify")
+        headers = await bearer(client, email)
+        assert (await client.post("/v1/auth/verify/resend")).status_code == 401
+        again = await client.post("/v1/auth/verify/resend", headers=headers)
+        assert again.status_code == 202, again.text
+        await smtp.wait_for(2)
+        tokens = [
+            re.search(r"#verify=([A-Za-z0-9_-]+)", text_body(m)).group(1)  # type: ignore[union-attr]
+            for m in smtp.messages
+            if email in str(m["To"])
+        ]
+        assert len(tokens) == 2
+        assert tokens[1] != first
+        # Past the window's few, the answer says when to ask again.
+        for _ in range(2):
+            assert (await client.post("/v1/auth/verify/resend", headers=headers)).status_code == 202
+        refused = await client.post("/v1/auth/verify/resend", headers=headers)
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["code"] == "too_many_attempts"
+        assert int(refused.headers["retry-after"]) >= 1
+        # The new link proves the address; then there is nothing left to send.
+        verified = await client.post("/v1/auth/verify", json={"token": tokens[1]})
+        assert verified.status_code == 200, verified.text
+        proven = await client.post("/v1/auth/verify/resend", headers=await bearer(client, email))
+        assert proven.status_code == 409
+        assert proven.json()["code"] == "already_verified"
+
+
 async def test_password_reset_takes_the_address_back(
     database_url: str, tmp_path: Path, smtp: SmtpCatcher
 ) -> None:

@@ -141,15 +141,29 @@ function forgotPassword() {
 
 // --- after logging in: "confirm your address", and the admin's view ---------------------------
 
-function verifyHint() {
+function verifyHint(session) {
   if ($("#verify-hint")) return;
-  const hint = element("p", {
-    class: "notice",
-    id: "verify-hint",
-    role: "status",
-    textContent:
-      "Confirm your address with the link we mailed you: until then, conversions are announced here only, not by mail.",
+  const status = element("span", { id: "verify-resend-status" });
+  const resend = element("button", { type: "button", class: "link-button", textContent: "Send the link again" });
+  resend.addEventListener("click", async () => {
+    resend.disabled = true;
+    try {
+      await session.json("/v1/auth/verify/resend", { method: "POST" });
+      status.textContent = " A new link is on its way.";
+    } catch (error) {
+      if (error instanceof ApiError && error.code === "already_verified") $("#verify-hint")?.remove();
+      status.textContent = ` ${explain(error)}`;
+    } finally {
+      resend.disabled = false;
+    }
   });
+  const hint = element(
+    "p",
+    { class: "notice", id: "verify-hint", role: "status" },
+    "Confirm your address with the link we mailed you: until then, conversions are announced here only, not by mail. ",
+    resend,
+    status,
+  );
   $("#app-view").prepend(hint);
 }
 
@@ -312,7 +326,7 @@ export function initAccounts(session) {
   async function loggedIn() {
     try {
       const me = await session.json("/v1/auth/me");
-      if (!me.email_verified) verifyHint();
+      if (!me.email_verified) verifyHint(session);
       if (me.admin) admin.mount();
     } catch (error) {
       // The page works without these extras; the next login tries again.
