@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import aio_pika
@@ -273,6 +274,36 @@ async def consume(
 
     tag = await queue.consume(on_message, no_ack=False)
     return queue, tag
+
+
+@dataclass
+class Consumer:
+    """One work queue consumed on a channel of its own, until `stop`."""
+
+    channel: AbstractRobustChannel
+    queue: AbstractQueue
+    tag: str
+
+    @classmethod
+    async def start(
+        cls,
+        connection: AbstractRobustConnection,
+        topology: Topology,
+        queue_name: str,
+        handler: Callable[[E], Awaitable[None]],
+        accepts: tuple[type[E], ...],
+        *,
+        prefetch: int,
+    ) -> Consumer:
+        channel = await open_consumer_channel(connection, topology, prefetch)
+        queue, tag = await consume(channel, queue_name, handler, accepts)
+        return cls(channel, queue, tag)
+
+    async def stop(self) -> None:
+        try:
+            await self.queue.cancel(self.tag)
+        finally:
+            await self.channel.close()
 
 
 async def bind_private_queue(

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.converter.importer import ImportConsumer, Importer
+from services.converter.importer import Importer, consume_imports
 from services.converter.retention import Requeuer, RetentionPolicy, RetentionSweeper
 from services.converter.service import Converter
 from services.converter.worker import ConverterWorker
@@ -66,7 +66,7 @@ def create_app(settings: Settings) -> FastAPI:
                 requeuer=Requeuer(jobs, converter.publisher, settings.requeue_after_seconds),
             )
             await worker.start()
-            importer = await ImportConsumer.start(
+            importer = await consume_imports(
                 amqp,
                 topology,
                 Importer(

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
-from aio_pika.abc import AbstractQueue, AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractRobustConnection
 
 from services.converter.retention import submitted_event
 from services.gateway.sniff import SNIFF_BYTES, sniff_container
@@ -30,7 +30,7 @@ from shared.events import (
 )
 from shared.jobs import JobError, JobStatus
 from shared.jobstore import JobStore
-from shared.messaging import EventPublisher, consume, open_consumer_channel
+from shared.messaging import Consumer, EventPublisher
 from shared.outbound import FetchFailed, Guard
 from shared.topology import Topology
 
@@ -180,24 +180,14 @@ def _check_media(head: bytes) -> None:
         raise ImportFailed("the URL did not give a video or audio file", code=ErrorCode.NOT_MEDIA)
 
 
-@dataclass
-class ImportConsumer:
-    channel: AbstractRobustChannel
-    queue: AbstractQueue
-    tag: str
-
-    @classmethod
-    async def start(
-        cls, connection: AbstractRobustConnection, topology: Topology, importer: Importer
-    ) -> ImportConsumer:
-        channel = await open_consumer_channel(connection, topology, IMPORTS_AT_ONCE)
-        queue, tag = await consume(
-            channel, topology.imports_queue, importer.handle, (JobImportRequested,)
-        )
-        return cls(channel, queue, tag)
-
-    async def stop(self) -> None:
-        try:
-            await self.queue.cancel(self.tag)
-        finally:
-            await self.channel.close()
+async def consume_imports(
+    connection: AbstractRobustConnection, topology: Topology, importer: Importer
+) -> Consumer:
+    return await Consumer.start(
+        connection,
+        topology,
+        topology.imports_queue,
+        importer.handle,
+        (JobImportRequested,),
+        prefetch=IMPORTS_AT_ONCE,
+    )

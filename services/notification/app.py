@@ -13,8 +13,8 @@ from services.notification.routes import router
 from services.notification.service import LinkConfig, NotificationService
 from services.notification.state import NotificationState
 from services.notification.store import NotificationStore
-from services.notification.webhooks import Dispatcher, WebhookConsumer
-from services.notification.worker import REQUEUE_DELAY, NotificationConsumer
+from services.notification.webhooks import Dispatcher, consume_webhook_events
+from services.notification.worker import REQUEUE_DELAY, consume_notifications
 from shared.apidocs import install_docs
 from shared.apikeys import ApiKeyStore, ApiKeyVerifier
 from shared.errors import ErrorCode, Unavailable
@@ -71,7 +71,7 @@ def create_app(
             )
             amqp = await connect(settings.amqp_url, "notification", settings.network_timeout)
             stack.push_async_callback(amqp.close)
-            consumer = await NotificationConsumer.start(
+            consumer = await consume_notifications(
                 amqp,
                 Topology(settings.amqp_prefix),
                 service,
@@ -89,7 +89,7 @@ def create_app(
             )
             dispatcher.start()
             stack.push_async_callback(dispatcher.stop)
-            webhook_consumer = await WebhookConsumer.start(
+            webhook_consumer = await consume_webhook_events(
                 amqp,
                 Topology(settings.amqp_prefix),
                 hooks,

@@ -11,8 +11,8 @@ from pymongo import AsyncMongoClient
 
 from services.notification.service import NotificationService
 from services.notification.store import NotificationStore
-from services.notification.worker import NotificationConsumer
 from shared.apikeys import ApiKeyVerifier
+from shared.messaging import Consumer
 from shared.settings import Settings
 from shared.tokens import JwksCache
 
@@ -27,4 +27,4 @@ class NotificationState:
     tokens: JwksCache
     api_keys: ApiKeyVerifier
     amqp: AbstractRobustConnection
-    consumer: NotificationConsumer
+    consumer: Consumer

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aio_pika.abc import AbstractQueue, AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractRobustConnection
 
 from services.notification.service import NotificationService
 from shared.errors import AppError
 from shared.events import Event, JobCancelled, JobCompleted, JobFailed, JobStarted
 from shared.jobstore import JobStore
-from shared.messaging import consume, open_consumer_channel
+from shared.messaging import Consumer
 from shared.outbound import Guard
 from shared.topology import Topology
 from shared.webhooks import (
@@ -231,31 +231,17 @@ QueuedEvent = JobStarted | JobCompleted | JobFailed | JobCancelled
 QUEUED_EVENTS: tuple[type[QueuedEvent], ...] = (JobStarted, JobCompleted, JobFailed, JobCancelled)
 
 
-@dataclass
-class WebhookConsumer:
-    channel: AbstractRobustChannel
-    queue: AbstractQueue
-    tag: str
+async def consume_webhook_events(
+    connection: AbstractRobustConnection,
+    topology: Topology,
+    hooks: WebhookStore,
+    jobs: JobStore,
+    dispatcher: Dispatcher,
+) -> Consumer:
+    async def handle(event: Event) -> None:
+        if await record_deliveries(hooks, jobs, event, dispatcher.clock()):
+            dispatcher.wake.set()
 
-    @classmethod
-    async def start(
-        cls,
-        connection: AbstractRobustConnection,
-        topology: Topology,
-        hooks: WebhookStore,
-        jobs: JobStore,
-        dispatcher: Dispatcher,
-    ) -> WebhookConsumer:
-        async def handle(event: Event) -> None:
-            if await record_deliveries(hooks, jobs, event, dispatcher.clock()):
-                dispatcher.wake.set()
-
-        channel = await open_consumer_channel(connection, topology, prefetch=16)
-        queue, tag = await consume(channel, topology.webhooks_queue, handle, QUEUED_EVENTS)
-        return cls(channel, queue, tag)
-
-    async def stop(self) -> None:
-        try:
-            await self.queue.cancel(self.tag)
-        finally:
-            await self.channel.close()
+    return await Consumer.start(
+        connection, topology, topology.webhooks_queue, handle, QUEUED_EVENTS, prefetch=16
+    )

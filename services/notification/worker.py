@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 
-from aio_pika.abc import AbstractQueue, AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractRobustConnection
 
 from services.notification.service import NotificationService, RetryLater
 from shared.events import Event, JobCompleted, JobFailed
-from shared.messaging import consume, open_consumer_channel
+from shared.messaging import Consumer
 from shared.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -56,32 +55,18 @@ async def deliver_with_retries(
 NOTIFIED: tuple[type[JobCompleted | JobFailed], ...] = (JobCompleted, JobFailed)
 
 
-@dataclass
-class NotificationConsumer:
-    channel: AbstractRobustChannel
-    queue: AbstractQueue
-    tag: str
+async def consume_notifications(
+    connection: AbstractRobustConnection,
+    topology: Topology,
+    service: NotificationService,
+    *,
+    prefetch: int = PREFETCH,
+    delay: float = REQUEUE_DELAY,
+    retry_window: float = 900.0,
+) -> Consumer:
+    async def handle(event: JobCompleted | JobFailed) -> None:
+        await deliver_with_retries(service, event, base_delay=delay, window=retry_window)
 
-    @classmethod
-    async def start(
-        cls,
-        connection: AbstractRobustConnection,
-        topology: Topology,
-        service: NotificationService,
-        *,
-        prefetch: int = PREFETCH,
-        delay: float = REQUEUE_DELAY,
-        retry_window: float = 900.0,
-    ) -> NotificationConsumer:
-        async def handle(event: JobCompleted | JobFailed) -> None:
-            await deliver_with_retries(service, event, base_delay=delay, window=retry_window)
-
-        channel = await open_consumer_channel(connection, topology, prefetch)
-        queue, tag = await consume(channel, topology.notifications_queue, handle, NOTIFIED)
-        return cls(channel, queue, tag)
-
-    async def stop(self) -> None:
-        try:
-            await self.queue.cancel(self.tag)
-        finally:
-            await self.channel.close()
+    return await Consumer.start(
+        connection, topology, topology.notifications_queue, handle, NOTIFIED, prefetch=prefetch
+    )
