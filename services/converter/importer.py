@@ -17,7 +17,6 @@ import httpx
 from aio_pika.abc import AbstractRobustConnection
 
 from services.converter.retention import submitted_event
-from services.gateway.sniff import SNIFF_BYTES, sniff_container
 from shared.blobstore import BlobStore
 from shared.errors import AppError, ErrorCode
 from shared.events import (
@@ -30,6 +29,7 @@ from shared.events import (
 )
 from shared.jobs import JobError, JobStatus
 from shared.jobstore import JobStore
+from shared.media.sniff import SNIFF_BYTES, sniff_container
 from shared.messaging import Consumer, EventPublisher
 from shared.outbound import FetchFailed, Guard
 from shared.topology import Topology

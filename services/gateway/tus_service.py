@@ -23,7 +23,6 @@ from starlette.requests import ClientDisconnect
 from services.gateway.precheck import check_against_source
 from services.gateway.quota import admit_job
 from services.gateway.service import clean_filename
-from services.gateway.sniff import SNIFF_BYTES, sniff_container
 from services.gateway.state import GatewayState
 from services.gateway.tus_protocol import OffsetMismatch, UploadLocked, split_metadata
 from services.gateway.tus_store import Upload, UploadStore
@@ -39,6 +38,7 @@ from shared.errors import (
 )
 from shared.events import JobSubmitted, JobSubmittedPayload
 from shared.jobs import Job, SourceInfo, utcnow
+from shared.media.sniff import SNIFF_BYTES, sniff_container
 from shared.metrics import UPLOAD_BYTES
 from shared.options import ConversionOptions
 from shared.storage_space import ensure_upload_space

@@ -14,8 +14,8 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from services.gateway.sniff import SNIFF_BYTES, sniff_container
 from shared.errors import EmptyFile, TooLarge, Unprocessable, UnsupportedMedia
+from shared.media.sniff import SNIFF_BYTES, sniff_container
 
 # Plain form fields (options, tags) are small; a huge one is an attack, not an option.
 MAX_FIELD_BYTES = 16 * 1024

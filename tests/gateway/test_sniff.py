@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.gateway.sniff import SNIFF_BYTES, sniff_container
+from shared.media.sniff import SNIFF_BYTES, sniff_container
 from tests.support.media import MediaFactory
 
 LAVFI_TONE = ["-f", "lavfi", "-i", "sine=frequency=300:duration=1"]
