@@ -4,6 +4,7 @@ allowed to touch uvicorn's private protocol classes (see the pin in `pyproject.t
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -15,6 +16,9 @@ from shared.pathsend import PathsendProtocol
 # The request line and headers together. httptools has no limit of its own (uvicorn's
 # h11_max_incomplete_event_size applies to h11 only): a 200 MiB header was buffered whole.
 MAX_HEAD_BYTES = 64 * 1024
+# After a 431 the client's bytes are read and dropped this long before the socket closes:
+# closing with bytes unread sends a reset, which can destroy the answer before the client reads it.
+LINGER_SECONDS = 2.0
 
 _TOO_LARGE = json.dumps(
     {
@@ -25,11 +29,12 @@ _TOO_LARGE = json.dumps(
 
 
 class HeadLimitProtocol(HttpToolsProtocol):
-    """Answers 431 and closes once a request's head passes MAX_HEAD_BYTES, so the parser never
-    holds more than that plus one read."""
+    """Answers 431 once a request's head passes MAX_HEAD_BYTES, so the parser never holds more
+    than that plus one read; then drops what the client still sends until it closes."""
 
     _in_head = False
     _head_bytes = 0
+    _refused = False
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -41,6 +46,8 @@ class HeadLimitProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
         super().data_received(data)
         if not self._in_head or self.transport.is_closing():
             return
@@ -49,13 +56,16 @@ class HeadLimitProtocol(HttpToolsProtocol):
         self._head_bytes += len(data)
         if self._head_bytes > MAX_HEAD_BYTES:
             self._in_head = False
+            self._refused = True
             self.transport.write(
                 b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
                 b"content-type: application/json\r\n"
                 b"content-length: " + str(len(_TOO_LARGE)).encode() + b"\r\n"
                 b"connection: close\r\n\r\n" + _TOO_LARGE
             )
-            self.transport.close()
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            asyncio.get_running_loop().call_later(LINGER_SECONDS, self.transport.close)
 
 
 class ServerProtocol(HeadLimitProtocol, PathsendProtocol, BulkBodyProtocol):
