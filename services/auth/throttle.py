@@ -35,7 +35,8 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Password-reset mails to one address per window: enough for a lost mail, too few to flood anyone.
+# Mails of one kind (reset, verification asked again) to one address per window: enough for a lost
+# mail, too few to flood anyone.
 MAILS_PER_WINDOW = 3
 # A counting transaction that lost a lock race (InnoDB deadlock, SQLite busy) is simply run again.
 COUNT_TRIES = 3
